@@ -1,0 +1,3 @@
+module github.com/evlistener/evlistener
+
+go 1.24
