@@ -1,0 +1,37 @@
+# make run   — the echo server on 127.0.0.1:9876 (ARGS="-addr 0.0.0.0 9000" to change)
+# make test  — installs what is missing, then vet, gofmt, race and cgocheck2 tests
+# make bench — reference servers against cmd/echo, pinned; writes bench/results.svg
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all deps test vet run bench
+
+all: test
+
+# libevent 2.1 (core + pthreads) through pkg-config, and a C compiler for cgo.
+deps:
+	@missing=""; \
+	pkg-config --exists libevent_core libevent_pthreads 2>/dev/null || missing="libevent-dev pkg-config"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: installing $$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "deps: missing $$missing; run: sudo apt-get install -y $$missing" >&2; exit 1; \
+	fi
+
+vet: deps
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out" >&2; exit 1; fi
+
+test: vet
+	$(GO) test -race -count=1 ./...
+	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./...
+
+run: deps
+	$(GO) run ./cmd/echo $(ARGS)
+
+bench: deps
+	$(MAKE) -C bench

@@ -1,0 +1,415 @@
+package evlistener
+
+/*
+#cgo pkg-config: libevent_core libevent_pthreads
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime/cgo"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/evlistener/evlistener/internal/goid"
+)
+
+// ErrClosed is returned by methods of a listener or base that was closed.
+var ErrClosed = errors.New("evlistener: use of closed listener or base")
+
+var (
+	pthreadsOnce sync.Once
+	pthreadsErr  error
+)
+
+// UsePthreads installs libevent's pthread locking (evthread_use_pthreads).
+// NewBase calls it; C code that creates event bases before any Go code runs
+// must call it first, or those bases cannot be woken from other threads. It
+// is safe to call more than once and from any goroutine.
+func UsePthreads() error {
+	pthreadsOnce.Do(func() {
+		if C.evthread_use_pthreads() != 0 {
+			pthreadsErr = errors.New("evlistener: evthread_use_pthreads failed")
+		}
+	})
+	return pthreadsErr
+}
+
+// Base is a libevent event_base: one event loop, run by Dispatch. Every
+// method may be called from any goroutine, including from callbacks of
+// objects on the base.
+type Base struct {
+	ptr   *C.struct_event_base
+	wake  *C.struct_event // runs queued work on the loop thread
+	h     cgo.Handle
+	owned bool // event_base_free on Close
+
+	// loopG is the goroutine running Dispatch, 0 when none does.
+	loopG atomic.Uintptr
+
+	// mu guards the fields below. When no Dispatch runs, loop work runs
+	// directly under mu, so Dispatch cannot start in the middle of it.
+	mu       sync.Mutex
+	closed   bool // Close was called
+	freed    bool
+	running  bool
+	breakReq bool
+	queue    []*loopTask
+	resume   []func() // run by the next Dispatch, on the loop
+	done     chan struct{}
+
+	objMu sync.Mutex
+	objs  map[*openObject]struct{}
+
+	// panicked is set on the loop goroutine when a callback panics.
+	panicked *CallbackPanic
+}
+
+type loopTask struct {
+	fn   func() error
+	err  error
+	done chan struct{}
+}
+
+// openObject is what a listener or buffer event registers on its base so
+// that Base.Close can close it. close runs on the loop, or with no loop
+// running, and must not call back into the base's loop machinery.
+type openObject struct {
+	close func()
+}
+
+// NewBase creates an event base (event_base_new) with libevent's pthread
+// locking enabled, so that it can be driven from any goroutine.
+func NewBase() (*Base, error) {
+	if err := UsePthreads(); err != nil {
+		return nil, err
+	}
+	p := C.event_base_new()
+	if p == nil {
+		return nil, errors.New("evlistener: event_base_new failed")
+	}
+	b, err := adoptBase(p, true)
+	if err != nil {
+		C.event_base_free(p)
+		return nil, err
+	}
+	return b, nil
+}
+
+// FromCPtr adopts an event_base created by C code. Close on the returned Base
+// frees what Go opened on it but leaves the event_base itself to its owner.
+// The base must have been created after evthread_use_pthreads (see
+// UsePthreads) for calls from other goroutines to be safe.
+func FromCPtr(p unsafe.Pointer) (*Base, error) {
+	if p == nil {
+		return nil, errors.New("evlistener: FromCPtr: nil event_base")
+	}
+	if err := UsePthreads(); err != nil {
+		return nil, err
+	}
+	return adoptBase((*C.struct_event_base)(p), false)
+}
+
+func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
+	b := &Base{ptr: p, owned: owned, objs: make(map[*openObject]struct{})}
+	b.h = newHandle(b)
+	b.wake = C.evl_wake_new(p, C.uintptr_t(b.h))
+	if b.wake == nil {
+		deleteHandle(b.h)
+		return nil, errors.New("evlistener: event_new failed")
+	}
+	return b, nil
+}
+
+// CPtr returns the struct event_base * for C code in the same program. It is
+// nil once the base is closed. C code must not free it.
+func (b *Base) CPtr() unsafe.Pointer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.freed {
+		return nil
+	}
+	return unsafe.Pointer(b.ptr)
+}
+
+// Method names the kernel mechanism libevent uses ("epoll" on Linux), or ""
+// once the base is closed.
+func (b *Base) Method() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.freed {
+		return ""
+	}
+	return C.GoString(C.event_base_get_method(b.ptr))
+}
+
+// onLoop reports whether the caller is the goroutine running Dispatch.
+func (b *Base) onLoop() bool {
+	g := b.loopG.Load()
+	return g != 0 && g == goid.Get()
+}
+
+// call runs fn on the loop thread and returns its error. From the loop
+// goroutine (a callback) it runs fn at once. With no Dispatch running it
+// runs fn on the caller's goroutine, under the base's lock. Otherwise it
+// hands fn to the loop, wakes it and waits: libevent 2.1.12 deadlocks when
+// evconnlistener_disable or _free run on another thread during a callback
+// (libevent issue #1224), and bufferevents share the hazard.
+func (b *Base) call(fn func() error) error {
+	if b.onLoop() {
+		return fn()
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if !b.running {
+		defer b.mu.Unlock()
+		return fn()
+	}
+	t := taskPool.Get().(*loopTask)
+	t.fn = fn
+	b.queue = append(b.queue, t)
+	C.evl_wake(b.wake)
+	b.mu.Unlock()
+	<-t.done
+	err := t.err
+	t.fn, t.err = nil, nil
+	taskPool.Put(t)
+	return err
+}
+
+var taskPool = sync.Pool{New: func() any { return &loopTask{done: make(chan struct{}, 1)} }}
+
+func runTasks(q []*loopTask) {
+	for _, t := range q {
+		t.err = t.fn()
+		t.done <- struct{}{}
+	}
+}
+
+// onWake runs on the loop thread when the wake event fires.
+func (b *Base) onWake() {
+	b.mu.Lock()
+	q := b.queue
+	b.queue = nil
+	brk := b.breakReq
+	b.breakReq = false
+	b.mu.Unlock()
+	runTasks(q)
+	if brk {
+		C.event_base_loopbreak(b.ptr)
+	}
+}
+
+// Dispatch runs the event loop on the calling goroutine
+// (event_base_dispatch) until nothing is pending, LoopBreak or LoopExit ends
+// it, or Close is called. It returns nil in all these cases; it returns an
+// error for a closed base, for a second concurrent Dispatch on the same base,
+// or when libevent's backend fails. Callbacks of objects on the base run on
+// this goroutine, one at a time.
+//
+// If a callback panics, the loop stops, no further callback of the base runs,
+// and Dispatch panics with a *CallbackPanic that holds the value and stack.
+func (b *Base) Dispatch() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if b.running {
+		b.mu.Unlock()
+		return errors.New("evlistener: Dispatch is already running on this base")
+	}
+	b.running = true
+	b.loopG.Store(goid.Get())
+	done := make(chan struct{})
+	b.done = done
+	resume := b.resume
+	b.resume = nil
+	b.mu.Unlock()
+
+	for _, f := range resume {
+		f()
+	}
+	rc := C.event_base_dispatch(b.ptr)
+
+	b.mu.Lock()
+	b.running = false
+	b.loopG.Store(0)
+	runTasks(b.queue) // work handed over while the loop was stopping
+	b.queue = nil
+	b.breakReq = false
+	p := b.panicked
+	b.panicked = nil
+	if b.closed {
+		b.free()
+	}
+	close(done)
+	b.mu.Unlock()
+
+	if p != nil {
+		panic(p)
+	}
+	if rc < 0 {
+		return errors.New("evlistener: event_base_dispatch failed")
+	}
+	return nil
+}
+
+// LoopBreak makes a running Dispatch return promptly, after the callback that
+// runs now, if any (event_base_loopbreak). A break that lands while Dispatch
+// is starting is not lost. With no Dispatch running it does nothing and
+// returns nil. It may be called from any goroutine.
+func (b *Base) LoopBreak() error {
+	if b.onLoop() {
+		C.event_base_loopbreak(b.ptr)
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.running {
+		// event_base_loop clears its break flag when it starts, so the
+		// break is delivered from inside the loop by the wake event.
+		b.breakReq = true
+		C.evl_wake(b.wake)
+	}
+	return nil
+}
+
+// LoopExit makes Dispatch return once the given time has passed
+// (event_base_loopexit); callbacks already active still run. A pending
+// LoopExit keeps Dispatch from returning for lack of events. It may be
+// called from any goroutine.
+func (b *Base) LoopExit(after time.Duration) error {
+	if after < 0 {
+		after = 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	tv := C.struct_timeval{
+		tv_sec:  C.time_t(after / time.Second),
+		tv_usec: C.suseconds_t((after % time.Second) / time.Microsecond),
+	}
+	if C.event_base_loopexit(b.ptr, &tv) != 0 {
+		return errors.New("evlistener: event_base_loopexit failed")
+	}
+	return nil
+}
+
+// Close closes every listener and buffer event still open on the base, then
+// frees it (event_base_free; a base adopted with FromCPtr is left to its
+// owner). While Dispatch runs on another goroutine, Close stops the loop and
+// waits for Dispatch to return. Called from a callback of this base, it
+// returns at once and the base is freed as Dispatch returns. Later calls
+// return ErrClosed.
+func (b *Base) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.closed = true
+	if !b.running {
+		b.free()
+		b.mu.Unlock()
+		return nil
+	}
+	if b.onLoop() {
+		C.event_base_loopbreak(b.ptr)
+		b.mu.Unlock()
+		return nil
+	}
+	b.breakReq = true
+	C.evl_wake(b.wake)
+	done := b.done
+	b.mu.Unlock()
+	<-done
+	return nil
+}
+
+// free releases everything. It runs with b.mu held and no loop running.
+func (b *Base) free() {
+	for _, o := range b.openObjects() {
+		o.close()
+	}
+	C.event_free(b.wake)
+	if b.owned {
+		C.event_base_free(b.ptr)
+	}
+	b.freed = true
+	deleteHandle(b.h)
+}
+
+func (b *Base) register(close func()) *openObject {
+	o := &openObject{close: close}
+	b.objMu.Lock()
+	b.objs[o] = struct{}{}
+	b.objMu.Unlock()
+	return o
+}
+
+func (b *Base) unregister(o *openObject) {
+	b.objMu.Lock()
+	delete(b.objs, o)
+	b.objMu.Unlock()
+}
+
+func (b *Base) openObjects() []*openObject {
+	b.objMu.Lock()
+	defer b.objMu.Unlock()
+	list := make([]*openObject, 0, len(b.objs))
+	for o := range b.objs {
+		list = append(list, o)
+	}
+	return list
+}
+
+// resumeOnDispatch queues f to run on the loop when Dispatch next starts.
+// It is called on the loop goroutine.
+func (b *Base) resumeOnDispatch(f func()) {
+	b.mu.Lock()
+	b.resume = append(b.resume, f)
+	b.mu.Unlock()
+}
+
+// CallbackPanic is the value Dispatch panics with when a callback panicked.
+type CallbackPanic struct {
+	Value any    // the callback's panic value
+	Stack []byte // the stack where it panicked
+}
+
+func (p *CallbackPanic) Error() string {
+	return fmt.Sprintf("evlistener: callback panicked: %v\n\n%s", p.Value, p.Stack)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (p *CallbackPanic) Unwrap() error {
+	err, _ := p.Value.(error)
+	return err
+}
+
+// callbackPanicked records a recovered panic and stops the loop. It runs on
+// the loop goroutine, in a trampoline's deferred recover.
+func (b *Base) callbackPanicked(v any) {
+	if b.panicked == nil {
+		b.panicked = &CallbackPanic{Value: v, Stack: debug.Stack()}
+	}
+	C.event_base_loopbreak(b.ptr)
+}
+
+// stopped reports whether a callback panicked in the running Dispatch, in
+// which case no further callback may run. Loop goroutine only.
+func (b *Base) stopped() bool { return b.panicked != nil }

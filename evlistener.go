@@ -1,0 +1,498 @@
+// Package evlistener binds libevent's connection listener (evconnlistener)
+// and the event loop it runs on, through cgo, with Go closures as
+// callbacks.
+//
+// A Base is an event_base; Dispatch runs its loop on the calling goroutine.
+// A Listener accepts connections on it and hands each accepted socket to an
+// AcceptFunc on that goroutine. Every method of Base and Listener may be
+// called from any goroutine at any time, including from inside callbacks:
+// operations that libevent 2.1 can only do safely on the loop thread are run
+// there, and the caller waits for them.
+package evlistener
+
+/*
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime/cgo"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// AcceptFunc is called on the loop goroutine for each accepted connection.
+// It owns fd: it must close it or hand it on. addr is the peer's address, a
+// *net.TCPAddr or *net.UnixAddr that the callback may keep.
+type AcceptFunc func(l *Listener, fd int, addr net.Addr)
+
+// ErrorFunc is called on the loop goroutine when accept fails with an error
+// that retrying at once would not cure. err is a *net.OpError that wraps the
+// errno libevent saw (errors.Is(err, syscall.EMFILE)). By then the listener
+// has already paused and will retry on its own (see Listener).
+type ErrorFunc func(l *Listener, err error)
+
+// Back-off after an accept error: the first pause, and the longest.
+const (
+	firstBackoff = 10 * time.Millisecond
+	maxBackoff   = time.Second
+)
+
+// Listener is a libevent connection listener (struct evconnlistener).
+//
+// A nil AcceptFunc pauses accepting: connections wait in the kernel backlog
+// until a callback is set, and none is accepted and then dropped.
+//
+// When accept fails with an error other than EAGAIN, EINTR or ECONNABORTED
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM, EINVAL, ...), where libevent 2.1 would
+// retry in a busy loop, the listener stops accepting, calls the ErrorFunc once
+// and tries again after a pause that starts near 10 ms and doubles up to 1 s,
+// until an accept succeeds. Connections wait in the backlog meanwhile. Disable
+// and Close cancel a pending retry; Enable retries at once.
+type Listener struct {
+	base    *Base
+	h       cgo.Handle
+	network string   // "tcp" or "unix", for errors
+	fd      int      // the listening socket
+	addr    net.Addr // its bound address
+	unlink  string   // unix socket path to remove on Close
+	cptr    unsafe.Pointer
+	closed  atomic.Bool
+
+	// Owned by the loop: touched only on the loop goroutine, or under the
+	// base's lock while no loop runs (see Base.call).
+	ptr           *C.struct_evconnlistener
+	obj           *openObject
+	timer         *C.struct_event // back-off retry
+	cb            AcceptFunc
+	errCb         ErrorFunc
+	enabled       bool // the user wants connections accepted
+	backingOff    bool
+	delay         time.Duration
+	pausedByPanic bool
+}
+
+var errNilBase = errors.New("evlistener: nil base")
+
+// New wraps fd, a bound stream socket, in a listener (evconnlistener_new).
+// The socket is made non-blocking. backlog > 0 is passed to listen(); a
+// negative backlog means libevent's default (128); 0 means fd already
+// listens. With CloseOnFree, Close closes fd; otherwise fd stays the
+// caller's, also when New fails. cb may be nil (see Listener).
+func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, error) {
+	if b == nil {
+		return nil, &net.OpError{Op: "listen", Err: errNilBase}
+	}
+	if fd < 0 {
+		return nil, &net.OpError{Op: "listen", Err: os.NewSyscallError("evconnlistener_new", syscall.EBADF)}
+	}
+	network, addr, err := checkListenFD(fd)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	if err := checkFlags(flags); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	l := newListener(b, cb, flags, network)
+	err = b.call(func() error {
+		p, errno := C.evl_listener_new(b.ptr, C.uintptr_t(l.h), cbArg(cb),
+			C.uint(flags|ThreadSafe), C.int(clampBacklog(backlog)), C.int(fd))
+		if p == nil {
+			return os.NewSyscallError("evconnlistener_new", errnoOr(errno, syscall.EINVAL))
+		}
+		l.opened(p)
+		return nil
+	})
+	if err != nil {
+		deleteHandle(l.h)
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	if l.addr == nil {
+		l.addr = addr
+	}
+	return l, nil
+}
+
+// NewBind creates a socket, binds it to address and listens on it
+// (evconnlistener_new_bind). network is "tcp", "tcp4", "tcp6" or "unix";
+// address is as net.Listen takes it ("127.0.0.1:0", "[::1]:9876", ":9876",
+// a path, "@name" for an abstract unix socket). Port 0 picks a free port, which
+// Addr reports. backlog > 0 is passed to listen(), a negative backlog means
+// libevent's default (128); 0 is an error, since the new socket does not
+// listen yet. Without CloseOnFree the socket outlives Close and the caller
+// must close FD() itself. cb may be nil (see Listener).
+func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address string) (*Listener, error) {
+	opErr := func(addr net.Addr, err error) error {
+		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	}
+	if b == nil {
+		return nil, opErr(nil, errNilBase)
+	}
+	if backlog == 0 {
+		return nil, opErr(nil, errors.New("backlog 0 means the socket already listens; NewBind needs a backlog > 0, or < 0 for the default"))
+	}
+	if err := checkFlags(flags); err != nil {
+		return nil, opErr(nil, err)
+	}
+	ba, err := resolveBind(network, address)
+	if err != nil {
+		return nil, opErr(nil, err)
+	}
+	l := newListener(b, cb, flags, network)
+	if network != "unix" {
+		l.network = "tcp"
+	}
+	err = b.call(func() error {
+		p, errno := C.evl_listener_new_bind(b.ptr, C.uintptr_t(l.h), cbArg(cb),
+			C.uint(flags|ThreadSafe), C.int(clampBacklog(backlog)),
+			(*C.struct_sockaddr)(unsafe.Pointer(&ba.raw)), C.int(ba.len))
+		if p == nil {
+			return os.NewSyscallError("evconnlistener_new_bind", errnoOr(errno, syscall.EINVAL))
+		}
+		l.opened(p)
+		return nil
+	})
+	if err != nil {
+		deleteHandle(l.h)
+		return nil, opErr(ba.addr, err)
+	}
+	if ua, ok := ba.addr.(*net.UnixAddr); ok {
+		l.addr = ua // getsockname loses the '@' of abstract names
+		if flags&CloseOnFree != 0 && ua.Name[0] != '@' {
+			l.unlink = ua.Name
+		}
+	}
+	return l, nil
+}
+
+func newListener(b *Base, cb AcceptFunc, flags Flag, network string) *Listener {
+	l := &Listener{base: b, network: network, cb: cb, enabled: flags&Disabled == 0, fd: -1}
+	l.h = newHandle(l)
+	return l
+}
+
+// opened records the new evconnlistener. It runs on the loop.
+func (l *Listener) opened(p *C.struct_evconnlistener) {
+	l.ptr = p
+	l.cptr = unsafe.Pointer(p)
+	l.fd = int(C.evconnlistener_get_fd(p))
+	l.addr = sockname(l.fd)
+	l.obj = l.base.register(func() { l.closeOnLoop() })
+}
+
+func cbArg(cb AcceptFunc) C.int {
+	if cb == nil {
+		return 0
+	}
+	return 1
+}
+
+func clampBacklog(backlog int) int {
+	const maxInt32 = 1<<31 - 1
+	if backlog > maxInt32 {
+		return maxInt32
+	}
+	if backlog < 0 {
+		return -1
+	}
+	return backlog
+}
+
+func checkFlags(flags Flag) error {
+	if rest := flags &^ knownFlags; rest != 0 {
+		return errors.New("unknown listener flags " + rest.String())
+	}
+	return nil
+}
+
+func errnoOr(err error, def syscall.Errno) syscall.Errno {
+	if errno, ok := err.(syscall.Errno); ok && errno != 0 {
+		return errno
+	}
+	return def
+}
+
+// checkListenFD makes sure fd is a stream socket, makes it non-blocking as
+// libevent requires, and tells its network and address.
+func checkListenFD(fd int) (string, net.Addr, error) {
+	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
+	if err != nil {
+		return "", nil, os.NewSyscallError("getsockopt", err)
+	}
+	addr := sockname(fd)
+	network := "tcp"
+	if _, ok := addr.(*net.UnixAddr); ok {
+		network = "unix"
+	}
+	if typ != syscall.SOCK_STREAM {
+		return network, addr, errors.New("not a stream socket")
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return network, addr, os.NewSyscallError("fcntl", err)
+	}
+	return network, addr, nil
+}
+
+// Close frees the listener (evconnlistener_free). Once it returns no
+// callback of the listener starts, and with CloseOnFree the listening socket
+// is closed (when called inside the listener's own callback, as that callback
+// returns). It may be called from any goroutine and inside the listener's
+// callbacks; later calls return ErrClosed.
+func (l *Listener) Close() error {
+	if l.base.onLoop() {
+		return l.closeOnLoop()
+	}
+	return l.base.call(l.closeOnLoop)
+}
+
+func (l *Listener) closeOnLoop() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	l.closed.Store(true)
+	if l.timer != nil {
+		C.event_free(l.timer)
+		l.timer = nil
+	}
+	// Inside the listener's own callback libevent defers the destruction
+	// to the callback's return and makes no further call (listener.c
+	// refcount), so the handle can go now.
+	C.evconnlistener_free(l.ptr)
+	l.ptr = nil
+	if l.unlink != "" {
+		syscall.Unlink(l.unlink)
+	}
+	l.base.unregister(l.obj)
+	deleteHandle(l.h)
+	l.cb, l.errCb = nil, nil
+	return nil
+}
+
+// Enable resumes accepting (evconnlistener_enable), at once also when a
+// back-off pause is pending. It may be called from any goroutine.
+func (l *Listener) Enable() error {
+	if l.base.onLoop() {
+		return l.enableOnLoop()
+	}
+	return l.base.call(l.enableOnLoop)
+}
+
+func (l *Listener) enableOnLoop() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	l.enabled = true
+	l.pausedByPanic = false
+	l.cancelBackoff()
+	if C.evconnlistener_enable(l.ptr) != 0 {
+		return &net.OpError{Op: "enable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_enable failed")}
+	}
+	return nil
+}
+
+// Disable stops accepting (evconnlistener_disable); connections wait in the
+// kernel backlog. Called inside the accept callback it stops the accept
+// loop at once. It may be called from any goroutine.
+func (l *Listener) Disable() error {
+	if l.base.onLoop() {
+		return l.disableOnLoop()
+	}
+	return l.base.call(l.disableOnLoop)
+}
+
+func (l *Listener) disableOnLoop() error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	l.enabled = false
+	l.pausedByPanic = false
+	l.cancelBackoff()
+	if C.evconnlistener_disable(l.ptr) != 0 {
+		return &net.OpError{Op: "disable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_disable failed")}
+	}
+	return nil
+}
+
+// SetCallback replaces the accept callback (evconnlistener_set_cb). nil
+// pauses accepting, without accepting and dropping a connection as
+// libevent's set_cb(NULL) would. It may be called from any goroutine; on a
+// closed listener it does nothing.
+func (l *Listener) SetCallback(cb AcceptFunc) {
+	set := func() error {
+		if l.closed.Load() {
+			return ErrClosed
+		}
+		l.setCallback(cb)
+		return nil
+	}
+	if l.base.onLoop() {
+		set()
+		return
+	}
+	l.base.call(set)
+}
+
+func (l *Listener) setCallback(cb AcceptFunc) {
+	had := l.cb != nil
+	l.cb = cb
+	switch {
+	case cb == nil && had:
+		// set_cb(NULL) alone leaves the event registered and libevent
+		// would accept and close the next connection: take the event
+		// out first, then keep libevent's enabled flag as it was.
+		C.evconnlistener_disable(l.ptr)
+		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 0)
+		if l.active() {
+			C.evconnlistener_enable(l.ptr) // records the flag only
+		}
+	case cb != nil && !had:
+		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 1) // adds the event if enabled
+	}
+}
+
+// active reports whether libevent's side should be enabled now.
+func (l *Listener) active() bool { return l.enabled && !l.backingOff && !l.pausedByPanic }
+
+// SetErrorCallback sets the callback for accept errors
+// (evconnlistener_set_error_cb); nil removes it. The back-off happens either
+// way. It may be called from any goroutine; on a closed listener it does
+// nothing.
+func (l *Listener) SetErrorCallback(cb ErrorFunc) {
+	set := func() error {
+		if l.closed.Load() {
+			return ErrClosed
+		}
+		l.errCb = cb
+		return nil
+	}
+	if l.base.onLoop() {
+		set()
+		return
+	}
+	l.base.call(set)
+}
+
+// FD returns the listening socket (evconnlistener_get_fd), or -1 once the
+// listener is closed.
+func (l *Listener) FD() int {
+	if l.closed.Load() {
+		return -1
+	}
+	return l.fd
+}
+
+// Base returns the base the listener runs on (evconnlistener_get_base).
+func (l *Listener) Base() *Base { return l.base }
+
+// Addr returns the address the listener is bound to, with port 0 resolved,
+// or nil once the listener is closed.
+func (l *Listener) Addr() net.Addr {
+	if l.closed.Load() {
+		return nil
+	}
+	return l.addr
+}
+
+// CPtr returns the struct evconnlistener * for C code in the same program,
+// or nil once the listener is closed. C code must not free it, and must call
+// evconnlistener_enable, _disable and _free only on the loop thread.
+func (l *Listener) CPtr() unsafe.Pointer {
+	if l.closed.Load() {
+		return nil
+	}
+	return l.cptr
+}
+
+// onAccept runs on the loop for each accepted connection.
+func (l *Listener) onAccept(fd int, sa unsafe.Pointer, n int) {
+	cb := l.cb
+	if cb == nil || l.base.stopped() {
+		// Unreachable: libevent calls back only while a callback is
+		// set, and a panic disables the listener before its next
+		// accept. Nothing can take the socket, so do not leak it.
+		syscall.Close(fd)
+		return
+	}
+	l.delay = 0
+	defer l.recoverCallback(fd)
+	cb(l, fd, sockaddrToAddr(sa, n))
+}
+
+// onAcceptError runs on the loop when accept failed with errno.
+func (l *Listener) onAcceptError(errno syscall.Errno) {
+	switch errno {
+	case syscall.EAGAIN, syscall.EINTR, syscall.ECONNABORTED:
+		return
+	}
+	if l.closed.Load() {
+		return
+	}
+	// libevent 2.1 leaves the listener enabled after an accept error; the
+	// socket stays readable and the loop would spin at full CPU (about
+	// 180,000 error callbacks per 100 ms on EMFILE). Pause, retry later.
+	C.evconnlistener_disable(l.ptr)
+	l.delay = min(max(2*l.delay, firstBackoff), maxBackoff)
+	if l.timer == nil {
+		l.timer = C.evl_timer_new(l.base.ptr, C.uintptr_t(l.h))
+	}
+	l.backingOff = true
+	C.evl_timer_add(l.timer, C.int64_t(l.delay/time.Microsecond))
+	cb := l.errCb
+	if cb == nil || l.base.stopped() {
+		return
+	}
+	defer l.recoverCallback(-1)
+	cb(l, &net.OpError{Op: "accept", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("accept", errno)})
+}
+
+// onTimer ends a back-off pause.
+func (l *Listener) onTimer() {
+	if l.closed.Load() || !l.backingOff {
+		return
+	}
+	l.backingOff = false
+	if l.active() {
+		C.evconnlistener_enable(l.ptr)
+	}
+}
+
+func (l *Listener) cancelBackoff() {
+	if l.backingOff {
+		C.event_del(l.timer)
+		l.backingOff = false
+	}
+}
+
+// recoverCallback is deferred around user callbacks: a panic must not unwind
+// through libevent's C frames. It closes the accepted socket (fd >= 0), pauses
+// the listener until the next Dispatch and stops the loop, which re-panics.
+func (l *Listener) recoverCallback(fd int) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if fd >= 0 {
+		syscall.Close(fd)
+	}
+	if !l.closed.Load() {
+		C.evconnlistener_disable(l.ptr) // stops libevent's accept loop now
+		l.pausedByPanic = true
+		l.base.resumeOnDispatch(l.resumeAfterPanic)
+	}
+	l.base.callbackPanicked(v)
+}
+
+func (l *Listener) resumeAfterPanic() {
+	if l.closed.Load() || !l.pausedByPanic {
+		return
+	}
+	l.pausedByPanic = false
+	if l.active() {
+		C.evconnlistener_enable(l.ptr)
+	}
+}

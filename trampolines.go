@@ -1,0 +1,44 @@
+package evlistener
+
+// The functions libevent calls, through the shims in cgo_bridge.c. They live
+// alone because a file with //export may declare but not define C functions
+// in its preamble. Each one turns the handle back into its Go object and
+// calls a method; the logic lives with the object.
+//
+// Adding a callback: (1) write a static C shim in cgo_bridge.c that casts
+// void *arg to uintptr_t, captures errno if it matters, and calls the
+// exported function; (2) declare any constructor taking the shim in
+// cgo_bridge.h; (3) export the function here with C types only; (4) recover
+// panics in the method it calls, and release the handle when the object
+// closes.
+
+/*
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"runtime/cgo"
+	"syscall"
+	"unsafe"
+)
+
+//export goBaseWake
+func goBaseWake(h C.uintptr_t) {
+	cgo.Handle(h).Value().(*Base).onWake()
+}
+
+//export goTimer
+func goTimer(h C.uintptr_t) {
+	cgo.Handle(h).Value().(interface{ onTimer() }).onTimer()
+}
+
+//export goListenerAccept
+func goListenerAccept(h C.uintptr_t, fd C.evutil_socket_t, sa *C.struct_sockaddr, socklen C.int) {
+	cgo.Handle(h).Value().(*Listener).onAccept(int(fd), unsafe.Pointer(sa), int(socklen))
+}
+
+//export goListenerError
+func goListenerError(h C.uintptr_t, err C.int) {
+	cgo.Handle(h).Value().(*Listener).onAcceptError(syscall.Errno(err))
+}
