@@ -73,7 +73,7 @@ type Base struct {
 type loopTask struct {
 	fn   func() error
 	err  error
-	done chan struct{}
+	done taskDone
 }
 
 // openObject is what a listener or buffer event registers on its base so
@@ -178,19 +178,23 @@ func (b *Base) call(fn func() error) error {
 	b.queue = append(b.queue, t)
 	C.evl_wake(b.wake)
 	b.mu.Unlock()
-	<-t.done
+	t.done.wait()
 	err := t.err
 	t.fn, t.err = nil, nil
 	taskPool.Put(t)
 	return err
 }
 
-var taskPool = sync.Pool{New: func() any { return &loopTask{done: make(chan struct{}, 1)} }}
+var taskPool = sync.Pool{New: func() any {
+	t := new(loopTask)
+	t.done.init()
+	return t
+}}
 
 func runTasks(q []*loopTask) {
 	for _, t := range q {
 		t.err = t.fn()
-		t.done <- struct{}{}
+		t.done.signal()
 	}
 }
 

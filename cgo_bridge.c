@@ -1,5 +1,8 @@
 #include "cgo_bridge.h"
 #include "_cgo_export.h"
+#include <string.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -74,4 +77,18 @@ struct evconnlistener *evl_listener_new_bind(struct event_base *base,
 void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb)
 {
 	evconnlistener_set_cb(lev, with_cb ? accept_cb : NULL, (void *)h);
+}
+
+/* For the benchmark of one accept callback: calls the accept trampoline n
+ * times, as listener_read_cb would, with a loopback peer address. */
+void evl_bench_accept(uintptr_t h, int fd, int n)
+{
+	struct sockaddr_in sin;
+	int i;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(4242);
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	for (i = 0; i < n; i++)
+		accept_cb(NULL, fd, (struct sockaddr *)&sin, (int)sizeof(sin), (void *)h);
 }

@@ -1,0 +1,155 @@
+package evlistener
+
+import (
+	"net"
+	"runtime/cgo"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkAcceptCallback measures one accept callback from libevent's C
+// side to the Go AcceptFunc: the trampoline, the handle lookup and the copy
+// of the peer address.
+func BenchmarkAcceptCallback(b *testing.B) {
+	base, err := NewBase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	n := 0
+	l, err := NewBind(base, func(*Listener, int, net.Addr) { n++ }, CloseOnFree|Disabled, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	benchAccept(l, -1, b.N)
+	b.StopTimer()
+	if n != b.N {
+		b.Fatalf("callback ran %d times, want %d", n, b.N)
+	}
+}
+
+// BenchmarkEnableDisableCrossGoroutine measures Enable then Disable called
+// from a goroutine other than the one running Dispatch: each is handed to
+// the loop thread, which runs it and wakes the caller.
+func BenchmarkEnableDisableCrossGoroutine(b *testing.B) {
+	base, err := NewBase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := NewBind(base, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, CloseOnFree, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := startLoop(b, base)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := l.Enable(); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Disable(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	stop()
+}
+
+// startLoop runs Dispatch on its own goroutine, kept alive by a long
+// LoopExit, and returns once the loop is running. stop closes the base and
+// waits for Dispatch to return.
+func startLoop(tb testing.TB, base *Base) (stop func()) {
+	tb.Helper()
+	if err := base.LoopExit(time.Hour); err != nil {
+		tb.Fatal(err)
+	}
+	running := make(chan struct{})
+	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		l.Close()
+		close(running)
+	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- base.Dispatch() }()
+	<-running
+	return func() {
+		if err := base.Close(); err != nil {
+			tb.Error(err)
+		}
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	}
+}
+
+// BenchmarkEnableDisableOnLoop measures the same pair called from inside a
+// callback, where no hand-off is needed.
+func BenchmarkEnableDisableOnLoop(b *testing.B) {
+	base, err := NewBase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	l, err := NewBind(base, nil, CloseOnFree|Disabled, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var failed error
+	b.ReportAllocs()
+	b.ResetTimer()
+	runOnLoop(b, base, func() {
+		for i := 0; i < b.N && failed == nil; i++ {
+			if failed = l.Enable(); failed == nil {
+				failed = l.Disable()
+			}
+		}
+	})
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+}
+
+// runOnLoop runs f once inside a Dispatch of base, from an accept callback.
+func runOnLoop(tb testing.TB, base *Base, f func()) {
+	tb.Helper()
+	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		l.Close()
+		f()
+	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	if err := base.Dispatch(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkHandleLookup measures the registry lookup every trampoline does.
+func BenchmarkHandleLookup(b *testing.B) {
+	h := newHandle(&Listener{})
+	defer deleteHandle(h)
+	b.ReportAllocs()
+	var l *Listener
+	for i := 0; i < b.N; i++ {
+		l = cgo.Handle(uintptr(h)).Value().(*Listener)
+	}
+	_ = l
+}
