@@ -21,21 +21,22 @@ func sockaddrToAddr(sa unsafe.Pointer, n int) net.Addr {
 			return nil
 		}
 		raw := (*syscall.RawSockaddrInet4)(sa)
-		ip := make(net.IP, 4)
-		copy(ip, raw.Addr[:])
-		return &net.TCPAddr{IP: ip, Port: ntohs(raw.Port)}
+		a := new(tcpAddrBuf)
+		a.TCPAddr = net.TCPAddr{IP: a.ip[:4], Port: ntohs(raw.Port)}
+		copy(a.ip[:], raw.Addr[:])
+		return &a.TCPAddr
 	case syscall.AF_INET6:
 		if n < syscall.SizeofSockaddrInet6 {
 			return nil
 		}
 		raw := (*syscall.RawSockaddrInet6)(sa)
-		ip := make(net.IP, 16)
-		copy(ip, raw.Addr[:])
-		a := &net.TCPAddr{IP: ip, Port: ntohs(raw.Port)}
+		a := new(tcpAddrBuf)
+		a.TCPAddr = net.TCPAddr{IP: a.ip[:], Port: ntohs(raw.Port)}
+		copy(a.ip[:], raw.Addr[:])
 		if raw.Scope_id != 0 {
 			a.Zone = zoneName(int(raw.Scope_id))
 		}
-		return a
+		return &a.TCPAddr
 	case syscall.AF_UNIX:
 		raw := (*syscall.RawSockaddrUnix)(sa)
 		size := n - 2
@@ -56,6 +57,12 @@ func sockaddrToAddr(sa unsafe.Pointer, n int) net.Addr {
 		return &net.UnixAddr{Name: string(path), Net: "unix"}
 	}
 	return nil
+}
+
+// tcpAddrBuf holds a peer address and its IP bytes in one allocation.
+type tcpAddrBuf struct {
+	net.TCPAddr
+	ip [16]byte
 }
 
 func ntohs(p uint16) int {
