@@ -289,7 +289,7 @@ func (l *Listener) enableOnLoop() error {
 	l.enabled = true
 	l.pausedByPanic = false
 	l.cancelBackoff()
-	if C.evconnlistener_enable(l.ptr) != 0 {
+	if l.cb != nil && C.evconnlistener_enable(l.ptr) != 0 {
 		return &net.OpError{Op: "enable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_enable failed")}
 	}
 	return nil
@@ -344,19 +344,24 @@ func (l *Listener) setCallback(cb AcceptFunc) {
 	case cb == nil && had:
 		// set_cb(NULL) alone leaves the event registered and libevent
 		// would accept and close the next connection: take the event
-		// out first, then keep libevent's enabled flag as it was.
+		// out first. libevent's enabled flag must stay clear too: inside
+		// the accept callback, listener_read_cb goes on accepting while
+		// it is set, and closes what it accepts with no callback.
 		C.evconnlistener_disable(l.ptr)
 		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 0)
-		if l.active() {
-			C.evconnlistener_enable(l.ptr) // records the flag only
-		}
 	case cb != nil && !had:
-		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 1) // adds the event if enabled
+		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 1)
+		if l.active() {
+			C.evconnlistener_enable(l.ptr)
+		}
 	}
 }
 
-// active reports whether libevent's side should be enabled now.
-func (l *Listener) active() bool { return l.enabled && !l.backingOff && !l.pausedByPanic }
+// active reports whether libevent's side should be enabled now. It never
+// is without a callback (see setCallback).
+func (l *Listener) active() bool {
+	return l.cb != nil && l.enabled && !l.backingOff && !l.pausedByPanic
+}
 
 // SetErrorCallback sets the callback for accept errors
 // (evconnlistener_set_error_cb); nil removes it. The back-off happens either
