@@ -1,0 +1,582 @@
+// Command load is the benchmark's load generator. It drives an echo server
+// on a loopback address with one workload for a bounded time and prints one
+// JSON line: ops/s, p50/p99 latency and errors. Any error makes it exit 1.
+//
+// Workloads:
+//
+//	NxSIZE  N connections, each sends a SIZE-byte message and waits for its
+//	        full echo before sending the next (ping-pong); every echo is
+//	        compared with what was sent. E.g. 1x64B, 50x64B, 50x16KiB, 1000x64B.
+//	accept  -c connectors, each in a loop: connect, send 1 byte, read its
+//	        echo, close with SO_LINGER 0 (an RST, so no TIME_WAIT eats the
+//	        ephemeral ports).
+//
+// One op is one echoed message (ping-pong) or one connection (accept); its
+// latency runs from the first byte written (or connect) to the last byte
+// read (or close). Only ops that complete inside the measuring window, after
+// the warm-up, count.
+//
+// The generator runs on one core: a single epoll loop drives all
+// connections with non-blocking sockets and edge-triggered events, and
+// reuses every buffer, so the steady state makes no allocation and about
+// two syscalls per op beyond epoll_wait.
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// epollET is EPOLLET as an unsigned mask (package syscall declares it negative).
+const epollET = 1 << 31
+
+// Bounds on what one run may ask for.
+const (
+	maxConns    = 10000
+	maxSize     = 16 << 20
+	maxDuration = 10 * time.Minute
+)
+
+// result is the JSON line the runner reads.
+type result struct {
+	Workload   string  `json:"workload"`
+	Addr       string  `json:"addr"`
+	Conns      int     `json:"conns"`
+	Size       int     `json:"size"`
+	Seconds    float64 `json:"seconds"`
+	Ops        uint64  `json:"ops"`
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	P50us      float64 `json:"p50_us"`
+	P99us      float64 `json:"p99_us"`
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	SetupMs    float64 `json:"setup_ms"`
+}
+
+func main() {
+	addr := flag.String("addr", "", "server address HOST:PORT (loopback only)")
+	workload := flag.String("w", "1x64B", "workload: NxSIZE ping-pong (1x64B, 50x64B, 50x16KiB, 1000x64B) or accept")
+	dur := flag.Duration("d", 2*time.Second, "measuring window")
+	warmup := flag.Duration("warmup", 200*time.Millisecond, "load before the window, not counted")
+	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
+	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is an error")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: load -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 0 || *addr == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+
+	cfg, err := parseWorkload(*workload)
+	if err == nil && cfg.accept {
+		cfg.conns = *connectors
+	}
+	if err == nil {
+		err = checkBounds(cfg.conns, *dur, *warmup)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		os.Exit(2)
+	}
+	sa, family, err := loopbackSockaddr(*addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		os.Exit(2)
+	}
+
+	l, err := newLoader(cfg, sa, family)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		os.Exit(1)
+	}
+	res := l.run(*warmup, *dur, *stall)
+	res.Workload = *workload
+	res.Addr = *addr
+	line, _ := json.Marshal(res)
+	fmt.Println(string(line))
+	if res.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "load: %d errors, first: %s\n", res.Errors, res.FirstError)
+		os.Exit(1)
+	}
+}
+
+type workload struct {
+	accept bool
+	conns  int
+	size   int
+}
+
+// parseWorkload reads "accept" or "NxSIZE" where SIZE is a number followed
+// by B, KiB or MiB ("×" is taken for "x").
+func parseWorkload(s string) (workload, error) {
+	if s == "accept" {
+		return workload{accept: true, size: 1}, nil
+	}
+	n, size, ok := strings.Cut(strings.ReplaceAll(s, "×", "x"), "x")
+	if !ok {
+		return workload{}, fmt.Errorf("workload %q: want accept or NxSIZE such as 50x64B", s)
+	}
+	conns, err := strconv.Atoi(n)
+	if err != nil || conns < 1 {
+		return workload{}, fmt.Errorf("workload %q: bad connection count %q", s, n)
+	}
+	mult := 1
+	switch {
+	case strings.HasSuffix(size, "KiB"):
+		mult, size = 1<<10, strings.TrimSuffix(size, "KiB")
+	case strings.HasSuffix(size, "MiB"):
+		mult, size = 1<<20, strings.TrimSuffix(size, "MiB")
+	case strings.HasSuffix(size, "B"):
+		size = strings.TrimSuffix(size, "B")
+	default:
+		return workload{}, fmt.Errorf("workload %q: size needs a unit: B, KiB or MiB", s)
+	}
+	v, err := strconv.Atoi(size)
+	if err != nil || v < 1 || v > maxSize/mult {
+		return workload{}, fmt.Errorf("workload %q: size must be 1 B to %d MiB", s, maxSize>>20)
+	}
+	return workload{conns: conns, size: v * mult}, nil
+}
+
+func checkBounds(conns int, dur, warmup time.Duration) error {
+	switch {
+	case conns < 1 || conns > maxConns:
+		return fmt.Errorf("connections: %d is outside 1-%d", conns, maxConns)
+	case dur <= 0 || dur > maxDuration:
+		return fmt.Errorf("duration %v is outside (0, %v]", dur, maxDuration)
+	case warmup < 0 || warmup > maxDuration:
+		return fmt.Errorf("warm-up %v is outside [0, %v]", warmup, maxDuration)
+	}
+	return nil
+}
+
+// loopbackSockaddr resolves addr and refuses anything but a loopback address:
+// this generator never sends traffic off the machine.
+func loopbackSockaddr(addr string) (syscall.Sockaddr, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return nil, 0, fmt.Errorf("address %s: cannot resolve %q", addr, host)
+		}
+		ip = ips[0]
+	}
+	if !ip.IsLoopback() {
+		return nil, 0, fmt.Errorf("address %s: not a loopback address", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return nil, 0, fmt.Errorf("address %s: bad port", addr)
+	}
+	if ip4 := ip.To4(); ip4 != nil {
+		sa := &syscall.SockaddrInet4{Port: p}
+		copy(sa.Addr[:], ip4)
+		return sa, syscall.AF_INET, nil
+	}
+	sa := &syscall.SockaddrInet6{Port: p}
+	copy(sa.Addr[:], ip.To16())
+	return sa, syscall.AF_INET6, nil
+}
+
+// conn is one ping-pong connection or one accept connector slot.
+type conn struct {
+	slot       int // index in loader.conns, the epoll user data
+	fd         int // -1 when closed
+	out, in    []byte
+	woff, roff int
+	seq        uint64
+	t0         time.Duration // when the op in flight started, since loader.base
+	connecting bool          // accept: waiting for connect to finish
+}
+
+type loader struct {
+	cfg    workload
+	sa     syscall.Sockaddr
+	family int
+	epfd   int
+	conns  []conn
+	base   time.Time
+	from   time.Duration // measuring window, since base
+	to     time.Duration
+	ops    uint64
+	hist   histogram
+	errs   int
+	first  error
+	live   int // ping-pong connections still open
+}
+
+func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	l := &loader{cfg: cfg, sa: sa, family: family, epfd: epfd, conns: make([]conn, cfg.conns)}
+	for i := range l.conns {
+		c := &l.conns[i]
+		c.slot, c.fd = i, -1
+		c.out = make([]byte, cfg.size)
+		c.in = make([]byte, cfg.size)
+		for j := range c.out {
+			c.out[j] = byte('a' + (i+j)%26)
+		}
+	}
+	return l, nil
+}
+
+func (l *loader) now() time.Duration { return time.Since(l.base) }
+
+// fail counts an error, keeps the first, and closes c.
+func (l *loader) fail(c *conn, err error) {
+	l.errs++
+	if l.first == nil {
+		l.first = err
+	}
+	l.closeConn(c)
+	if !l.cfg.accept {
+		l.live--
+	}
+}
+
+func (l *loader) closeConn(c *conn) {
+	if c.fd >= 0 {
+		syscall.Close(c.fd) // SO_LINGER 0: an RST, no TIME_WAIT
+		c.fd = -1
+	}
+}
+
+// socket makes a non-blocking TCP socket that closes with an RST.
+func (l *loader) socket() (int, error) {
+	fd, err := syscall.Socket(l.family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0}); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("SO_LINGER: %w", err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("TCP_NODELAY: %w", err)
+	}
+	return fd, nil
+}
+
+func (l *loader) register(fd, slot int) error {
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET, Fd: int32(slot)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+// dialAll opens the ping-pong connections one at a time, so that no
+// server's backlog overflows, each within a bounded wait.
+func (l *loader) dialAll(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	pfd := []syscall.EpollEvent{{}}
+	for i := range l.conns {
+		fd, err := l.socket()
+		if err != nil {
+			return err
+		}
+		l.conns[i].fd = fd
+		if err := syscall.Connect(fd, l.sa); err != nil && err != syscall.EINPROGRESS {
+			return fmt.Errorf("connect %d: %w", i, err)
+		}
+		if err := l.register(fd, i); err != nil {
+			return err
+		}
+		for {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return fmt.Errorf("connect %d: no answer within %v", i, limit)
+			}
+			n, err := syscall.EpollWait(l.epfd, pfd, int(wait/time.Millisecond)+1)
+			if err == syscall.EINTR || n == 0 {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("epoll_wait: %w", err)
+			}
+			if int(pfd[0].Fd) != i { // an earlier connection's late event
+				continue
+			}
+			if err := sockError(fd); err != nil {
+				return fmt.Errorf("connect %d: %w", i, err)
+			}
+			if pfd[0].Events&syscall.EPOLLOUT != 0 {
+				break
+			}
+		}
+	}
+	l.live = len(l.conns)
+	return nil
+}
+
+func sockError(fd int) error {
+	v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if v != 0 {
+		return syscall.Errno(v)
+	}
+	return nil
+}
+
+func (l *loader) run(warmup, dur, stall time.Duration) result {
+	res := result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
+	setup := time.Now()
+	if !l.cfg.accept {
+		if err := l.dialAll(5 * time.Second); err != nil {
+			l.errs++
+			l.first = err
+		}
+	}
+	res.SetupMs = float64(time.Since(setup).Microseconds()) / 1e3
+
+	if l.errs == 0 {
+		l.base = time.Now()
+		l.from, l.to = warmup, warmup+dur
+		for i := range l.conns {
+			l.start(&l.conns[i], 0)
+		}
+		l.loop()
+		now := l.now()
+		for i := range l.conns {
+			c := &l.conns[i]
+			if c.fd >= 0 && now-c.t0 > stall {
+				l.fail(c, fmt.Errorf("connection %d: op unanswered for %v", i, (now-c.t0).Round(time.Millisecond)))
+			}
+		}
+		if l.ops == 0 && l.errs == 0 {
+			l.errs++
+			l.first = errors.New("no op completed in the window")
+		}
+	}
+	for i := range l.conns {
+		l.closeConn(&l.conns[i])
+	}
+	syscall.Close(l.epfd)
+
+	res.Ops = l.ops
+	res.OpsPerSec = float64(l.ops) / dur.Seconds()
+	res.P50us = float64(l.hist.quantile(0.50)) / 1e3
+	res.P99us = float64(l.hist.quantile(0.99)) / 1e3
+	res.Errors = l.errs
+	if l.first != nil {
+		res.FirstError = l.first.Error()
+	}
+	return res
+}
+
+// loop dispatches events until the window ends (or every connection failed).
+func (l *loader) loop() {
+	events := make([]syscall.EpollEvent, 512)
+	for {
+		if l.now() >= l.to || (!l.cfg.accept && l.live == 0) {
+			return
+		}
+		n, err := syscall.EpollWait(l.epfd, events, 5)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			l.errs++
+			if l.first == nil {
+				l.first = fmt.Errorf("epoll_wait: %w", err)
+			}
+			return
+		}
+		for _, ev := range events[:n] {
+			c := &l.conns[ev.Fd]
+			if c.fd < 0 {
+				continue
+			}
+			if l.cfg.accept {
+				l.acceptEvent(c, ev.Events)
+			} else {
+				l.pingPong(c)
+			}
+		}
+	}
+}
+
+// done records an op that ran from c.t0 to now, if it lies in the window.
+func (l *loader) done(c *conn, now time.Duration) {
+	if c.t0 >= l.from && now <= l.to {
+		l.ops++
+		l.hist.add(int64(now - c.t0))
+	}
+}
+
+// start begins the next op on c at time now.
+func (l *loader) start(c *conn, now time.Duration) {
+	c.t0 = now
+	c.seq++
+	if l.cfg.accept {
+		l.dial(c)
+		return
+	}
+	c.woff, c.roff = 0, 0
+	if len(c.out) >= 8 {
+		binary.LittleEndian.PutUint64(c.out, c.seq) // a stale or reordered echo cannot match
+	} else {
+		c.out[0] = byte(c.seq)
+	}
+	// Nothing can be read before the message is out, so a fully written
+	// message waits for its EPOLLIN edge instead of trying a read that would
+	// fail with EAGAIN.
+	n, err := syscall.Write(c.fd, c.out)
+	switch {
+	case n == len(c.out):
+		c.woff = n
+		return
+	case n > 0:
+		c.woff = n
+	case err != syscall.EAGAIN && err != syscall.EINTR:
+		l.fail(c, fmt.Errorf("write: %w", err))
+		return
+	}
+	l.pingPong(c)
+}
+
+// pingPong moves c's message forward until the socket would block. With
+// edge-triggered events it must read until EAGAIN, or until every byte sent
+// has come back: an echo server sends nothing more.
+func (l *loader) pingPong(c *conn) {
+	for {
+		progressed := false
+		if c.woff < len(c.out) {
+			n, err := syscall.Write(c.fd, c.out[c.woff:])
+			switch {
+			case n > 0:
+				c.woff += n
+				progressed = true
+			case err != syscall.EAGAIN && err != syscall.EINTR:
+				l.fail(c, fmt.Errorf("write: %w", err))
+				return
+			}
+		}
+		if c.roff < c.woff {
+			n, err := syscall.Read(c.fd, c.in[c.roff:])
+			switch {
+			case n > 0:
+				c.roff += n
+				progressed = true
+			case n == 0 && err == nil:
+				l.fail(c, errors.New("read: server closed the connection"))
+				return
+			case err != syscall.EAGAIN && err != syscall.EINTR:
+				l.fail(c, fmt.Errorf("read: %w", err))
+				return
+			}
+		}
+		if c.roff == len(c.in) {
+			if !bytes.Equal(c.in, c.out) {
+				l.fail(c, fmt.Errorf("echo of message %d differs from what was sent", c.seq))
+				return
+			}
+			now := l.now()
+			l.done(c, now)
+			if now >= l.to {
+				return
+			}
+			l.start(c, now)
+			return
+		}
+		if !progressed {
+			return
+		}
+	}
+}
+
+// dial begins an accept-workload op: a non-blocking connect.
+func (l *loader) dial(c *conn) {
+	fd, err := l.socket()
+	if err != nil {
+		l.fail(c, err)
+		return
+	}
+	c.fd = fd
+	c.connecting = true
+	if err := syscall.Connect(fd, l.sa); err != nil && err != syscall.EINPROGRESS {
+		l.fail(c, fmt.Errorf("connect: %w", err))
+		return
+	}
+	if err := l.register(fd, c.slot); err != nil {
+		l.fail(c, err)
+	}
+	// A failed dial leaves the slot idle rather than retrying at once: a
+	// server that refuses connections must not spin this loop.
+}
+
+// acceptEvent moves an accept-workload op forward: connected, then 1 byte
+// out, then its echo back, then close and start the next.
+func (l *loader) acceptEvent(c *conn, events uint32) {
+	if c.connecting {
+		if events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+			err := sockError(c.fd)
+			if err == nil {
+				err = errors.New("hang-up")
+			}
+			l.fail(c, fmt.Errorf("connect: %w", err))
+			l.restart(c)
+			return
+		}
+		if events&syscall.EPOLLOUT == 0 {
+			return
+		}
+		c.connecting = false
+		c.out[0] = byte(c.seq)
+		if n, err := syscall.Write(c.fd, c.out[:1]); n != 1 {
+			l.fail(c, fmt.Errorf("write: %v", err))
+			l.restart(c)
+			return
+		}
+		return // its echo raises another event
+	}
+	n, err := syscall.Read(c.fd, c.in[:1])
+	switch {
+	case n == 1 && c.in[0] == c.out[0]:
+		l.closeConn(c)
+		now := l.now()
+		l.done(c, now)
+		if now < l.to {
+			l.start(c, now)
+		}
+	case n == 1:
+		l.fail(c, errors.New("echo differs from the byte sent"))
+		l.restart(c)
+	case n == 0 && err == nil:
+		l.fail(c, errors.New("read: server closed the connection before echoing"))
+		l.restart(c)
+	case err != syscall.EAGAIN && err != syscall.EINTR:
+		l.fail(c, fmt.Errorf("read: %w", err))
+		l.restart(c)
+	}
+}
+
+// restart begins a new accept op after a failed one, within the window.
+func (l *loader) restart(c *conn) {
+	if now := l.now(); now < l.to {
+		l.start(c, now)
+	}
+}

@@ -1,0 +1,401 @@
+// Command run is the benchmark runner behind `make bench`. It builds
+// nothing: bench/Makefile puts every binary in bench/bin first.
+//
+// For each workload and round it starts every server in turn (pinned to CPU
+// 0), waits for its "echo: listening on HOST:PORT" line, runs bin/load
+// against it (pinned to CPU 1), and stops it with SIGTERM. Rounds are
+// interleaved (A B C, B C A, …) so that a slow spell on a shared machine
+// hits every server alike. It reports per server and workload the median
+// over rounds, and for each pair of servers the median of the per-round
+// ratios: only ratios from one run mean anything.
+//
+// Outputs: a markdown report on stdout, -json (all runs and summaries) and
+// -svg (bars per workload, normalised to goecho). It exits 1 if any run
+// failed: a server that did not start or stop cleanly, or a load error.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// server is one echo server under test.
+type server struct {
+	Name string   `json:"name"`
+	Bin  string   `json:"bin"`
+	Args []string `json:"args,omitempty"` // before the port
+}
+
+// loadResult is bin/load's JSON line.
+type loadResult struct {
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	P50us      float64 `json:"p50_us"`
+	P99us      float64 `json:"p99_us"`
+	Ops        uint64  `json:"ops"`
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	SetupMs    float64 `json:"setup_ms"`
+}
+
+// runRecord is one server × workload × round.
+type runRecord struct {
+	Server   string `json:"server"`
+	Workload string `json:"workload"`
+	Round    int    `json:"round"`
+	loadResult
+	Error string `json:"error,omitempty"` // why this run does not count
+}
+
+func (r *runRecord) ok() bool { return r.Error == "" }
+
+type config struct {
+	binDir     string
+	rounds     int
+	dur        time.Duration
+	warmup     time.Duration
+	connectors int
+	workloads  []string
+	pinServer  []string // command prefix, e.g. taskset -c 0
+	pinLoad    []string
+}
+
+func main() {
+	binDir := flag.String("bin", "bin", "directory holding the servers and load")
+	rounds := flag.Int("rounds", 3, "interleaved rounds per workload")
+	dur := flag.Duration("d", 1200*time.Millisecond, "measuring window per run")
+	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
+	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
+	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
+	only := flag.String("servers", "", "comma-separated subset of servers (default: all available)")
+	cmdEcho := flag.String("cmd-echo", "../cmd/echo", "source directory of the library's echo server")
+	jsonPath := flag.String("json", "results.json", "where to write all results ('' to skip)")
+	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
+	flag.Parse()
+	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
+		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
+		fmt.Fprintln(os.Stderr, "run: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
+		flag.Usage()
+		os.Exit(2)
+	}
+
+	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
+		connectors: *connectors, workloads: splitList(*workloads)}
+	servers, notes, err := chooseServers(*binDir, *cmdEcho, splitList(*only))
+	if err != nil {
+		fatal(err)
+	}
+	for _, n := range notes {
+		fmt.Println(n)
+	}
+	if len(servers) == 0 || len(cfg.workloads) == 0 {
+		fatal(errors.New("nothing to run"))
+	}
+	cfg.pinServer, cfg.pinLoad, notes = pinning()
+	for _, n := range notes {
+		fmt.Println(n)
+	}
+
+	stopOnSignal()
+	start := time.Now()
+	perRun := cfg.warmup + cfg.dur + 150*time.Millisecond
+	fmt.Fprintf(os.Stderr, "run: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
+		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
+		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
+
+	var runs []runRecord
+	for _, w := range cfg.workloads {
+		for r := 0; r < cfg.rounds; r++ {
+			for i := range servers {
+				s := servers[(i+r)%len(servers)] // rotate who goes first
+				rec := runOne(cfg, s, w, r)
+				if !rec.ok() {
+					fmt.Fprintf(os.Stderr, "run: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
+				}
+				runs = append(runs, rec)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "run: %s done (%.0fs)\n", w, time.Since(start).Seconds())
+	}
+
+	rep := summarise(cfg, servers, runs)
+	rep.Meta.Notes = append(rep.Meta.Notes, notes...)
+	rep.Meta.Seconds = time.Since(start).Seconds()
+	fmt.Print(rep.markdown())
+	if *jsonPath != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(*jsonPath, append(b, '\n'), 0o644); err != nil {
+			fatal(err)
+		}
+	}
+	if *svgPath != "" {
+		if err := os.WriteFile(*svgPath, []byte(rep.svg()), 0o644); err != nil {
+			fatal(err)
+		}
+	}
+	if n := rep.failedRuns(); n > 0 {
+		fmt.Fprintf(os.Stderr, "run: %d of %d runs failed\n", n, len(runs))
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func fatal(err error) {
+	fmt.Fprintf(os.Stderr, "run: %v\n", err)
+	os.Exit(1)
+}
+
+// chooseServers lists the servers to run. The library's echo server counts
+// only once its source exists; then its binary must be there too.
+func chooseServers(binDir, cmdEcho string, only []string) ([]server, []string, error) {
+	servers := []server{
+		{Name: "cecho", Bin: "cecho"},
+		{Name: "crawecho", Bin: "crawecho"},
+		{Name: "goecho", Bin: "goecho"},
+		{Name: "gnetecho", Bin: "gnetecho"},
+	}
+	var notes []string
+	if st, err := os.Stat(cmdEcho); err == nil && st.IsDir() {
+		servers = append(servers,
+			server{Name: "echo-bufferevent", Bin: "echo", Args: []string{"-engine", "bufferevent"}},
+			server{Name: "echo-event", Bin: "echo", Args: []string{"-engine", "event"}},
+			server{Name: "echo", Bin: "echo"},
+		)
+	} else {
+		notes = append(notes, fmt.Sprintf("skip: %s does not exist yet; echo-bufferevent, echo-event and echo are not benchmarked", cmdEcho))
+	}
+	if len(only) > 0 {
+		var kept []server
+		for _, name := range only {
+			found := false
+			for _, s := range servers {
+				if s.Name == name {
+					kept, found = append(kept, s), true
+				}
+			}
+			if !found {
+				return nil, nil, fmt.Errorf("-servers: unknown or unavailable server %q", name)
+			}
+		}
+		servers = kept
+	}
+	for i := range servers {
+		servers[i].Bin = filepath.Join(binDir, servers[i].Bin)
+		if _, err := os.Stat(servers[i].Bin); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w (run make -C bench build)", servers[i].Name, err)
+		}
+	}
+	return servers, notes, nil
+}
+
+// pinning puts servers on CPU 0 and the load on CPU 1 when there are two
+// CPUs and taskset; otherwise it says why it does not.
+func pinning() (srv, load []string, notes []string) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return nil, nil, []string{"note: taskset not found; nothing is pinned"}
+	}
+	if runtime.NumCPU() < 2 {
+		return []string{"taskset", "-c", "0"}, []string{"taskset", "-c", "0"},
+			[]string{"note: one CPU only; server and load share CPU 0"}
+	}
+	return []string{"taskset", "-c", "0"}, []string{"taskset", "-c", "1"}, nil
+}
+
+// current is the server process running now, for the signal handler.
+var current struct {
+	sync.Mutex
+	cmd *exec.Cmd
+}
+
+func stopOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		current.Lock()
+		if current.cmd != nil && current.cmd.Process != nil {
+			current.cmd.Process.Kill()
+		}
+		current.Unlock()
+		fmt.Fprintf(os.Stderr, "run: %v: stopped\n", sig)
+		os.Exit(130)
+	}()
+}
+
+const listeningPrefix = "echo: listening on "
+
+// runOne starts s, loads it with workload w, and stops it.
+func runOne(cfg config, s server, w string, round int) (rec runRecord) {
+	rec = runRecord{Server: s.Name, Workload: w, Round: round + 1}
+
+	argv := append(append(append([]string{}, cfg.pinServer...), s.Bin), s.Args...)
+	argv = append(argv, "0")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		rec.Error = err.Error()
+		return rec
+	}
+	current.Lock()
+	err = cmd.Start()
+	current.cmd = cmd
+	current.Unlock()
+	if err != nil {
+		rec.Error = fmt.Sprintf("start: %v", err)
+		return rec
+	}
+
+	// Read stderr to its end: the listening line first, the rest kept for
+	// the report if the server misbehaves.
+	addrCh := make(chan string, 1)
+	var extra bytes.Buffer
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			if !sent && strings.HasPrefix(line, listeningPrefix) {
+				addrCh <- strings.TrimSpace(strings.TrimPrefix(line, listeningPrefix))
+				sent = true
+				continue
+			}
+			if extra.Len() < 4096 {
+				extra.WriteString(line + "\n")
+			}
+		}
+		if !sent {
+			close(addrCh)
+		}
+	}()
+	defer func() {
+		if stopErr := stopServer(cmd, stderrDone); stopErr != nil && rec.Error == "" {
+			rec.Error = stopErr.Error()
+		}
+		if !rec.ok() && extra.Len() > 0 {
+			rec.Error += "; server stderr: " + strings.TrimSpace(extra.String())
+		}
+	}()
+
+	var addr string
+	select {
+	case a, ok := <-addrCh:
+		if !ok {
+			rec.Error = "server exited without a listening line"
+			return rec
+		}
+		addr = a
+	case <-time.After(5 * time.Second):
+		rec.Error = "no listening line within 5s"
+		return rec
+	}
+
+	res, err := runLoad(cfg, addr, w)
+	rec.loadResult = res
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	return rec
+}
+
+// runLoad runs bin/load once, bounded in time.
+func runLoad(cfg config, addr, w string) (loadResult, error) {
+	var res loadResult
+	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "load"),
+		"-addr", addr, "-w", w, "-d", cfg.dur.String(), "-warmup", cfg.warmup.String(),
+		"-c", fmt.Sprint(cfg.connectors))
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
+		return res, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+	}
+	if runErr != nil || res.Errors > 0 {
+		if res.FirstError != "" {
+			return res, fmt.Errorf("load: %d errors, first: %s", res.Errors, res.FirstError)
+		}
+		return res, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+	}
+	return res, nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// stopServer sends SIGTERM and expects exit status 0 within 2 s, as
+// cmd/echo promises; otherwise it kills the server and says so.
+func stopServer(cmd *exec.Cmd, stderrDone <-chan struct{}) error {
+	defer func() {
+		current.Lock()
+		current.cmd = nil
+		current.Unlock()
+	}()
+	if cmd.ProcessState != nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() {
+		<-stderrDone // Wait closes the pipe; drain it first
+		done <- cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("server on SIGTERM: %v (want exit status 0)", err)
+		}
+		return nil
+	case <-time.After(2 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return errors.New("server did not exit within 2s of SIGTERM; killed")
+	}
+}
+
+// median of xs (which it sorts); 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// preferredBaseline is the server the chart normalises to when it ran.
+const preferredBaseline = "goecho"
+
+// pairSpec is a ratio the report tracks. Target 0 means a reference ratio
+// with no target; echoOnly targets skip the accept workload ("every echo
+// workload" in DESIGN.md).
+type pairSpec struct {
+	Num, Den string
+	Target   float64
+	EchoOnly bool
+}
+
+var pairSpecs = []pairSpec{
+	{Num: "echo-bufferevent", Den: "cecho", Target: 0.95},
+	{Num: "echo-event", Den: "crawecho", Target: 0.95},
+	{Num: "echo", Den: "goecho", Target: 1.0, EchoOnly: true},
+	{Num: "echo", Den: "gnetecho", Target: 1.0, EchoOnly: true},
+	{Num: "crawecho", Den: "goecho"},
+	{Num: "cecho", Den: "goecho"},
+	{Num: "gnetecho", Den: "goecho"},
+}
+
+type meta struct {
+	Date      string   `json:"date"`
+	Go        string   `json:"go"`
+	Kernel    string   `json:"kernel"`
+	CPUs      int      `json:"cpus"`
+	Pinning   string   `json:"pinning"`
+	Rounds    int      `json:"rounds"`
+	DurationS float64  `json:"duration_s"`
+	WarmupS   float64  `json:"warmup_s"`
+	Conns     int      `json:"accept_connectors"`
+	Seconds   float64  `json:"wall_seconds"`
+	Notes     []string `json:"notes,omitempty"`
+}
+
+// cell summarises one server × workload over its successful rounds.
+type cell struct {
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50us     float64 `json:"p50_us"`
+	P99us     float64 `json:"p99_us"`
+	Rounds    int     `json:"rounds_ok"`
+	SpreadPct float64 `json:"spread_pct"` // (max-min)/median of ops/s
+}
+
+// ratioCell is one pair × workload: the median of the per-round ratios.
+type ratioCell struct {
+	Median   float64   `json:"median"`
+	Min      float64   `json:"min"`
+	Max      float64   `json:"max"`
+	PerRound []float64 `json:"per_round"`
+	Pass     *bool     `json:"pass,omitempty"`
+}
+
+type ratioRow struct {
+	Pair   string                `json:"pair"`
+	Target float64               `json:"target,omitempty"`
+	Cells  map[string]*ratioCell `json:"workloads"`
+	spec   pairSpec
+}
+
+type report struct {
+	Meta      meta                        `json:"meta"`
+	Servers   []string                    `json:"servers"`
+	Workloads []string                    `json:"workloads"`
+	Summary   map[string]map[string]*cell `json:"summary"` // server → workload
+	Ratios    []ratioRow                  `json:"ratios"`
+	// Relative is every server's ratio to Baseline, for the chart.
+	Baseline string                           `json:"baseline"`
+	Relative map[string]map[string]*ratioCell `json:"relative"`
+	Runs     []runRecord                      `json:"runs"`
+}
+
+func summarise(cfg config, servers []server, runs []runRecord) *report {
+	rep := &report{
+		Meta: meta{
+			Date:      time.Now().UTC().Format(time.RFC3339),
+			Go:        runtime.Version(),
+			Kernel:    kernel(),
+			CPUs:      runtime.NumCPU(),
+			Pinning:   pinDescription(cfg),
+			Rounds:    cfg.rounds,
+			DurationS: cfg.dur.Seconds(),
+			WarmupS:   cfg.warmup.Seconds(),
+			Conns:     cfg.connectors,
+		},
+		Workloads: cfg.workloads,
+		Summary:   map[string]map[string]*cell{},
+		Relative:  map[string]map[string]*ratioCell{},
+		Runs:      runs,
+	}
+	for _, s := range servers {
+		rep.Servers = append(rep.Servers, s.Name)
+	}
+	if rep.has("echo") {
+		rep.Meta.Notes = append(rep.Meta.Notes, "echo (default engine) runs as a server of its own, not a copy of either engine's numbers")
+	}
+
+	// byRound[server][workload][round] = ops/s of a successful run
+	byRound := map[string]map[string]map[int]float64{}
+	for _, s := range rep.Servers {
+		rep.Summary[s] = map[string]*cell{}
+		byRound[s] = map[string]map[int]float64{}
+		for _, w := range rep.Workloads {
+			byRound[s][w] = map[int]float64{}
+			var ops, p50, p99 []float64
+			for _, r := range runs {
+				if r.Server == s && r.Workload == w && r.ok() {
+					ops = append(ops, r.OpsPerSec)
+					p50 = append(p50, r.P50us)
+					p99 = append(p99, r.P99us)
+					byRound[s][w][r.Round] = r.OpsPerSec
+				}
+			}
+			if len(ops) == 0 {
+				continue
+			}
+			c := &cell{Rounds: len(ops), P50us: median(p50), P99us: median(p99)}
+			c.OpsPerSec = median(ops) // sorts ops
+			if c.OpsPerSec > 0 {
+				c.SpreadPct = 100 * (ops[len(ops)-1] - ops[0]) / c.OpsPerSec
+			}
+			rep.Summary[s][w] = c
+		}
+	}
+
+	ratio := func(num, den, w string) *ratioCell {
+		var per []float64
+		for round := 1; round <= cfg.rounds; round++ {
+			a, okA := byRound[num][w][round]
+			b, okB := byRound[den][w][round]
+			if okA && okB && b > 0 {
+				per = append(per, a/b)
+			}
+		}
+		if len(per) == 0 {
+			return nil
+		}
+		rc := &ratioCell{PerRound: append([]float64(nil), per...)}
+		rc.Median = median(per)
+		rc.Min, rc.Max = per[0], per[len(per)-1]
+		return rc
+	}
+	for _, p := range pairSpecs {
+		if !rep.has(p.Num) || !rep.has(p.Den) {
+			continue
+		}
+		row := ratioRow{Pair: p.Num + "/" + p.Den, Target: p.Target, Cells: map[string]*ratioCell{}, spec: p}
+		for _, w := range rep.Workloads {
+			rc := ratio(p.Num, p.Den, w)
+			if rc != nil && p.Target > 0 && !(p.EchoOnly && w == "accept") {
+				pass := rc.Median >= p.Target
+				rc.Pass = &pass
+			}
+			row.Cells[w] = rc
+		}
+		rep.Ratios = append(rep.Ratios, row)
+	}
+	rep.Baseline = rep.Servers[0]
+	if rep.has(preferredBaseline) {
+		rep.Baseline = preferredBaseline
+	}
+	for _, s := range rep.Servers {
+		rep.Relative[s] = map[string]*ratioCell{}
+		for _, w := range rep.Workloads {
+			rep.Relative[s][w] = ratio(s, rep.Baseline, w)
+		}
+	}
+	return rep
+}
+
+func (rep *report) has(name string) bool {
+	for _, s := range rep.Servers {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (rep *report) failedRuns() int {
+	n := 0
+	for _, r := range rep.Runs {
+		if !r.ok() {
+			n++
+		}
+	}
+	return n
+}
+
+func pinDescription(cfg config) string {
+	if cfg.pinServer == nil {
+		return "none"
+	}
+	return fmt.Sprintf("server: %s, load: %s", strings.Join(cfg.pinServer, " "), strings.Join(cfg.pinLoad, " "))
+}
+
+func kernel() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b.WriteByte(byte(c))
+	}
+	return b.String()
+}
+
+// markdown renders the report as the tables `make bench` prints.
+func (rep *report) markdown() string {
+	var b strings.Builder
+	m := rep.Meta
+	fmt.Fprintf(&b, "\n## Echo benchmark\n\n")
+	fmt.Fprintf(&b, "%d rounds × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
+		m.Rounds, m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
+	for _, n := range m.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+
+	fmt.Fprintf(&b, "\n### Throughput: median ops/s (median p99 latency)\n\n")
+	b.WriteString(tableHead("server", "", rep.Workloads))
+	for _, s := range rep.Servers {
+		fmt.Fprintf(&b, "| %s |", s)
+		for _, w := range rep.Workloads {
+			if c := rep.Summary[s][w]; c != nil {
+				fmt.Fprintf(&b, " %s (%s) |", fmtOps(c.OpsPerSec), fmtMicros(c.P99us))
+			} else {
+				b.WriteString(" failed |")
+			}
+		}
+		b.WriteString("\n")
+	}
+
+	if len(rep.Ratios) > 0 {
+		fmt.Fprintf(&b, "\n### Ratios: median of per-round ops/s ratios\n\n")
+		b.WriteString(tableHead("pair", "target", rep.Workloads))
+		for _, row := range rep.Ratios {
+			target := "reference"
+			if row.Target > 0 {
+				target = fmt.Sprintf("≥ %.2f", row.Target)
+			}
+			fmt.Fprintf(&b, "| %s | %s |", row.Pair, target)
+			for _, w := range rep.Workloads {
+				rc := row.Cells[w]
+				switch {
+				case rc == nil:
+					b.WriteString(" n/a |")
+				case rc.Pass == nil:
+					fmt.Fprintf(&b, " %.2f |", rc.Median)
+				case *rc.Pass:
+					fmt.Fprintf(&b, " %.2f pass |", rc.Median)
+				default:
+					fmt.Fprintf(&b, " %.2f **FAIL** |", rc.Median)
+				}
+			}
+			b.WriteString("\n")
+		}
+		if rep.has("echo") {
+			b.WriteString("\nThe echo/goecho and echo/gnetecho targets apply to the echo workloads; accept is shown for reference.\n")
+		}
+	}
+
+	fmt.Fprintf(&b, "\n### Noise: spread of ops/s across rounds, (max − min) / median\n\n")
+	b.WriteString(tableHead("server", "", rep.Workloads))
+	for _, s := range rep.Servers {
+		fmt.Fprintf(&b, "| %s |", s)
+		for _, w := range rep.Workloads {
+			if c := rep.Summary[s][w]; c != nil {
+				fmt.Fprintf(&b, " %.0f%% |", c.SpreadPct)
+			} else {
+				b.WriteString(" – |")
+			}
+		}
+		b.WriteString("\n")
+	}
+
+	if n := rep.failedRuns(); n > 0 {
+		fmt.Fprintf(&b, "\n### Failed runs (%d)\n\n", n)
+		for _, r := range rep.Runs {
+			if !r.ok() {
+				fmt.Fprintf(&b, "- %s %s round %d: %s\n", r.Server, r.Workload, r.Round, r.Error)
+			}
+		}
+	}
+	return b.String()
+}
+
+func tableHead(first, second string, workloads []string) string {
+	var b strings.Builder
+	b.WriteString("| " + first + " |")
+	align := "|---|"
+	if second != "" {
+		b.WriteString(" " + second + " |")
+		align += "---|"
+	}
+	for _, w := range workloads {
+		b.WriteString(" " + w + " |")
+		align += "---:|"
+	}
+	return b.String() + "\n" + align + "\n"
+}
+
+func fmtOps(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func fmtMicros(us float64) string {
+	if us >= 1000 {
+		return fmt.Sprintf("p99 %.1f ms", us/1000)
+	}
+	return fmt.Sprintf("p99 %.0f µs", us)
+}
