@@ -55,6 +55,7 @@ type result struct {
 	Size       int     `json:"size"`
 	Seconds    float64 `json:"seconds"`
 	Ops        uint64  `json:"ops"`
+	OpsAll     uint64  `json:"ops_all"` // with the warm-up's, for CPU per op
 	OpsPerSec  float64 `json:"ops_per_sec"`
 	P50us      float64 `json:"p50_us"`
 	P99us      float64 `json:"p99_us"`
@@ -215,7 +216,8 @@ type loader struct {
 	base   time.Time
 	from   time.Duration // measuring window, since base
 	to     time.Duration
-	ops    uint64
+	ops    uint64 // in the window
+	opsAll uint64 // since the start, warm-up included
 	hist   histogram
 	errs   int
 	first  error
@@ -286,43 +288,56 @@ func (l *loader) register(fd, slot int) error {
 	return nil
 }
 
-// dialAll opens the ping-pong connections one at a time, so that no
-// server's backlog overflows, each within a bounded wait.
+// dialAll opens the ping-pong connections in waves of dialWave, few enough
+// that no server's backlog (libevent's default is 128) overflows, within a
+// bounded wait.
 func (l *loader) dialAll(limit time.Duration) error {
+	const dialWave = 64
 	deadline := time.Now().Add(limit)
-	pfd := []syscall.EpollEvent{{}}
-	for i := range l.conns {
-		fd, err := l.socket()
-		if err != nil {
-			return err
+	events := make([]syscall.EpollEvent, dialWave)
+	connected := make([]bool, len(l.conns))
+	for lo := 0; lo < len(l.conns); lo += dialWave {
+		hi := min(lo+dialWave, len(l.conns))
+		for i := lo; i < hi; i++ {
+			fd, err := l.socket()
+			if err != nil {
+				return err
+			}
+			l.conns[i].fd = fd
+			if err := syscall.Connect(fd, l.sa); err != nil && err != syscall.EINPROGRESS {
+				return fmt.Errorf("connect %d: %w", i, err)
+			}
+			if err := l.register(fd, i); err != nil {
+				return err
+			}
 		}
-		l.conns[i].fd = fd
-		if err := syscall.Connect(fd, l.sa); err != nil && err != syscall.EINPROGRESS {
-			return fmt.Errorf("connect %d: %w", i, err)
-		}
-		if err := l.register(fd, i); err != nil {
-			return err
-		}
-		for {
+		for pending := hi - lo; pending > 0; {
 			wait := time.Until(deadline)
 			if wait <= 0 {
-				return fmt.Errorf("connect %d: no answer within %v", i, limit)
+				return fmt.Errorf("connect: %d connections unanswered after %v", pending, limit)
 			}
-			n, err := syscall.EpollWait(l.epfd, pfd, int(wait/time.Millisecond)+1)
-			if err == syscall.EINTR || n == 0 {
+			n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
+			if err == syscall.EINTR {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("epoll_wait: %w", err)
 			}
-			if int(pfd[0].Fd) != i { // an earlier connection's late event
-				continue
-			}
-			if err := sockError(fd); err != nil {
-				return fmt.Errorf("connect %d: %w", i, err)
-			}
-			if pfd[0].Events&syscall.EPOLLOUT != 0 {
-				break
+			for _, ev := range events[:n] {
+				i := int(ev.Fd)
+				if i < lo || i >= hi || connected[i] { // an earlier wave's late event
+					continue
+				}
+				if ev.Events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 || ev.Events&syscall.EPOLLOUT != 0 {
+					if err := sockError(l.conns[i].fd); err != nil {
+						return fmt.Errorf("connect %d: %w", i, err)
+					}
+					if ev.Events&syscall.EPOLLHUP != 0 {
+						return fmt.Errorf("connect %d: hang-up", i)
+					}
+					connected[i] = true
+					pending--
+				}
 			}
 		}
 	}
@@ -377,6 +392,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	syscall.Close(l.epfd)
 
 	res.Ops = l.ops
+	res.OpsAll = l.opsAll
 	res.OpsPerSec = float64(l.ops) / dur.Seconds()
 	res.P50us = float64(l.hist.quantile(0.50)) / 1e3
 	res.P99us = float64(l.hist.quantile(0.99)) / 1e3
@@ -421,6 +437,7 @@ func (l *loader) loop() {
 
 // done records an op that ran from c.t0 to now, if it lies in the window.
 func (l *loader) done(c *conn, now time.Duration) {
+	l.opsAll++
 	if c.t0 >= l.from && now <= l.to {
 		l.ops++
 		l.hist.add(int64(now - c.t0))

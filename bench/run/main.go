@@ -47,6 +47,7 @@ type loadResult struct {
 	P50us      float64 `json:"p50_us"`
 	P99us      float64 `json:"p99_us"`
 	Ops        uint64  `json:"ops"`
+	OpsAll     uint64  `json:"ops_all"`
 	Errors     int     `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
 	SetupMs    float64 `json:"setup_ms"`
@@ -58,7 +59,13 @@ type runRecord struct {
 	Workload string `json:"workload"`
 	Round    int    `json:"round"`
 	loadResult
-	Error string `json:"error,omitempty"` // why this run does not count
+	// ServerCPUus is the server's CPU time (user+sys, all threads) per op
+	// over the whole load run: setup and warm-up included.
+	ServerCPUus float64 `json:"server_cpu_us_per_op"`
+	// LoadBusy is the load generator's CPU time over its wall time: near 1
+	// means the load, not the server, may be what limits ops/s.
+	LoadBusy float64 `json:"load_busy"`
+	Error    string  `json:"error,omitempty"` // why this run does not count
 }
 
 func (r *runRecord) ok() bool { return r.Error == "" }
@@ -314,17 +321,48 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 		return rec
 	}
 
-	res, err := runLoad(cfg, addr, w)
-	rec.loadResult = res
+	cpu0, cpuErr := processCPU(cmd.Process.Pid)
+	res, busy, err := runLoad(cfg, addr, w)
+	cpu1, cpuErr1 := processCPU(cmd.Process.Pid)
+	rec.loadResult, rec.LoadBusy = res, busy
+	if cpuErr == nil && cpuErr1 == nil && res.OpsAll > 0 {
+		rec.ServerCPUus = (cpu1 - cpu0).Seconds() * 1e6 / float64(res.OpsAll)
+	}
 	if err != nil {
 		rec.Error = err.Error()
 	}
 	return rec
 }
 
-// runLoad runs bin/load once, bounded in time.
-func runLoad(cfg config, addr, w string) (loadResult, error) {
-	var res loadResult
+// processCPU is the user+sys time of every thread of pid so far, in the
+// kernel's clock ticks (USER_HZ, 100 on Linux).
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it may not.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	var utime, stime int64
+	if _, err := fmt.Sscan(f[11], &utime); err != nil {
+		return 0, err
+	}
+	if _, err := fmt.Sscan(f[12], &stime); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * (time.Second / 100), nil
+}
+
+// runLoad runs bin/load once, bounded in time, and tells how busy its CPU
+// was.
+func runLoad(cfg config, addr, w string) (res loadResult, busy float64, err error) {
 	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -334,18 +372,22 @@ func runLoad(cfg config, addr, w string) (loadResult, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	began := time.Now()
 	runErr := cmd.Run()
+	if st := cmd.ProcessState; st != nil {
+		busy = (st.UserTime() + st.SystemTime()).Seconds() / time.Since(began).Seconds()
+	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return res, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return res, busy, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if runErr != nil || res.Errors > 0 {
 		if res.FirstError != "" {
-			return res, fmt.Errorf("load: %d errors, first: %s", res.Errors, res.FirstError)
+			return res, busy, fmt.Errorf("load: %d errors, first: %s", res.Errors, res.FirstError)
 		}
-		return res, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+		return res, busy, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
 	}
-	return res, nil
+	return res, busy, nil
 }
 
 func firstErr(errs ...error) error {

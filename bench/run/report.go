@@ -49,6 +49,7 @@ type cell struct {
 	OpsPerSec float64 `json:"ops_per_sec"`
 	P50us     float64 `json:"p50_us"`
 	P99us     float64 `json:"p99_us"`
+	CPUusOp   float64 `json:"server_cpu_us_per_op"`
 	Rounds    int     `json:"rounds_ok"`
 	SpreadPct float64 `json:"spread_pct"` // (max-min)/median of ops/s
 }
@@ -113,19 +114,20 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		byRound[s] = map[string]map[int]float64{}
 		for _, w := range rep.Workloads {
 			byRound[s][w] = map[int]float64{}
-			var ops, p50, p99 []float64
+			var ops, p50, p99, cpu []float64
 			for _, r := range runs {
 				if r.Server == s && r.Workload == w && r.ok() {
 					ops = append(ops, r.OpsPerSec)
 					p50 = append(p50, r.P50us)
 					p99 = append(p99, r.P99us)
+					cpu = append(cpu, r.ServerCPUus)
 					byRound[s][w][r.Round] = r.OpsPerSec
 				}
 			}
 			if len(ops) == 0 {
 				continue
 			}
-			c := &cell{Rounds: len(ops), P50us: median(p50), P99us: median(p99)}
+			c := &cell{Rounds: len(ops), P50us: median(p50), P99us: median(p99), CPUusOp: median(cpu)}
 			c.OpsPerSec = median(ops) // sorts ops
 			if c.OpsPerSec > 0 {
 				c.SpreadPct = 100 * (ops[len(ops)-1] - ops[0]) / c.OpsPerSec
@@ -225,7 +227,7 @@ func (rep *report) markdown() string {
 	var b strings.Builder
 	m := rep.Meta
 	fmt.Fprintf(&b, "\n## Echo benchmark\n\n")
-	fmt.Fprintf(&b, "%d rounds × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
+	fmt.Fprintf(&b, "%d round(s) × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
 		m.Rounds, m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
 	for _, n := range m.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
@@ -274,6 +276,21 @@ func (rep *report) markdown() string {
 		}
 	}
 
+	fmt.Fprintf(&b, "\n### Server CPU time per op, µs (median; lower is better)\n\n")
+	b.WriteString(tableHead("server", "", rep.Workloads))
+	for _, s := range rep.Servers {
+		fmt.Fprintf(&b, "| %s |", s)
+		for _, w := range rep.Workloads {
+			if c := rep.Summary[s][w]; c != nil {
+				fmt.Fprintf(&b, " %.1f |", c.CPUusOp)
+			} else {
+				b.WriteString(" – |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
+
 	fmt.Fprintf(&b, "\n### Noise: spread of ops/s across rounds, (max − min) / median\n\n")
 	b.WriteString(tableHead("server", "", rep.Workloads))
 	for _, s := range rep.Servers {
@@ -287,6 +304,18 @@ func (rep *report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+
+	b.WriteString("| load core busy (median) |")
+	for _, w := range rep.Workloads {
+		var busy []float64
+		for _, r := range rep.Runs {
+			if r.Workload == w && r.ok() {
+				busy = append(busy, r.LoadBusy)
+			}
+		}
+		fmt.Fprintf(&b, " %.0f%% |", 100*median(busy))
+	}
+	b.WriteString("\n\nNear 100% load core busy means the load generator may cap ops/s; server CPU per op then tells the servers apart.\n")
 
 	if n := rep.failedRuns(); n > 0 {
 		fmt.Fprintf(&b, "\n### Failed runs (%d)\n\n", n)

@@ -34,7 +34,7 @@ func colour(i int, name string) string {
 func (rep *report) svg() string {
 	const (
 		width, height          = 1000, 540
-		left, right, top, foot = 72, 24, 112, 92
+		left, right, top, foot = 72, 24, 120, 84
 	)
 	plotW := float64(width - left - right)
 	plotH := float64(height - top - foot)
@@ -64,14 +64,16 @@ func (rep *report) svg() string {
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
 	fmt.Fprintf(&b, `<text x="%d" y="30" font-size="19" font-weight="bold" fill="#222">Echo throughput relative to %s (= 1.0)</text>`+"\n",
 		left, esc(rep.Baseline))
-	fmt.Fprintf(&b, `<text x="%d" y="50" font-size="12" fill="#555">bar: median of per-round ops/s ratios to %s; whisker: lowest to highest of %d rounds × %.1f s. %s. %s</text>`+"\n",
-		left, esc(rep.Baseline), rep.Meta.Rounds, rep.Meta.DurationS, esc(rep.Meta.Pinning), esc(rep.Meta.Date))
+	fmt.Fprintf(&b, `<text x="%d" y="50" font-size="12" fill="#555">bar: median of per-round ops/s ratios to %s; whisker: lowest to highest of %d round(s) × %.1f s; %s</text>`+"\n",
+		left, esc(rep.Baseline), rep.Meta.Rounds, rep.Meta.DurationS, esc(rep.Meta.Date))
+	fmt.Fprintf(&b, `<text x="%d" y="66" font-size="12" fill="#555">pinning: %s; %d CPUs, Linux %s, %s</text>`+"\n",
+		left, esc(rep.Meta.Pinning), rep.Meta.CPUs, esc(rep.Meta.Kernel), esc(rep.Meta.Go))
 
 	// Legend, one row.
 	lx := float64(left)
 	for i, s := range rep.Servers {
-		fmt.Fprintf(&b, `<rect x="%.1f" y="66" width="14" height="14" fill="%s"/>`, lx, colour(i, s))
-		fmt.Fprintf(&b, `<text x="%.1f" y="78" font-size="13" fill="#222">%s</text>`+"\n", lx+19, esc(s))
+		fmt.Fprintf(&b, `<rect x="%.1f" y="80" width="14" height="14" fill="%s"/>`, lx, colour(i, s))
+		fmt.Fprintf(&b, `<text x="%.1f" y="92" font-size="13" fill="#222">%s</text>`+"\n", lx+19, esc(s))
 		lx += 19 + 7.6*float64(len(s)) + 22
 	}
 
@@ -103,7 +105,7 @@ func (rep *report) svg() string {
 					cx, y(rc.Min), y(rc.Max), cx-3, y(rc.Min), 6.0, cx-3, y(rc.Max), 6.0)
 			}
 			ty := y(math.Max(rc.Max, rc.Median)) - 5
-			fmt.Fprintf(&b, `<text transform="translate(%.1f %.1f) rotate(-90)" font-size="10" fill="#222">%.2f</text>`+"\n",
+			fmt.Fprintf(&b, `<text transform="translate(%.1f %.1f) rotate(-90)" font-size="10" fill="#222" stroke="#fff" stroke-width="3" paint-order="stroke">%.2f</text>`+"\n",
 				x+barW/2+3.5, ty, rc.Median)
 		}
 		cx := float64(left) + (float64(wi)+0.5)*groupW
