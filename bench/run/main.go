@@ -65,7 +65,10 @@ type runRecord struct {
 	// LoadBusy is the load generator's CPU time over its wall time: near 1
 	// means the load, not the server, may be what limits ops/s.
 	LoadBusy float64 `json:"load_busy"`
-	Error    string  `json:"error,omitempty"` // why this run does not count
+	// OtherCores is how many CPUs' worth of time everything else on the
+	// machine used during the load run: near 0 on a quiet machine.
+	OtherCores float64 `json:"other_cores"`
+	Error      string  `json:"error,omitempty"` // why this run does not count
 }
 
 func (r *runRecord) ok() bool { return r.Error == "" }
@@ -321,12 +324,23 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 		return rec
 	}
 
+	all0, allErr := machineCPU()
 	cpu0, cpuErr := processCPU(cmd.Process.Pid)
-	res, busy, err := runLoad(cfg, addr, w)
+	res, loadCPU, wall, err := runLoad(cfg, addr, w)
 	cpu1, cpuErr1 := processCPU(cmd.Process.Pid)
-	rec.loadResult, rec.LoadBusy = res, busy
-	if cpuErr == nil && cpuErr1 == nil && res.OpsAll > 0 {
-		rec.ServerCPUus = (cpu1 - cpu0).Seconds() * 1e6 / float64(res.OpsAll)
+	all1, allErr1 := machineCPU()
+	rec.loadResult = res
+	if wall > 0 {
+		rec.LoadBusy = loadCPU.Seconds() / wall.Seconds()
+	}
+	if cpuErr == nil && cpuErr1 == nil {
+		if res.OpsAll > 0 {
+			rec.ServerCPUus = (cpu1 - cpu0).Seconds() * 1e6 / float64(res.OpsAll)
+		}
+		if allErr == nil && allErr1 == nil && wall > 0 {
+			other := (all1 - all0) - (cpu1 - cpu0) - loadCPU
+			rec.OtherCores = max(0, other.Seconds()/wall.Seconds())
+		}
 	}
 	if err != nil {
 		rec.Error = err.Error()
@@ -334,8 +348,33 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 	return rec
 }
 
-// processCPU is the user+sys time of every thread of pid so far, in the
-// kernel's clock ticks (USER_HZ, 100 on Linux).
+// ticks is Linux's USER_HZ, the unit of /proc CPU times.
+const ticks = time.Second / 100
+
+// machineCPU is the time all CPUs spent in user, nice and system mode so far.
+// Interrupt time is left out, as it is from a process's times.
+func machineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 4 || f[0] != "cpu" {
+		return 0, errors.New("/proc/stat: unexpected format")
+	}
+	var sum int64
+	for _, field := range f[1:4] { // user nice system
+		var v int64
+		if _, err := fmt.Sscan(field, &v); err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return time.Duration(sum) * ticks, nil
+}
+
+// processCPU is the user+sys time of every thread of pid so far.
 func processCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -357,12 +396,12 @@ func processCPU(pid int) (time.Duration, error) {
 	if _, err := fmt.Sscan(f[12], &stime); err != nil {
 		return 0, err
 	}
-	return time.Duration(utime+stime) * (time.Second / 100), nil
+	return time.Duration(utime+stime) * ticks, nil
 }
 
-// runLoad runs bin/load once, bounded in time, and tells how busy its CPU
-// was.
-func runLoad(cfg config, addr, w string) (res loadResult, busy float64, err error) {
+// runLoad runs bin/load once, bounded in time, and tells the CPU time it
+// used and how long it ran.
+func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duration, err error) {
 	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -374,20 +413,21 @@ func runLoad(cfg config, addr, w string) (res loadResult, busy float64, err erro
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	began := time.Now()
 	runErr := cmd.Run()
+	wall = time.Since(began)
 	if st := cmd.ProcessState; st != nil {
-		busy = (st.UserTime() + st.SystemTime()).Seconds() / time.Since(began).Seconds()
+		cpu = st.UserTime() + st.SystemTime()
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return res, busy, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if runErr != nil || res.Errors > 0 {
 		if res.FirstError != "" {
-			return res, busy, fmt.Errorf("load: %d errors, first: %s", res.Errors, res.FirstError)
+			return res, cpu, wall, fmt.Errorf("load: %d errors, first: %s", res.Errors, res.FirstError)
 		}
-		return res, busy, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
 	}
-	return res, busy, nil
+	return res, cpu, wall, nil
 }
 
 func firstErr(errs ...error) error {

@@ -31,17 +31,21 @@ var pairSpecs = []pairSpec{
 }
 
 type meta struct {
-	Date      string   `json:"date"`
-	Go        string   `json:"go"`
-	Kernel    string   `json:"kernel"`
-	CPUs      int      `json:"cpus"`
-	Pinning   string   `json:"pinning"`
-	Rounds    int      `json:"rounds"`
-	DurationS float64  `json:"duration_s"`
-	WarmupS   float64  `json:"warmup_s"`
-	Conns     int      `json:"accept_connectors"`
-	Seconds   float64  `json:"wall_seconds"`
-	Notes     []string `json:"notes,omitempty"`
+	Date      string  `json:"date"`
+	Go        string  `json:"go"`
+	Kernel    string  `json:"kernel"`
+	CPUs      int     `json:"cpus"`
+	Pinning   string  `json:"pinning"`
+	Rounds    int     `json:"rounds"`
+	DurationS float64 `json:"duration_s"`
+	WarmupS   float64 `json:"warmup_s"`
+	Conns     int     `json:"accept_connectors"`
+	Seconds   float64 `json:"wall_seconds"`
+	// OtherCores is the median over runs of the CPUs that other processes
+	// kept busy; OtherCoresMax the worst run.
+	OtherCores    float64  `json:"other_cores_median"`
+	OtherCoresMax float64  `json:"other_cores_max"`
+	Notes         []string `json:"notes,omitempty"`
 }
 
 // cell summarises one server × workload over its successful rounds.
@@ -102,6 +106,16 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 	}
 	for _, s := range servers {
 		rep.Servers = append(rep.Servers, s.Name)
+	}
+	var other []float64
+	for _, r := range runs {
+		if r.ok() {
+			other = append(other, r.OtherCores)
+		}
+	}
+	rep.Meta.OtherCores = median(other) // sorts other
+	if len(other) > 0 {
+		rep.Meta.OtherCoresMax = other[len(other)-1]
 	}
 	if rep.has("echo") {
 		rep.Meta.Notes = append(rep.Meta.Notes, "echo (default engine) runs as a server of its own, not a copy of either engine's numbers")
@@ -305,17 +319,16 @@ func (rep *report) markdown() string {
 		b.WriteString("\n")
 	}
 
-	b.WriteString("| load core busy (median) |")
-	for _, w := range rep.Workloads {
-		var busy []float64
-		for _, r := range rep.Runs {
-			if r.Workload == w && r.ok() {
-				busy = append(busy, r.LoadBusy)
-			}
-		}
-		fmt.Fprintf(&b, " %.0f%% |", 100*median(busy))
+	fmt.Fprintf(&b, "\n### Load generator and machine, median over runs\n\n")
+	b.WriteString(tableHead("", "", rep.Workloads))
+	b.WriteString(rep.workloadRow("load core busy", func(r *runRecord) float64 { return r.LoadBusy }))
+	b.WriteString(rep.workloadRow("other processes, CPUs", func(r *runRecord) float64 { return r.OtherCores }))
+	b.WriteString("\nNear 100% load core busy means the load generator may cap ops/s; server CPU per op then tells the servers apart. " +
+		"Other processes: CPU time used by everything but the server and the load during the runs, in CPUs; near 0 on a quiet machine.\n")
+	if m.OtherCores > 0.15 {
+		fmt.Fprintf(&b, "\n**Warning:** other processes kept %.2f CPUs busy (median over runs, max %.2f): the machine was not quiet, so expect noisy ratios.\n",
+			m.OtherCores, m.OtherCoresMax)
 	}
-	b.WriteString("\n\nNear 100% load core busy means the load generator may cap ops/s; server CPU per op then tells the servers apart.\n")
 
 	if n := rep.failedRuns(); n > 0 {
 		fmt.Fprintf(&b, "\n### Failed runs (%d)\n\n", n)
@@ -326,6 +339,28 @@ func (rep *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// workloadRow is a table row of the median of f over each workload's
+// successful runs, as a percentage when pct.
+func (rep *report) workloadRow(label string, f func(*runRecord) float64) string {
+	pct := strings.Contains(label, "busy")
+	var b strings.Builder
+	b.WriteString("| " + label + " |")
+	for _, w := range rep.Workloads {
+		var xs []float64
+		for i := range rep.Runs {
+			if r := &rep.Runs[i]; r.Workload == w && r.ok() {
+				xs = append(xs, f(r))
+			}
+		}
+		if pct {
+			fmt.Fprintf(&b, " %.0f%% |", 100*median(xs))
+		} else {
+			fmt.Fprintf(&b, " %.2f |", median(xs))
+		}
+	}
+	return b.String() + "\n"
 }
 
 func tableHead(first, second string, workloads []string) string {
