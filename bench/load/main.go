@@ -205,6 +205,7 @@ type conn struct {
 	seq        uint64
 	t0         time.Duration // when the op in flight started, since loader.base
 	connecting bool          // accept: waiting for connect to finish
+	idle       bool          // ping-pong: no message in flight
 }
 
 type loader struct {
@@ -222,6 +223,9 @@ type loader struct {
 	errs   int
 	first  error
 	live   int // ping-pong connections still open
+	// priming: during setup, a completed echo only counts in primed.
+	priming bool
+	primed  int
 }
 
 func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
@@ -289,8 +293,8 @@ func (l *loader) register(fd, slot int) error {
 }
 
 // dialAll opens the ping-pong connections in waves of dialWave, few enough
-// that no server's backlog (libevent's default is 128) overflows, within a
-// bounded wait.
+// that no server's backlog (libevent's default is 128) overflows, and primes
+// each wave before the next, all within a bounded wait.
 func (l *loader) dialAll(limit time.Duration) error {
 	const dialWave = 64
 	deadline := time.Now().Add(limit)
@@ -340,8 +344,47 @@ func (l *loader) dialAll(limit time.Duration) error {
 				}
 			}
 		}
+		if err := l.prime(lo, hi, deadline); err != nil {
+			return err
+		}
 	}
 	l.live = len(l.conns)
+	return nil
+}
+
+// prime echoes one message on each of the connections lo..hi-1 and waits
+// for all of them. It proves that the server accepted them before the next
+// wave is dialled: a client's connect finishes before the server accepts,
+// so waves alone could still fill a slow server's accept queue and cost a
+// SYN retransmit (a second or more) per dropped connection.
+func (l *loader) prime(lo, hi int, deadline time.Time) error {
+	events := make([]syscall.EpollEvent, hi-lo)
+	l.priming, l.primed = true, 0
+	defer func() { l.priming = false }()
+	for i := lo; i < hi; i++ {
+		l.start(&l.conns[i], 0)
+	}
+	for l.primed < hi-lo && l.errs == 0 {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return fmt.Errorf("setup: %d of %d echoes unanswered", hi-lo-l.primed, hi-lo)
+		}
+		n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		for _, ev := range events[:n] {
+			if i := int(ev.Fd); i >= lo && i < hi && l.conns[i].fd >= 0 {
+				l.pingPong(&l.conns[i])
+			}
+		}
+	}
+	if l.errs > 0 {
+		return fmt.Errorf("setup: %w", l.first)
+	}
 	return nil
 }
 
@@ -360,7 +403,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	res := result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
 	setup := time.Now()
 	if !l.cfg.accept {
-		if err := l.dialAll(5 * time.Second); err != nil {
+		if err := l.dialAll(10 * time.Second); err != nil {
 			l.errs++
 			l.first = err
 		}
@@ -377,7 +420,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 		now := l.now()
 		for i := range l.conns {
 			c := &l.conns[i]
-			if c.fd >= 0 && now-c.t0 > stall {
+			if c.fd >= 0 && !c.idle && now-c.t0 > stall {
 				l.fail(c, fmt.Errorf("connection %d: op unanswered for %v", i, (now-c.t0).Round(time.Millisecond)))
 			}
 		}
@@ -452,7 +495,7 @@ func (l *loader) start(c *conn, now time.Duration) {
 		l.dial(c)
 		return
 	}
-	c.woff, c.roff = 0, 0
+	c.woff, c.roff, c.idle = 0, 0, false
 	if len(c.out) >= 8 {
 		binary.LittleEndian.PutUint64(c.out, c.seq) // a stale or reordered echo cannot match
 	} else {
@@ -479,6 +522,9 @@ func (l *loader) start(c *conn, now time.Duration) {
 // edge-triggered events it must read until EAGAIN, or until every byte sent
 // has come back: an echo server sends nothing more.
 func (l *loader) pingPong(c *conn) {
+	if c.idle {
+		return
+	}
 	for {
 		progressed := false
 		if c.woff < len(c.out) {
@@ -511,12 +557,16 @@ func (l *loader) pingPong(c *conn) {
 				l.fail(c, fmt.Errorf("echo of message %d differs from what was sent", c.seq))
 				return
 			}
-			now := l.now()
-			l.done(c, now)
-			if now >= l.to {
+			c.idle = true
+			if l.priming {
+				l.primed++
 				return
 			}
-			l.start(c, now)
+			now := l.now()
+			l.done(c, now)
+			if now < l.to {
+				l.start(c, now)
+			}
 			return
 		}
 		if !progressed {
