@@ -404,7 +404,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	setup := time.Now()
 	if !l.cfg.accept {
 		if err := l.dialAll(10 * time.Second); err != nil {
-			l.errs++
+			l.errs = max(l.errs, 1) // a failed echo while priming counted already
 			l.first = err
 		}
 	}
