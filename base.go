@@ -101,10 +101,26 @@ func NewBase() (*Base, error) {
 	return b, nil
 }
 
-// FromCPtr adopts an event_base created by C code. Close on the returned Base
-// frees what Go opened on it but leaves the event_base itself to its owner.
-// The base must have been created after evthread_use_pthreads (see
-// UsePthreads) for calls from other goroutines to be safe.
+// FromCPtr adopts p, a struct event_base * created by C code in the same
+// program. Close on the returned Base closes what Go opened on it and frees
+// Go's own internal event, but leaves the event_base to its owner, who frees
+// it (event_base_free) only after Close has returned.
+//
+// A base has the locks and the wake-up channel that calls from other
+// goroutines need only if it was created after evthread_use_pthreads (call
+// UsePthreads, or evthread_use_pthreads from C, before event_base_new);
+// libevent offers no way to check this afterwards. On a base created before,
+// call methods of the Base and of objects on it only from their callbacks or
+// while no Dispatch runs.
+//
+// Run the loop either with Dispatch or from C, not both. While C runs it
+// (event_base_dispatch from C), Go callbacks run on C's thread, and methods
+// of Go objects on the base must be called from those callbacks or while the
+// loop is stopped: a call from another goroutine would run on that thread
+// and can deadlock libevent 2.1 (issue #1224).
+//
+// FromCPtr returns an error for nil, and for a base that already has an open
+// Base (from NewBase or FromCPtr): two Bases would run two loops on it.
 func FromCPtr(p unsafe.Pointer) (*Base, error) {
 	if p == nil {
 		return nil, errors.New("evlistener: FromCPtr: nil event_base")
@@ -115,19 +131,37 @@ func FromCPtr(p unsafe.Pointer) (*Base, error) {
 	return adoptBase((*C.struct_event_base)(p), false)
 }
 
+// liveBases maps each event_base with an open Base to it, so that a base is
+// never adopted twice.
+var liveBases struct {
+	sync.Mutex
+	m map[*C.struct_event_base]*Base
+}
+
 func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
 	b := &Base{ptr: p, owned: owned, objs: make(map[*openObject]struct{})}
+	liveBases.Lock()
+	defer liveBases.Unlock()
+	if liveBases.m[p] != nil {
+		return nil, fmt.Errorf("evlistener: FromCPtr: event_base %p already has an open Base; share that one", p)
+	}
 	b.h = newHandle(b)
 	b.wake = C.evl_wake_new(p, C.uintptr_t(b.h))
 	if b.wake == nil {
 		deleteHandle(b.h)
 		return nil, errors.New("evlistener: event_new failed")
 	}
+	if liveBases.m == nil {
+		liveBases.m = make(map[*C.struct_event_base]*Base)
+	}
+	liveBases.m[p] = b
 	return b, nil
 }
 
-// CPtr returns the struct event_base * for C code in the same program. It is
-// nil once the base is closed. C code must not free it.
+// CPtr returns the struct event_base * for C code in the same program, or nil
+// once the base is closed. C code may add its own events to it; they run
+// inside Dispatch, on its goroutine's thread. C must free its events before
+// Close, and must not free a base from NewBase: Close does.
 func (b *Base) CPtr() unsafe.Pointer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -350,6 +384,11 @@ func (b *Base) free() {
 		o.close()
 	}
 	C.event_free(b.wake)
+	// Forget the pointer before event_base_free: a concurrent
+	// event_base_new may get the same address at once.
+	liveBases.Lock()
+	delete(liveBases.m, b.ptr)
+	liveBases.Unlock()
 	if b.owned {
 		C.event_base_free(b.ptr)
 	}
