@@ -75,6 +75,7 @@ type Listener struct {
 	backingOff    bool
 	delay         time.Duration
 	pausedByPanic bool
+	onClose       func() // set by NetListener; runs once, as the listener closes
 }
 
 var errNilBase = errors.New("evlistener: nil base")
@@ -270,6 +271,10 @@ func (l *Listener) closeOnLoop() error {
 	l.base.unregister(l.obj)
 	deleteHandle(l.h)
 	l.cb, l.errCb = nil, nil
+	if f := l.onClose; f != nil {
+		l.onClose = nil
+		f()
+	}
 	return nil
 }
 
@@ -404,8 +409,11 @@ func (l *Listener) Addr() net.Addr {
 }
 
 // CPtr returns the struct evconnlistener * for C code in the same program,
-// or nil once the listener is closed. C code must not free it, and must call
-// evconnlistener_enable, _disable and _free only on the loop thread.
+// or nil once the listener is closed. C code may read it
+// (evconnlistener_get_fd, _get_base) but must enable, disable, free it or
+// set its callbacks only through the Listener's methods: the Listener keeps
+// state that libevent does not (back-off, pause, the handle its callbacks
+// need), and does these operations on the loop thread (libevent issue #1224).
 func (l *Listener) CPtr() unsafe.Pointer {
 	if l.closed.Load() {
 		return nil
