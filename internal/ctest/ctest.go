@@ -1,0 +1,100 @@
+// Package ctest is C code that shares an event_base with Go code, for the
+// tests of evlistener: cgo cannot be used in _test.go files. It registers its
+// own libevent timer and raw event directly with libevent, as a C library
+// would, and can create and free bases itself.
+package ctest
+
+/*
+#cgo pkg-config: libevent_core libevent_pthreads
+#include "ctest.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"unsafe"
+)
+
+func base(p unsafe.Pointer) *C.struct_event_base { return (*C.struct_event_base)(p) }
+
+// NewBase creates an event_base from C with event_base_new. It has locks if
+// libevent's threading was set up before (evlistener.UsePthreads).
+func NewBase() (unsafe.Pointer, error) {
+	p := C.ctest_base_new()
+	if p == nil {
+		return nil, errors.New("ctest: event_base_new failed")
+	}
+	return unsafe.Pointer(p), nil
+}
+
+// NewBaseNoLock creates an event_base without locks
+// (EVENT_BASE_FLAG_NOLOCK), like one created before evthread_use_pthreads.
+func NewBaseNoLock() (unsafe.Pointer, error) {
+	p := C.ctest_base_new_nolock()
+	if p == nil {
+		return nil, errors.New("ctest: event_base_new_with_config failed")
+	}
+	return unsafe.Pointer(p), nil
+}
+
+// FreeBase frees a base that NewBase or NewBaseNoLock created.
+func FreeBase(p unsafe.Pointer) { C.ctest_base_free(base(p)) }
+
+// NumEvents counts the events added to the base (pending), libevent's
+// internal ones excepted.
+func NumEvents(p unsafe.Pointer) int { return int(C.ctest_base_num_events(base(p))) }
+
+// RunTimer adds a timer that fires 3 times, 1 ms apart, runs the loop from
+// C until nothing is pending and returns how often the timer fired, or -1.
+func RunTimer(p unsafe.Pointer) int { return int(C.ctest_run_timer(base(p))) }
+
+// ThreadSelf returns pthread_self() of the calling thread.
+func ThreadSelf() uint64 { return uint64(C.ctest_thread_self()) }
+
+// Timer is a C timer event that fires a given number of times, then leaves
+// the base.
+type Timer struct{ p *C.struct_ctest_timer }
+
+// NewTimer adds a timer to the base that fires times times, every.
+func NewTimer(p unsafe.Pointer, everyMicros int, times int) (*Timer, error) {
+	t := C.ctest_timer_new(base(p), C.long(everyMicros), C.int(times))
+	if t == nil {
+		return nil, errors.New("ctest: timer: event_new or event_add failed")
+	}
+	return &Timer{t}, nil
+}
+
+// Fired is how often the timer fired so far.
+func (t *Timer) Fired() int { return int(C.ctest_timer_fired(t.p)) }
+
+// Thread is pthread_self() in the timer's last callback.
+func (t *Timer) Thread() uint64 { return uint64(C.ctest_timer_thread(t.p)) }
+
+// Free frees the event. Call it before the base is freed.
+func (t *Timer) Free() { C.ctest_timer_free(t.p) }
+
+// Reader is a persistent C read event on one end of a socketpair. It reads
+// what is written to Peer and leaves the base once it has read want bytes.
+type Reader struct{ p *C.struct_ctest_reader }
+
+// NewReader adds the read event to the base.
+func NewReader(p unsafe.Pointer, want int) (*Reader, error) {
+	r := C.ctest_reader_new(base(p), C.int(want))
+	if r == nil {
+		return nil, errors.New("ctest: reader: socketpair, event_new or event_add failed")
+	}
+	return &Reader{r}, nil
+}
+
+// Peer is the socket to write to; Free closes it.
+func (r *Reader) Peer() int { return int(C.ctest_reader_peer(r.p)) }
+
+// Got is how many bytes the C callback read so far.
+func (r *Reader) Got() int { return int(C.ctest_reader_got(r.p)) }
+
+// Thread is pthread_self() in the last read callback.
+func (r *Reader) Thread() uint64 { return uint64(C.ctest_reader_thread(r.p)) }
+
+// Free frees the event and closes both sockets. Call it before the base is
+// freed.
+func (r *Reader) Free() { C.ctest_reader_free(r.p) }
