@@ -107,11 +107,12 @@ func NewBase() (*Base, error) {
 // it (event_base_free) only after Close has returned.
 //
 // A base has the locks and the wake-up channel that calls from other
-// goroutines need only if it was created after evthread_use_pthreads (call
-// UsePthreads, or evthread_use_pthreads from C, before event_base_new);
-// libevent offers no way to check this afterwards. On a base created before,
-// call methods of the Base and of objects on it only from their callbacks or
-// while no Dispatch runs.
+// goroutines need only if it was created after libevent's threading was set
+// up: call UsePthreads before C creates its first base (C may call
+// evthread_use_pthreads itself instead, but only before any base exists,
+// NewBase's included). libevent offers no way to check this afterwards. On a
+// base created without locks, call methods of the Base and of objects on it
+// only from their callbacks or while no Dispatch runs.
 //
 // Run the loop either with Dispatch or from C, not both. While C runs it
 // (event_base_dispatch from C), Go callbacks run on C's thread, and methods
@@ -125,9 +126,9 @@ func FromCPtr(p unsafe.Pointer) (*Base, error) {
 	if p == nil {
 		return nil, errors.New("evlistener: FromCPtr: nil event_base")
 	}
-	if err := UsePthreads(); err != nil {
-		return nil, err
-	}
+	// No UsePthreads here: the base's locking was fixed when C created
+	// it, and evthread_use_pthreads after a base exists fails when C set
+	// other lock callbacks, and aborts the process in libevent's debug mode.
 	return adoptBase((*C.struct_event_base)(p), false)
 }
 
