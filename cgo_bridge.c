@@ -3,6 +3,8 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -91,4 +93,147 @@ void evl_bench_accept(uintptr_t h, int fd, int n)
 	sin.sin_addr.s_addr = htonl(0x7f000001);
 	for (i = 0; i < n; i++)
 		accept_cb(NULL, fd, (struct sockaddr *)&sin, (int)sizeof(sin), (void *)h);
+}
+
+static void event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	goEvent((uintptr_t)arg, fd, what);
+}
+
+struct event *evl_event_new(struct event_base *base, int fd, short what,
+	uintptr_t h)
+{
+	return event_new(base, fd, what, event_cb, (void *)h);
+}
+
+/* usec < 0 means no timeout. A common timeout keeps the base's timeouts of
+ * one duration in a queue instead of the heap (libevent allows 256 of them
+ * per base; past that, a plain timeout). */
+static const struct timeval *timeout_tv(struct event_base *base, int64_t usec,
+	struct timeval *tv)
+{
+	const struct timeval *common;
+	if (usec < 0)
+		return NULL;
+	tv->tv_sec = usec / 1000000;
+	tv->tv_usec = usec % 1000000;
+	common = event_base_init_common_timeout(base, tv);
+	return common ? common : tv;
+}
+
+int evl_event_add(struct event_base *base, struct event *ev, int64_t usec)
+{
+	struct timeval tv;
+	return event_add(ev, timeout_tv(base, usec, &tv));
+}
+
+static void echo_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct evl_echo *c = arg;
+	char buf[EVL_ECHO_MAX];
+	ssize_t n = -1, w = -1;
+	int err = 0;
+
+	if (what & EV_READ) {
+		n = read(fd, buf, c->size);
+		if (n > 0) {
+			w = send(fd, buf, (size_t)n, MSG_NOSIGNAL);
+			if (w == n)
+				return; /* echoed; nothing for Go to decide */
+		}
+		if (n < 0 || w < 0)
+			err = errno;
+	}
+	goEchoEvent(c->h, what, buf, n, w, err);
+}
+
+struct evl_echo *evl_echo_new(struct event_base *base, int fd, size_t size,
+	uintptr_t h)
+{
+	struct evl_echo *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->h = h;
+	c->size = size;
+	c->ev = event_new(base, fd, EV_READ | EV_PERSIST, echo_cb, c);
+	if (!c->ev) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void evl_echo_free(struct evl_echo *c)
+{
+	event_free(c->ev);
+	free(c);
+}
+
+static void bev_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct evl_bev *c = arg;
+	if (c->echo) {
+		struct evbuffer *out = bufferevent_get_output(bev);
+		evbuffer_add_buffer(out, bufferevent_get_input(bev));
+		if (evbuffer_get_length(out) < c->echo)
+			return; /* echoed; nothing for Go to decide */
+	}
+	if (c->cbs & EVL_BEV_READ)
+		goBufferEventRead(c->h);
+}
+
+static void bev_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct evl_bev *c = arg;
+	(void)bev;
+	if (c->cbs & EVL_BEV_WRITE)
+		goBufferEventWrite(c->h);
+}
+
+static void bev_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct evl_bev *c = arg;
+	int err = EVUTIL_SOCKET_ERROR(); /* before anything can change errno */
+	(void)bev;
+	if (c->cbs & EVL_BEV_EVENT)
+		goBufferEventEvent(c->h, what, err);
+}
+
+struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
+	uintptr_t h)
+{
+	struct evl_bev *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->h = h;
+	c->bev = bufferevent_socket_new(base, fd, options);
+	if (!c->bev) {
+		free(c);
+		return NULL;
+	}
+	bufferevent_setcb(c->bev, bev_read_cb, bev_write_cb, bev_event_cb, c);
+	return c;
+}
+
+/* Inside one of c's callbacks libevent holds a reference to the buffer
+ * event and has cleared its callbacks, so nothing reads c after this. */
+void evl_bev_free(struct evl_bev *c)
+{
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+size_t evl_bev_echo(struct bufferevent *bev)
+{
+	struct evbuffer *out = bufferevent_get_output(bev);
+	evbuffer_add_buffer(out, bufferevent_get_input(bev));
+	return evbuffer_get_length(out);
+}
+
+int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
+	int64_t read_usec, int64_t write_usec)
+{
+	struct timeval rtv, wtv;
+	return bufferevent_set_timeouts(bev, timeout_tv(base, read_usec, &rtv),
+		timeout_tv(base, write_usec, &wtv));
 }

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -34,5 +37,45 @@ void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb);
 
 /* Benchmarks only: n calls of the accept trampoline. */
 void evl_bench_accept(uintptr_t h, int fd, int n);
+
+/* Event: an event whose callback calls goEvent(h). */
+struct event *evl_event_new(struct event_base *base, int fd, short what,
+	uintptr_t h);
+/* event_add with a timeout of usec (< 0: none), as a common timeout of the
+ * base while libevent has room for one: re-arming a persistent event's
+ * timeout on every callback is then O(1) instead of a heap update. */
+int evl_event_add(struct event_base *base, struct event *ev, int64_t usec);
+
+/* Echo event: a persistent read event whose callback reads up to size bytes
+ * and writes them back in C, and calls goEchoEvent only when that step did
+ * not complete: an echoed message costs no cgo crossing. */
+#define EVL_ECHO_MAX 65536
+struct evl_echo {
+	struct event *ev;
+	uintptr_t h;
+	size_t size;
+};
+struct evl_echo *evl_echo_new(struct event_base *base, int fd, size_t size,
+	uintptr_t h);
+void evl_echo_free(struct evl_echo *c);
+
+/* Buffer event: the context libevent passes to the callbacks. Go owns the
+ * fields and writes them on the loop thread, where the callbacks read them,
+ * so setting a callback or the echo limit needs no cgo call. */
+#define EVL_BEV_READ  1
+#define EVL_BEV_WRITE 2
+#define EVL_BEV_EVENT 4
+struct evl_bev {
+	struct bufferevent *bev;
+	uintptr_t h;
+	size_t echo; /* > 0: move input to output on read, call Go at >= echo */
+	int cbs;     /* the EVL_BEV_* callbacks Go has set */
+};
+struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
+	uintptr_t h);
+void evl_bev_free(struct evl_bev *c);
+size_t evl_bev_echo(struct bufferevent *bev);
+int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
+	int64_t read_usec, int64_t write_usec);
 
 #endif

@@ -42,3 +42,28 @@ func goListenerAccept(h C.uintptr_t, fd C.evutil_socket_t, sa *C.struct_sockaddr
 func goListenerError(h C.uintptr_t, err C.int) {
 	cgo.Handle(h).Value().(*Listener).onAcceptError(syscall.Errno(err))
 }
+
+//export goBufferEventRead
+func goBufferEventRead(h C.uintptr_t) {
+	cgo.Handle(h).Value().(*BufferEvent).onRead()
+}
+
+//export goBufferEventWrite
+func goBufferEventWrite(h C.uintptr_t) {
+	cgo.Handle(h).Value().(*BufferEvent).onWrite()
+}
+
+//export goBufferEventEvent
+func goBufferEventEvent(h C.uintptr_t, what C.short, err C.int) {
+	cgo.Handle(h).Value().(*BufferEvent).onEvent(BEVEvent(what), syscall.Errno(err))
+}
+
+//export goEvent
+func goEvent(h C.uintptr_t, fd C.evutil_socket_t, what C.short) {
+	cgo.Handle(h).Value().(*Event).onEvent(int(fd), Events(what))
+}
+
+//export goEchoEvent
+func goEchoEvent(h C.uintptr_t, what C.short, buf *C.char, n, w C.ssize_t, err C.int) {
+	cgo.Handle(h).Value().(*Event).onEcho(Events(what), unsafe.Pointer(buf), int(n), int(w), syscall.Errno(err))
+}

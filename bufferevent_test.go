@@ -1,0 +1,577 @@
+package evlistener
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// newBEV wraps fd in a buffer event that closes it, on a base closed when
+// the test ends.
+func newBEV(t testing.TB, b *Base, fd int) *BufferEvent {
+	t.Helper()
+	be, err := NewBufferEvent(b, fd, BEVOptCloseOnFree)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	return be
+}
+
+// pingPong writes n messages of size bytes to peer and checks that each
+// comes back.
+func pingPong(t testing.TB, peer net.Conn, n, size int) {
+	t.Helper()
+	msg := make([]byte, size)
+	got := make([]byte, size)
+	rand.Read(msg)
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < n; i++ {
+		msg[0] = byte(i)
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("message %d came back changed", i)
+		}
+	}
+}
+
+func TestBufferEventEcho(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		echo func(be *BufferEvent) error
+	}{
+		{"Input MoveTo Output", func(be *BufferEvent) error { _, err := be.Input().MoveTo(be.Output()); return err }},
+		{"EchoInput", func(be *BufferEvent) error { _, err := be.EchoInput(); return err }},
+		{"Read then Write", func(be *BufferEvent) error {
+			var p [4096]byte
+			for {
+				n, err := be.Read(p[:])
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if _, err := be.Write(p[:n]); err != nil {
+					return err
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newTestBase(t)
+			fd, peer := tcpPair(t)
+			be := newBEV(t, b, fd)
+			var cbErr atomic.Value
+			be.SetCallbacks(func(be *BufferEvent) {
+				if err := tc.echo(be); err != nil {
+					cbErr.Store(err)
+				}
+			}, nil, nil)
+			if err := be.Enable(EvRead | EvWrite); err != nil {
+				t.Fatal(err)
+			}
+			dispatching(t, b)
+			pingPong(t, peer, 100, 1000)
+			pingPong(t, peer, 3, 300<<10)
+			if err := cbErr.Load(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestBufferEventSetEcho(t *testing.T) {
+	t.Run("echoes without calling the read callback", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		var reads atomic.Int32
+		be.SetCallbacks(func(*BufferEvent) { reads.Add(1) }, nil, nil)
+		if err := be.SetEcho(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		pingPong(t, peer, 200, 64)
+		if n := reads.Load(); n != 0 {
+			t.Errorf("read callback ran %d times below the echo limit, want 0", n)
+		}
+	})
+
+	t.Run("read callback at the limit applies back-pressure", func(t *testing.T) {
+		checkNoLeaks(t)
+		const limit = 256 << 10
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		var (
+			mu       sync.Mutex
+			maxOut   int
+			paused   = make(chan struct{}, 1)
+			resumed  = make(chan struct{}, 1)
+			cbErrors []error
+		)
+		notify := func(ch chan struct{}) {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		var onFull, onDrained DataFunc
+		onFull = func(be *BufferEvent) {
+			n := be.Output().Len()
+			mu.Lock()
+			maxOut = max(maxOut, n)
+			if n < limit {
+				cbErrors = append(cbErrors, errors.New("read callback below the limit"))
+			}
+			mu.Unlock()
+			be.Disable(EvRead)
+			be.SetCallbacks(onFull, onDrained, nil)
+			notify(paused)
+		}
+		onDrained = func(be *BufferEvent) {
+			be.Enable(EvRead)
+			be.SetCallbacks(onFull, nil, nil)
+			notify(resumed)
+		}
+		be.SetCallbacks(onFull, nil, nil)
+		be.SetWatermark(EvWrite, limit/2, 0)
+		be.SetEcho(limit)
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+
+		// Send 32 MiB without reading: the server must stop reading.
+		const total = 32 << 20
+		data := make([]byte, total)
+		rand.Read(data)
+		sent := make(chan error, 1)
+		go func() { _, err := peer.Write(data); sent <- err }()
+		recv(t, paused, "the read callback at the limit")
+		if be.Enabled()&EvRead != 0 {
+			t.Fatal("reading still enabled after the read callback disabled it")
+		}
+		// Now read everything back: the echo resumes and completes.
+		got := make([]byte, total)
+		peer.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadFull(peer, got); err != nil {
+			t.Fatal(err)
+		}
+		if err := recv(t, sent, "the writer"); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatal("echo differs from what was sent")
+		}
+		recv(t, resumed, "the write callback after the output drained")
+		mu.Lock()
+		defer mu.Unlock()
+		// libevent reads at most 16 KiB (or 4 KiB) past the limit.
+		if maxOut >= limit+64<<10 {
+			t.Errorf("output grew to %d bytes, want < limit %d + 64 KiB", maxOut, limit)
+		}
+		if len(cbErrors) > 0 {
+			t.Error(cbErrors)
+		}
+	})
+}
+
+func TestBufferEventEventCallback(t *testing.T) {
+	type event struct {
+		what BEVEvent
+		err  error
+	}
+	setup := func(t *testing.T, configure func(be *BufferEvent)) (*net.TCPConn, <-chan event) {
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		events := make(chan event, 10)
+		be.SetCallbacks(nil, nil, func(be *BufferEvent, what BEVEvent, err error) {
+			events <- event{what, err}
+			be.Close() // closing inside the event callback
+		})
+		if configure != nil {
+			configure(be)
+		}
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		return peer, events
+	}
+
+	t.Run("EOF", func(t *testing.T) {
+		checkNoLeaks(t)
+		peer, events := setup(t, nil)
+		peer.CloseWrite()
+		e := recv(t, events, "the EOF event")
+		if e.what != BEVEventReading|BEVEventEOF || e.err != nil {
+			t.Fatalf("got %v, %v; want Reading|EOF, nil", e.what, e.err)
+		}
+		// Closed inside the callback with BEVOptCloseOnFree: the peer
+		// sees the end of the stream.
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := peer.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("peer read: %v, want EOF", err)
+		}
+	})
+
+	t.Run("connection reset is an error with the errno", func(t *testing.T) {
+		checkNoLeaks(t)
+		peer, events := setup(t, nil)
+		peer.SetLinger(0)
+		peer.Close()
+		e := recv(t, events, "the error event")
+		if e.what != BEVEventReading|BEVEventError {
+			t.Fatalf("got %v, want Reading|Error", e.what)
+		}
+		if !errors.Is(e.err, syscall.ECONNRESET) {
+			t.Fatalf("err = %v, want ECONNRESET", e.err)
+		}
+	})
+
+	t.Run("read timeout", func(t *testing.T) {
+		checkNoLeaks(t)
+		start := time.Now()
+		_, events := setup(t, func(be *BufferEvent) {
+			if err := be.SetTimeouts(50*time.Millisecond, 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		e := recv(t, events, "the timeout event")
+		if e.what != BEVEventReading|BEVEventTimeout || e.err != nil {
+			t.Fatalf("got %v, %v; want Reading|Timeout, nil", e.what, e.err)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond {
+			t.Fatalf("timeout after %v, want >= 50ms", d)
+		}
+	})
+}
+
+func TestBufferEventReadWrite(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	got := make(chan string, 1)
+	drained := make(chan int, 10)
+	be.SetCallbacks(func(be *BufferEvent) {
+		var p [64]byte
+		n, _ := be.Read(p[:])
+		_, err := be.Read(p[n:])
+		if err != io.EOF {
+			got <- "second Read did not return io.EOF"
+			return
+		}
+		got <- string(p[:n])
+	}, func(be *BufferEvent) {
+		drained <- be.Output().Len()
+	}, nil)
+	be.Enable(EvRead | EvWrite)
+	dispatching(t, b)
+
+	// Write from another goroutine while Dispatch runs.
+	if n, err := be.Write([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	p := make([]byte, 5)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(peer, p); err != nil || string(p) != "hello" {
+		t.Fatalf("peer read %q, %v", p, err)
+	}
+	if n := recv(t, drained, "the write callback"); n != 0 {
+		t.Fatalf("write callback with %d bytes pending, want 0", n)
+	}
+	peer.Write([]byte("world"))
+	if s := recv(t, got, "the read callback"); s != "world" {
+		t.Fatal(s)
+	}
+}
+
+func TestBufferEventReadWatermark(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	lens := make(chan int, 10)
+	be.SetCallbacks(func(be *BufferEvent) { lens <- be.Input().Len(); be.Input().Drain(1 << 20) }, nil, nil)
+	if err := be.SetWatermark(EvRead, 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	be.Enable(EvRead)
+	dispatching(t, b)
+	peer.Write([]byte("12345"))
+	waitFor(t, "5 bytes in the input buffer", func() bool { return be.Input().Len() == 5 })
+	peer.Write([]byte("67890"))
+	if n := recv(t, lens, "the read callback"); n != 10 {
+		t.Fatalf("read callback with %d bytes, want 10", n)
+	}
+	if len(lens) != 0 {
+		t.Fatalf("read callback ran again below the low watermark")
+	}
+}
+
+func TestBufferEventClose(t *testing.T) {
+	t.Run("from another goroutine: no callback after Close returns", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		var closed, late atomic.Bool
+		var reads atomic.Int64
+		be.SetCallbacks(func(be *BufferEvent) {
+			if closed.Load() {
+				late.Store(true)
+			}
+			reads.Add(1)
+			be.EchoInput()
+		}, nil, nil)
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // keep the loop busy with this buffer event
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			go io.Copy(io.Discard, peer)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := peer.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		waitFor(t, "read callbacks", func() bool { return reads.Load() > 10 })
+		if err := be.Close(); err != nil {
+			t.Fatal(err)
+		}
+		closed.Store(true)
+		if err := be.Close(); err != ErrClosed {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+		// A callback after Close would run on the loop; a round trip
+		// through the loop after Close makes it visible.
+		if err := b.call(func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		peer.Close()
+		wg.Wait()
+		if late.Load() {
+			t.Fatal("read callback ran after Close returned")
+		}
+	})
+
+	t.Run("inside the read callback", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		results := make(chan error, 2)
+		be.SetCallbacks(func(be *BufferEvent) {
+			results <- be.Close()
+			results <- be.Close()
+		}, nil, nil)
+		be.Enable(EvRead)
+		dispatching(t, b)
+		peer.Write([]byte("x"))
+		if err := recv(t, results, "Close"); err != nil {
+			t.Fatal(err)
+		}
+		if err := recv(t, results, "second Close"); err != ErrClosed {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := peer.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("peer read: %v, want EOF", err)
+		}
+	})
+
+	t.Run("Base.Close closes open buffer events", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		be.Enable(EvRead)
+		stop := dispatching(t, b)
+		stop()
+		if err := be.Close(); err != ErrClosed {
+			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
+		}
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := peer.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("peer read: %v, want EOF", err)
+		}
+	})
+
+	t.Run("without CloseOnFree the socket stays open", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		be, err := NewBufferEvent(b, fd, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := syscall.Write(fd, []byte("still open")); err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 10)
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(peer, p); err != nil || string(p) != "still open" {
+			t.Fatalf("peer read %q, %v", p, err)
+		}
+	})
+
+	t.Run("methods of a closed buffer event", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, _ := tcpPair(t)
+		be := newBEV(t, b, fd)
+		fd2, _ := tcpPair(t)
+		other := newBEV(t, b, fd2)
+		be.Close()
+		for name, err := range map[string]error{
+			"Enable":       be.Enable(EvRead),
+			"Disable":      be.Disable(EvRead),
+			"SetWatermark": be.SetWatermark(EvRead, 0, 0),
+			"SetTimeouts":  be.SetTimeouts(time.Second, 0),
+			"SetEcho":      be.SetEcho(1),
+			"EchoInput":    func() error { _, err := be.EchoInput(); return err }(),
+			"Read":         func() error { _, err := be.Read(make([]byte, 1)); return err }(),
+			"Write":        func() error { _, err := be.Write([]byte("x")); return err }(),
+			"MoveTo":       func() error { _, err := be.Input().MoveTo(other.Output()); return err }(),
+			"MoveTo into":  func() error { _, err := other.Input().MoveTo(be.Output()); return err }(),
+			"Drain":        be.Output().Drain(1),
+		} {
+			if err != ErrClosed {
+				t.Errorf("%s = %v, want ErrClosed", name, err)
+			}
+		}
+		if be.FD() != -1 || be.CPtr() != nil || be.Input().Len() != 0 || be.Enabled() != 0 {
+			t.Errorf("FD %d, CPtr %p, Len %d, Enabled %v; want -1, nil, 0, 0", be.FD(), be.CPtr(), be.Input().Len(), be.Enabled())
+		}
+		be.SetCallbacks(func(*BufferEvent) {}, nil, nil) // does nothing
+	})
+}
+
+func TestBufferEventPanic(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	be.SetCallbacks(func(*BufferEvent) { panic("boom") }, nil, nil)
+	be.Enable(EvRead)
+	peer.Write([]byte("x"))
+	p, err := dispatchRecover(b)
+	cp, ok := p.(*CallbackPanic)
+	if !ok || cp.Value != "boom" {
+		t.Fatalf("Dispatch panicked with %#v (err %v), want *CallbackPanic{boom}", p, err)
+	}
+}
+
+func TestBufferEventBadArguments(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, _ := tcpPair(t)
+	defer syscall.Close(fd)
+	if _, err := NewBufferEvent(nil, fd, 0); err == nil {
+		t.Error("nil base: no error")
+	}
+	if _, err := NewBufferEvent(b, -1, 0); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("fd -1: %v, want EBADF", err)
+	}
+	if _, err := NewBufferEvent(b, fd, 0x100); err == nil {
+		t.Error("unknown option: no error")
+	}
+	be, err := NewBufferEvent(b, fd, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if err := be.SetWatermark(EvRead, 10, 5); err == nil {
+		t.Error("high below low: no error")
+	}
+	if err := be.Output().Drain(-1); err == nil {
+		t.Error("Drain(-1): no error")
+	}
+	b2 := newTestBase(t)
+	fd2, _ := tcpPair(t)
+	be2 := newBEV(t, b2, fd2)
+	if _, err := be.Input().MoveTo(be2.Output()); err == nil {
+		t.Error("MoveTo across bases: no error")
+	}
+	if s := (BEVEventReading | BEVEventEOF | 0x100).String(); s != "Reading|EOF|0x100" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+// TestBufferEventCallbackAllocs proves that a read callback costs no
+// allocation: the trampoline, the handle lookup, the closure call and an
+// EchoInput from inside it.
+func TestBufferEventCallbackAllocs(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
+	be.Enable(EvRead | EvWrite)
+	dispatching(t, b)
+	msg, got := make([]byte, 64), make([]byte, 64)
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	allocs := testing.AllocsPerRun(1000, func() {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per echoed message, want 0", allocs)
+	}
+}
+
+// BenchmarkBufferEventEcho measures one 64-byte ping-pong over loopback
+// through a buffer event: with a Go read callback (one C→Go call, one Go→C
+// call per message) and with SetEcho (no cgo call per message).
+func BenchmarkBufferEventEcho(b *testing.B) {
+	for _, mode := range []string{"read callback", "SetEcho"} {
+		b.Run(mode, func(b *testing.B) {
+			base := newTestBase(b)
+			fd, peer := tcpPair(b)
+			be := newBEV(b, base, fd)
+			if mode == "SetEcho" {
+				be.SetEcho(1 << 20)
+			} else {
+				be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
+			}
+			be.Enable(EvRead | EvWrite)
+			dispatching(b, base)
+			msg, got := make([]byte, 64), make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				peer.Write(msg)
+				io.ReadFull(peer, got)
+			}
+		})
+	}
+}

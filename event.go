@@ -1,0 +1,384 @@
+package evlistener
+
+/*
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"io"
+	"os"
+	"runtime/cgo"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Events is a set of event conditions. Each constant has the value of the
+// EV_* bit of libevent 2.1 it stands for. EV_SIGNAL is left out on purpose:
+// signals belong to os/signal, whose handlers libevent's would replace.
+type Events int16
+
+const (
+	// EvTimeout: the event's timeout passed (EV_TIMEOUT).
+	EvTimeout Events = 0x01
+	// EvRead: the file descriptor is readable (EV_READ).
+	EvRead Events = 0x02
+	// EvWrite: the file descriptor is writable (EV_WRITE).
+	EvWrite Events = 0x04
+	// EvPersist keeps the event pending after it fired (EV_PERSIST).
+	EvPersist Events = 0x10
+	// EvET asks for edge-triggered notification (EV_ET).
+	EvET Events = 0x20
+	// EvClosed: the peer closed the connection (EV_CLOSED; epoll only).
+	EvClosed Events = 0x80
+)
+
+const knownEvents = EvTimeout | EvRead | EvWrite | EvPersist | EvET | EvClosed
+
+var eventNames = []struct {
+	bit  Events
+	name string
+}{
+	{EvTimeout, "EvTimeout"}, {EvRead, "EvRead"}, {EvWrite, "EvWrite"},
+	{EvPersist, "EvPersist"}, {EvET, "EvET"}, {EvClosed, "EvClosed"},
+}
+
+// String names the set bits joined by "|", as in "EvRead|EvPersist"; other
+// bits are shown in hex, the empty set as "0".
+func (e Events) String() string {
+	if e == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, n := range eventNames {
+		if e&n.bit != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if rest := e &^ knownEvents; rest != 0 {
+		parts = append(parts, "0x"+strconv.FormatUint(uint64(uint16(rest)), 16))
+	}
+	return strings.Join(parts, "|")
+}
+
+// EventFunc is called on the loop goroutine when an Event fires
+// (event_callback_fn). fd is the event's file descriptor (-1 for a timer);
+// what says why it fired: EvTimeout, EvRead, EvWrite or EvClosed.
+type EventFunc func(ev *Event, fd int, what Events)
+
+// EchoFunc is called on the loop goroutine when the echo step of an event
+// made by NewEchoEvent could not finish on its own:
+//   - the socket took only part of what was read: unsent holds the rest,
+//     and err is nil. unsent points into C memory that is valid only during
+//     the call: copy it to keep it.
+//   - the peer closed its side: err is io.EOF.
+//   - the timeout given to Add passed with nothing read: err is
+//     os.ErrDeadlineExceeded.
+//   - read or write failed: err is an *os.SyscallError wrapping the errno.
+//     Bytes read but not written because of the error are lost.
+type EchoFunc func(ev *Event, unsent []byte, err error)
+
+// MaxEchoSize is the most NewEchoEvent reads at once.
+const MaxEchoSize = C.EVL_ECHO_MAX
+
+// Event is a libevent event (struct event): a file descriptor to watch, a
+// timer, or both, with a Go callback. Every method may be called from any
+// goroutine, including from inside callbacks; operations that libevent 2.1
+// can only do safely on the loop thread (event_del waits for a running
+// callback) are run there while the caller waits.
+//
+// An Event never closes its file descriptor. It holds libevent and Go
+// resources until Close, also after a non-persistent event fired; Base.Close
+// closes the events still open on the base.
+type Event struct {
+	base   *Base
+	h      cgo.Handle
+	fd     int
+	closed atomic.Bool
+	cptr   unsafe.Pointer
+
+	// Owned by the loop (see Base.call).
+	ptr    *C.struct_event
+	echo   *C.struct_evl_echo // set for NewEchoEvent
+	obj    *openObject
+	cb     EventFunc
+	echoCb EchoFunc
+}
+
+var errNilCallback = errors.New("evlistener: nil callback")
+
+// NewEvent creates an event on fd (event_new). what holds the conditions to
+// wait for (EvRead, EvWrite, EvClosed), EvPersist to stay pending after
+// firing, and EvET for edge-triggered notification. With fd -1 and no
+// condition it is a timer. The event waits only once Add is called; cb runs
+// on the loop goroutine each time it fires.
+func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
+	if b == nil {
+		return nil, errNilBase
+	}
+	if cb == nil {
+		return nil, errNilCallback
+	}
+	if rest := what &^ (knownEvents &^ EvTimeout); rest != 0 {
+		return nil, errors.New("evlistener: NewEvent: unsupported event bits " + rest.String())
+	}
+	if fd < 0 && what&(EvRead|EvWrite|EvClosed) != 0 {
+		return nil, os.NewSyscallError("event_new", syscall.EBADF)
+	}
+	ev := &Event{base: b, fd: fd, cb: cb}
+	ev.h = newHandle(ev)
+	err := b.call(func() error {
+		p := C.evl_event_new(b.ptr, C.int(fd), C.short(what), C.uintptr_t(ev.h))
+		if p == nil {
+			return errors.New("evlistener: event_new failed")
+		}
+		ev.opened(p)
+		return nil
+	})
+	if err != nil {
+		deleteHandle(ev.h)
+		return nil, err
+	}
+	return ev, nil
+}
+
+// NewTimer creates a timer (evtimer_new): an event without a file
+// descriptor that fires once its Add timeout passes.
+func NewTimer(b *Base, cb EventFunc) (*Event, error) {
+	return NewEvent(b, -1, 0, cb)
+}
+
+// NewEchoEvent creates a persistent read event on the socket fd whose
+// callback echoes in C: it reads up to size bytes (1 to MaxEchoSize) and
+// writes them back, and calls cb only when that step cannot finish on its
+// own (see EchoFunc). An echoed message thus costs no call into Go. It waits
+// once Add is called; Add's timeout then closes idle connections: it fires
+// when nothing was read for that long.
+//
+// The writes use MSG_NOSIGNAL, so a peer that went away gives EPIPE and no
+// SIGPIPE.
+func NewEchoEvent(b *Base, fd int, size int, cb EchoFunc) (*Event, error) {
+	if b == nil {
+		return nil, errNilBase
+	}
+	if cb == nil {
+		return nil, errNilCallback
+	}
+	if size < 1 || size > MaxEchoSize {
+		return nil, errors.New("evlistener: NewEchoEvent: size must be from 1 to " + strconv.Itoa(MaxEchoSize))
+	}
+	if fd < 0 {
+		return nil, os.NewSyscallError("event_new", syscall.EBADF)
+	}
+	ev := &Event{base: b, fd: fd, echoCb: cb}
+	ev.h = newHandle(ev)
+	err := b.call(func() error {
+		c := C.evl_echo_new(b.ptr, C.int(fd), C.size_t(size), C.uintptr_t(ev.h))
+		if c == nil {
+			return errors.New("evlistener: event_new failed")
+		}
+		ev.echo = c
+		ev.opened(c.ev)
+		return nil
+	})
+	if err != nil {
+		deleteHandle(ev.h)
+		return nil, err
+	}
+	return ev, nil
+}
+
+func (ev *Event) opened(p *C.struct_event) {
+	ev.ptr = p
+	ev.cptr = unsafe.Pointer(p)
+	ev.obj = ev.base.register(func() { ev.closeOnLoop() })
+}
+
+// usec converts a timeout for the C side: <= 0 means none (-1).
+func usec(d time.Duration) int64 {
+	if d <= 0 {
+		return -1
+	}
+	if us := int64(d / time.Microsecond); us > 0 {
+		return us
+	}
+	return 1
+}
+
+// Add makes the event pending (event_add). A timeout > 0 makes it fire
+// with EvTimeout once that much time passed without the event firing (a
+// persistent event's timeout restarts each time it fires); 0 means no
+// timeout. Adding a pending event again resets its timeout.
+func (ev *Event) Add(timeout time.Duration) error {
+	if ev.base.onLoop() {
+		return ev.add(timeout)
+	}
+	return ev.base.call(func() error { return ev.add(timeout) })
+}
+
+func (ev *Event) add(timeout time.Duration) error {
+	if ev.closed.Load() {
+		return ErrClosed
+	}
+	if r, errno := C.evl_event_add(ev.base.ptr, ev.ptr, C.int64_t(usec(timeout))); r != 0 {
+		return os.NewSyscallError("event_add", errnoOr(errno, syscall.EINVAL))
+	}
+	return nil
+}
+
+// Del makes the event non-pending (event_del): it does not fire until the
+// next Add. Called from another goroutine while the event's callback runs,
+// it returns after the callback.
+func (ev *Event) Del() error {
+	if ev.base.onLoop() {
+		return ev.del()
+	}
+	return ev.base.call(ev.del)
+}
+
+func (ev *Event) del() error {
+	if ev.closed.Load() {
+		return ErrClosed
+	}
+	if C.event_del(ev.ptr) != 0 {
+		return errors.New("evlistener: event_del failed")
+	}
+	return nil
+}
+
+// Active makes the event fire with what as if its condition had happened
+// (event_active), pending or not. The callback runs on the loop goroutine,
+// later, never inside Active.
+func (ev *Event) Active(what Events) error {
+	if ev.base.onLoop() {
+		return ev.active(what)
+	}
+	return ev.base.call(func() error { return ev.active(what) })
+}
+
+func (ev *Event) active(what Events) error {
+	if ev.closed.Load() {
+		return ErrClosed
+	}
+	C.event_active(ev.ptr, C.int(what), 0)
+	return nil
+}
+
+// Pending reports whether the event is pending or active for any of the
+// conditions in what (event_pending); false once closed.
+func (ev *Event) Pending(what Events) bool {
+	if ev.base.onLoop() {
+		return ev.pending(what)
+	}
+	var pending bool
+	ev.base.call(func() error { pending = ev.pending(what); return nil })
+	return pending
+}
+
+func (ev *Event) pending(what Events) bool {
+	return !ev.closed.Load() && C.event_pending(ev.ptr, C.short(what), nil) != 0
+}
+
+// Close frees the event (event_free); it does not close the file
+// descriptor. Once Close returns no callback of the event starts; called
+// inside the event's own callback, it takes effect as the callback returns.
+// Later calls return ErrClosed.
+func (ev *Event) Close() error {
+	if ev.base.onLoop() {
+		return ev.closeOnLoop()
+	}
+	return ev.base.call(ev.closeOnLoop)
+}
+
+func (ev *Event) closeOnLoop() error {
+	if ev.closed.Load() {
+		return ErrClosed
+	}
+	ev.closed.Store(true)
+	// Inside its own callback libevent no longer reads the event once the
+	// callback returns (event_process_active_single_queue), so it can go.
+	if ev.echo != nil {
+		C.evl_echo_free(ev.echo)
+	} else {
+		C.event_free(ev.ptr)
+	}
+	ev.ptr, ev.echo = nil, nil
+	ev.base.unregister(ev.obj)
+	deleteHandle(ev.h)
+	ev.cb, ev.echoCb = nil, nil
+	return nil
+}
+
+// FD returns the event's file descriptor, or -1 for a timer or once closed.
+func (ev *Event) FD() int {
+	if ev.closed.Load() {
+		return -1
+	}
+	return ev.fd
+}
+
+// Base returns the base the event belongs to (event_get_base).
+func (ev *Event) Base() *Base { return ev.base }
+
+// CPtr returns the struct event * for C code in the same program, or nil
+// once closed. C code must not free it, and must call event_del and
+// event_free only on the loop thread.
+func (ev *Event) CPtr() unsafe.Pointer {
+	if ev.closed.Load() {
+		return nil
+	}
+	return ev.cptr
+}
+
+// onEvent runs on the loop when the event fires.
+func (ev *Event) onEvent(fd int, what Events) {
+	cb := ev.cb
+	if cb == nil || ev.base.stopped() {
+		return
+	}
+	defer ev.base.recoverCallback()
+	cb(ev, fd, what)
+}
+
+// onEcho runs on the loop when the C echo step of an echo event did not
+// finish: n bytes read into buf (-1: read failed or not tried), w written
+// (-1: failed or not tried), errno from the failed call.
+func (ev *Event) onEcho(what Events, buf unsafe.Pointer, n, w int, errno syscall.Errno) {
+	cb := ev.echoCb
+	if cb == nil || ev.base.stopped() {
+		return
+	}
+	var unsent []byte
+	var err error
+	switch {
+	case what&EvRead == 0:
+		err = os.ErrDeadlineExceeded
+	case n == 0:
+		err = io.EOF
+	case n < 0:
+		if errno == syscall.EAGAIN || errno == syscall.EINTR {
+			return // woken for nothing; libevent polls again
+		}
+		err = os.NewSyscallError("read", errno)
+	case w < 0 && errno != syscall.EAGAIN && errno != syscall.EINTR:
+		err = os.NewSyscallError("write", errno)
+	default:
+		unsent = unsafe.Slice((*byte)(buf), n)[max(w, 0):n]
+	}
+	defer ev.base.recoverCallback()
+	cb(ev, unsent, err)
+}
+
+// recoverCallback is deferred around the callbacks of events and buffer
+// events: a panic must not unwind through libevent's C frames. It stops the
+// loop, and Dispatch re-panics.
+func (b *Base) recoverCallback() {
+	if v := recover(); v != nil {
+		b.callbackPanicked(v)
+	}
+}

@@ -1,0 +1,483 @@
+package evlistener
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// newEvent creates an event closed when the test ends.
+func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
+	t.Helper()
+	ev, err := NewEvent(b, fd, what, cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return ev
+}
+
+func TestEventTimer(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	type firing struct {
+		fd   int
+		what Events
+		at   time.Time
+	}
+	fired := make(chan firing, 10)
+	ev, err := NewTimer(b, func(ev *Event, fd int, what Events) { fired <- firing{fd, what, time.Now()} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	start := time.Now()
+	if err := ev.Add(20 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if !ev.Pending(EvTimeout) {
+		t.Fatal("timer not pending after Add")
+	}
+	// A one-shot timer is all that is pending: Dispatch returns after it.
+	if err := b.Dispatch(); err != nil {
+		t.Fatal(err)
+	}
+	if len(fired) != 1 {
+		t.Fatalf("timer fired %d times, want 1", len(fired))
+	}
+	f := <-fired
+	if f.fd != -1 || f.what != EvTimeout {
+		t.Fatalf("callback got fd %d, what %v; want -1, EvTimeout", f.fd, f.what)
+	}
+	if d := f.at.Sub(start); d < 20*time.Millisecond {
+		t.Fatalf("fired after %v, want >= 20ms", d)
+	}
+	if ev.Pending(EvTimeout) {
+		t.Fatal("one-shot timer still pending after it fired")
+	}
+}
+
+func TestEventPersistentRead(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	defer syscall.Close(fd)
+	var cbErr atomic.Value
+	newEvent(t, b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+		var buf [4096]byte
+		n, err := syscall.Read(fd, buf[:])
+		if err == nil && n > 0 {
+			_, err = syscall.Write(fd, buf[:n])
+		}
+		if err != nil {
+			cbErr.Store(err)
+		}
+	}).Add(0)
+	dispatching(t, b)
+	pingPong(t, peer, 200, 100)
+	if err := cbErr.Load(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventAddDelActive(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	defer syscall.Close(fd)
+	whats := make(chan Events, 10)
+	ev := newEvent(t, b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+		whats <- what
+		if what&EvRead != 0 {
+			var buf [16]byte
+			syscall.Read(fd, buf[:])
+		}
+	})
+	dispatching(t, b)
+
+	t.Run("timeout on a read event", func(t *testing.T) {
+		if err := ev.Add(30 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if w := recv(t, whats, "the timeout"); w != EvTimeout {
+			t.Fatalf("what = %v, want EvTimeout", w)
+		}
+	})
+	t.Run("Del stops it", func(t *testing.T) {
+		if err := ev.Del(); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Pending(EvRead | EvTimeout) {
+			t.Fatal("pending after Del")
+		}
+		peer.Write([]byte("x"))
+		waitFor(t, "the byte to arrive", func() bool {
+			var buf [1]byte
+			n, _, _ := syscall.Recvfrom(fd, buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return n == 1
+		})
+		// The byte waits: a round trip through the loop shows that no
+		// callback ran.
+		b.call(func() error { return nil })
+		if len(whats) != 0 {
+			t.Fatalf("callback ran after Del: %v", <-whats)
+		}
+	})
+	t.Run("Add resumes it", func(t *testing.T) {
+		if err := ev.Add(0); err != nil {
+			t.Fatal(err)
+		}
+		if w := recv(t, whats, "the read"); w != EvRead {
+			t.Fatalf("what = %v, want EvRead", w)
+		}
+	})
+	t.Run("Active from another goroutine", func(t *testing.T) {
+		if err := ev.Active(EvWrite); err != nil {
+			t.Fatal(err)
+		}
+		if w := recv(t, whats, "the activation"); w != EvWrite {
+			t.Fatalf("what = %v, want EvWrite", w)
+		}
+	})
+}
+
+func TestEventClose(t *testing.T) {
+	t.Run("inside its own callback", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		results := make(chan error, 2)
+		ev, err := NewEvent(b, -1, EvPersist, func(ev *Event, _ int, _ Events) {
+			results <- ev.Close()
+			results <- ev.Close()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Add(time.Millisecond)
+		// Closed inside the callback, the persistent timer leaves nothing
+		// pending and Dispatch returns.
+		if err := b.Dispatch(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-results; err != ErrClosed {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+		if len(results) != 0 {
+			t.Fatal("callback ran after Close")
+		}
+	})
+
+	t.Run("from another goroutine: no callback after Close returns", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		var closed, late atomic.Bool
+		var fired atomic.Int64
+		ev, err := NewEvent(b, -1, EvPersist, func(ev *Event, _ int, _ Events) {
+			if closed.Load() {
+				late.Store(true)
+			}
+			fired.Add(1)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Add(time.Microsecond) // fires on every turn of the loop
+		dispatching(t, b)
+		waitFor(t, "the timer to fire", func() bool { return fired.Load() > 10 })
+		if err := ev.Close(); err != nil {
+			t.Fatal(err)
+		}
+		closed.Store(true)
+		b.call(func() error { return nil })
+		if late.Load() {
+			t.Fatal("callback ran after Close returned")
+		}
+		if err := ev.Close(); err != ErrClosed {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+	})
+
+	t.Run("Base.Close closes open events", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		ev, err := NewTimer(b, func(*Event, int, Events) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Add(time.Hour)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ev.Close(); err != ErrClosed {
+			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
+		}
+	})
+
+	t.Run("methods of a closed event", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		ev, err := NewTimer(b, func(*Event, int, Events) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Close()
+		for name, err := range map[string]error{
+			"Add":    ev.Add(time.Second),
+			"Del":    ev.Del(),
+			"Active": ev.Active(EvTimeout),
+		} {
+			if err != ErrClosed {
+				t.Errorf("%s = %v, want ErrClosed", name, err)
+			}
+		}
+		if ev.Pending(EvTimeout) || ev.FD() != -1 || ev.CPtr() != nil {
+			t.Error("closed event still pending, or with an fd or a C pointer")
+		}
+	})
+}
+
+func TestEventPanic(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	ev, err := NewTimer(b, func(*Event, int, Events) { panic(errors.New("boom")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	ev.Add(time.Millisecond)
+	p, _ := dispatchRecover(b)
+	cp, ok := p.(*CallbackPanic)
+	if !ok || cp.Unwrap() == nil || cp.Unwrap().Error() != "boom" {
+		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)
+	}
+}
+
+func TestEventBadArguments(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	cb := func(*Event, int, Events) {}
+	for _, tc := range []struct {
+		name string
+		fn   func() (*Event, error)
+	}{
+		{"nil base", func() (*Event, error) { return NewEvent(nil, -1, 0, cb) }},
+		{"nil callback", func() (*Event, error) { return NewEvent(b, -1, 0, nil) }},
+		{"signal", func() (*Event, error) { return NewEvent(b, 2, 0x08, cb) }},
+		{"read without fd", func() (*Event, error) { return NewEvent(b, -1, EvRead, cb) }},
+		{"echo without fd", func() (*Event, error) { return NewEchoEvent(b, -1, 100, func(*Event, []byte, error) {}) }},
+		{"echo size 0", func() (*Event, error) { return NewEchoEvent(b, 0, 0, func(*Event, []byte, error) {}) }},
+		{"echo size too big", func() (*Event, error) { return NewEchoEvent(b, 0, MaxEchoSize+1, func(*Event, []byte, error) {}) }},
+		{"echo nil callback", func() (*Event, error) { return NewEchoEvent(b, 0, 100, nil) }},
+	} {
+		if ev, err := tc.fn(); err == nil {
+			ev.Close()
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+	// A bad fd is caught where libevent sees it, by Add.
+	ev := newEvent(t, b, 1<<20, EvRead, cb)
+	if err := ev.Add(0); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("Add on a bad fd: %v, want EBADF", err)
+	}
+	if s := (EvRead | EvPersist | 0x08).String(); s != "EvRead|EvPersist|0x8" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+// TestEventCallbackAllocs proves that an event callback costs no
+// allocation: trampoline, handle lookup and closure call.
+func TestEventCallbackAllocs(t *testing.T) {
+	checkNoLeaks(t)
+	b := newTestBase(t)
+	fd, peer := tcpPair(t)
+	defer syscall.Close(fd)
+	buf := make([]byte, 256) // not in the callback: syscall.Read leaks it under -race
+	newEvent(t, b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+		if n, err := syscall.Read(fd, buf); err == nil {
+			syscall.Write(fd, buf[:n])
+		}
+	}).Add(0)
+	dispatching(t, b)
+	msg, got := make([]byte, 64), make([]byte, 64)
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	allocs := testing.AllocsPerRun(1000, func() {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per message, want 0", allocs)
+	}
+}
+
+// echoCall is one call of an EchoFunc, with unsent copied.
+type echoCall struct {
+	unsent []byte
+	err    error
+}
+
+func newEchoEvent(t testing.TB, b *Base, fd, size int, calls chan<- echoCall, then func(ev *Event)) *Event {
+	t.Helper()
+	ev, err := NewEchoEvent(b, fd, size, func(ev *Event, unsent []byte, err error) {
+		calls <- echoCall{append([]byte(nil), unsent...), err}
+		if then != nil {
+			then(ev)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return ev
+}
+
+func TestEchoEvent(t *testing.T) {
+	t.Run("echoes without calling Go", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		calls := make(chan echoCall, 10)
+		newEchoEvent(t, b, fd, MaxEchoSize, calls, nil).Add(0)
+		dispatching(t, b)
+		pingPong(t, peer, 200, 64)
+		pingPong(t, peer, 3, 1<<20)
+		if len(calls) != 0 {
+			t.Fatalf("EchoFunc called %d times, want 0: %v", len(calls), (<-calls).err)
+		}
+	})
+
+	t.Run("EOF", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		calls := make(chan echoCall, 10)
+		newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() }).Add(0)
+		dispatching(t, b)
+		peer.CloseWrite()
+		if c := recv(t, calls, "EchoFunc"); c.err != io.EOF || len(c.unsent) != 0 {
+			t.Fatalf("got %q, %v; want nothing, io.EOF", c.unsent, c.err)
+		}
+	})
+
+	t.Run("connection reset", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		calls := make(chan echoCall, 10)
+		newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() }).Add(0)
+		dispatching(t, b)
+		peer.SetLinger(0)
+		peer.Close()
+		if c := recv(t, calls, "EchoFunc"); !errors.Is(c.err, syscall.ECONNRESET) {
+			t.Fatalf("err = %v, want ECONNRESET", c.err)
+		}
+	})
+
+	t.Run("idle timeout", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		calls := make(chan echoCall, 10)
+		ev := newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() })
+		ev.Add(100 * time.Millisecond)
+		dispatching(t, b)
+		// Traffic more often than the timeout keeps it from firing.
+		var last time.Time
+		for i := 0; i < 5; i++ {
+			time.Sleep(30 * time.Millisecond) // traffic pattern, not synchronisation
+			pingPong(t, peer, 1, 10)
+			last = time.Now()
+		}
+		if len(calls) != 0 {
+			t.Fatalf("EchoFunc called while active: %v", (<-calls).err)
+		}
+		c := recv(t, calls, "the timeout")
+		if !errors.Is(c.err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v, want os.ErrDeadlineExceeded", c.err)
+		}
+		if d := time.Since(last); d < 90*time.Millisecond {
+			t.Fatalf("timed out %v after the last message, want about 100ms", d)
+		}
+	})
+
+	t.Run("partial write hands over the rest", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newTestBase(t)
+		fd, peer := tcpPair(t)
+		defer syscall.Close(fd)
+		// Small buffers on both sides so the echo's write stops short.
+		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+		peer.SetReadBuffer(4096)
+		calls := make(chan echoCall, 10)
+		newEchoEvent(t, b, fd, MaxEchoSize, calls, func(ev *Event) { ev.Del() }).Add(0)
+		dispatching(t, b)
+		data := make([]byte, 4<<20)
+		rand.Read(data)
+		sent := make(chan int, 1)
+		go func() {
+			peer.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+			n, _ := peer.Write(data) // stops once nobody reads
+			sent <- n
+		}()
+		c := recv(t, calls, "EchoFunc with the unsent rest")
+		if c.err != nil || len(c.unsent) == 0 {
+			t.Fatalf("got %d unsent bytes, %v; want some, nil", len(c.unsent), c.err)
+		}
+		n := recv(t, sent, "the writer to stop")
+		// What came back, then what was handed over, is a prefix of
+		// what was sent.
+		peer.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		got, _ := io.ReadAll(peer)
+		got = append(got, c.unsent...)
+		if len(got) > n || !bytes.Equal(got, data[:len(got)]) {
+			t.Fatalf("echoed %d + unsent %d bytes are not a prefix of the %d sent", len(got)-len(c.unsent), len(c.unsent), n)
+		}
+	})
+}
+
+// BenchmarkEventEcho measures one 64-byte ping-pong over loopback through
+// an event: a Go callback doing read and write (one C→Go call per
+// message), and an echo event (no cgo call per message).
+func BenchmarkEventEcho(b *testing.B) {
+	for _, mode := range []string{"Go callback", "NewEchoEvent"} {
+		b.Run(mode, func(b *testing.B) {
+			base := newTestBase(b)
+			fd, peer := tcpPair(b)
+			defer syscall.Close(fd)
+			if mode == "NewEchoEvent" {
+				ev, err := NewEchoEvent(base, fd, MaxEchoSize, func(*Event, []byte, error) {})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ev.Add(0)
+			} else {
+				buf := make([]byte, 4096)
+				newEvent(b, base, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+					if n, err := syscall.Read(fd, buf); err == nil {
+						syscall.Write(fd, buf[:n])
+					}
+				}).Add(0)
+			}
+			dispatching(b, base)
+			msg, got := make([]byte, 64), make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				peer.Write(msg)
+				io.ReadFull(peer, got)
+			}
+		})
+	}
+}
