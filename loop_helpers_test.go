@@ -2,14 +2,13 @@ package evlistener
 
 import (
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Helpers shared by the tests of buffer events and events.
+// Helpers of the buffer event and event tests, beside main_test.go's.
 
 // checkNoLeaks records the live handles and open fds now and, when the
 // test ends (after the cleanups registered later), fails it if either
@@ -22,8 +21,8 @@ func checkNoLeaks(t *testing.T) {
 		if n := liveHandles(); n != handles {
 			t.Errorf("live handles: %d, want %d", n, handles)
 		}
-		// A closed peer's fd leaves with the Go runtime's poller
-		// asynchronously: poll briefly.
+		// A peer closed by a cleanup leaves Go's poller asynchronously:
+		// poll briefly.
 		deadline := time.Now().Add(2 * time.Second)
 		for {
 			n := openFDs(t)
@@ -46,14 +45,6 @@ var warmNetpoll = sync.OnceFunc(func() {
 		ln.Close()
 	}
 })
-
-func openFDs(t testing.TB) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // tcpPair returns a connected loopback TCP pair: a non-blocking,
 // close-on-exec socket for libevent and the peer as a net.Conn, closed when
@@ -91,73 +82,23 @@ func tcpPair(t testing.TB) (fd int, peer *net.TCPConn) {
 }
 
 // dispatching runs b's loop on a new goroutine until stop, which closes b
-// and waits for Dispatch to return. A long LoopExit keeps the loop running
-// while nothing is pending. stop is also registered as a cleanup.
+// and waits for Dispatch to return; a long LoopExit keeps the loop running
+// while nothing is pending. stop is also a cleanup of the test.
 func dispatching(t testing.TB, b *Base) (stop func()) {
 	t.Helper()
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- b.Dispatch() }()
-	waitFor(t, "Dispatch to start", func() bool { return b.loopG.Load() != 0 })
+	r := startDispatch(t, b)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			b.Close()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Dispatch: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Dispatch did not return after Close")
+			if err := r.wait(t); err != nil {
+				t.Errorf("Dispatch: %v", err)
 			}
 		})
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-// newTestBase returns a base closed when the test ends.
-func newTestBase(t testing.TB) *Base {
-	t.Helper()
-	b, err := NewBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// recv waits for a value on ch for up to 5 s.
-func recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(5 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-	var zero T
-	return zero
-}
-
-// dispatchRecover runs Dispatch on the calling goroutine and returns what it
-// panicked with, or nil.
-func dispatchRecover(b *Base) (p any, err error) {
-	defer func() { p = recover() }()
-	return nil, b.Dispatch()
 }
