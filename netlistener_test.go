@@ -265,6 +265,38 @@ func TestNetListenerClose(t *testing.T) {
 	}
 }
 
+// A socket that cannot become a net.Conn is closed, and Accept returns an
+// error shaped as net's own (with EMFILE it would be temporary, and
+// http.Server would retry); the next connection is accepted as usual.
+func TestNetListenerAcceptError(t *testing.T) {
+	_, _, nl, _ := netListenerOn(t, 4)
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[1])
+	nl.mu.Lock()
+	nl.queue = append(nl.queue, acceptedConn{fd: p[0]}) // as if accepted
+	nl.mu.Unlock()
+	_, err := accept(t, nl)
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "accept" || !errors.Is(err, syscall.ENOTSOCK) {
+		t.Errorf("Accept: %#v, want a *net.OpError for accept wrapping ENOTSOCK", err)
+	}
+	if fdOpen(p[0]) {
+		t.Error("the socket that failed is still open")
+	}
+	client := dial(t, nl.Addr())
+	c, err := accept(t, nl)
+	if err != nil {
+		t.Fatalf("Accept after the error: %v", err)
+	}
+	defer c.Close()
+	if c.RemoteAddr().String() != client.LocalAddr().String() {
+		t.Errorf("accepted %v, want the client %v", c.RemoteAddr(), client.LocalAddr())
+	}
+}
+
 func TestNetListenerBadListener(t *testing.T) {
 	b := newBase(t)
 	closed := listenTCP(t, b, nil, 0)
@@ -300,4 +332,65 @@ func TestNetListenerBadListener(t *testing.T) {
 	if taken.FD() == -1 {
 		t.Error("a failed NetListener's Close closed the Listener")
 	}
+}
+
+// BenchmarkNetListenerAccept measures connections handed to a Go server as
+// net.Conns, through NetListener and, for comparison, through net.Listen:
+// 8 clients connect, wait for the server to reset the connection, repeat.
+func BenchmarkNetListenerAccept(b *testing.B) {
+	run := func(b *testing.B, ln net.Listener) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 1)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.Dial("tcp", ln.Addr().String())
+					if err != nil {
+						continue
+					}
+					c.Read(buf)
+					c.Close()
+				}
+			}()
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT: the run would run out of ports
+			c.Close()
+		}
+		b.StopTimer()
+		ln.Close()
+		close(stop)
+		wg.Wait()
+	}
+	b.Run("NetListener", func(b *testing.B) {
+		base := newBase(b)
+		l := listenTCP(b, base, nil, Reuseable)
+		ln := NetListener(l, 64)
+		r := goDispatch(base)
+		run(b, ln)
+		if err := r.wait(b); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.Run("net.Listen", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, ln)
+	})
 }
