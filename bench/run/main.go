@@ -65,6 +65,8 @@ type runRecord struct {
 	// LoadBusy is the load generator's CPU time over its wall time: near 1
 	// means the load, not the server, may be what limits ops/s.
 	LoadBusy float64 `json:"load_busy"`
+	// Dropped: a noisy round that a quiet one replaced; not in any median.
+	Dropped bool `json:"dropped,omitempty"`
 	// OtherCores is how many CPUs' worth of time everything else on the
 	// machine used during the load run: near 0 on a quiet machine.
 	OtherCores float64 `json:"other_cores"`
@@ -73,6 +75,18 @@ type runRecord struct {
 
 func (r *runRecord) ok() bool { return r.Error == "" }
 
+// noisyRounds is the set of w's rounds in which other processes kept more
+// than quiet CPUs busy during some run.
+func noisyRounds(runs []runRecord, w string, quiet float64) map[int]bool {
+	noisy := map[int]bool{}
+	for _, r := range runs {
+		if r.Workload == w && r.OtherCores > quiet {
+			noisy[r.Round] = true
+		}
+	}
+	return noisy
+}
+
 type config struct {
 	binDir     string
 	rounds     int
@@ -80,6 +94,7 @@ type config struct {
 	warmup     time.Duration
 	connectors int
 	workloads  []string
+	quiet      float64  // most CPUs other processes may use in a quiet round
 	pinServer  []string // command prefix, e.g. taskset -c 0
 	pinLoad    []string
 }
@@ -95,6 +110,8 @@ func main() {
 	cmdEcho := flag.String("cmd-echo", "../cmd/echo", "source directory of the library's echo server")
 	jsonPath := flag.String("json", "results.json", "where to write all results ('' to skip)")
 	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
+	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
+	budget := flag.Duration("budget", 210*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
 		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
@@ -104,32 +121,46 @@ func main() {
 	}
 
 	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
-		connectors: *connectors, workloads: splitList(*workloads)}
+		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet}
 	servers, notes, err := chooseServers(*binDir, *cmdEcho, splitList(*only))
 	if err != nil {
 		fatal(err)
 	}
-	for _, n := range notes {
-		fmt.Println(n)
-	}
 	if len(servers) == 0 || len(cfg.workloads) == 0 {
 		fatal(errors.New("nothing to run"))
 	}
-	cfg.pinServer, cfg.pinLoad, notes = pinning()
+	var pinNotes []string
+	cfg.pinServer, cfg.pinLoad, pinNotes = pinning()
+	notes = append(notes, pinNotes...)
 	for _, n := range notes {
 		fmt.Println(n)
 	}
 
 	stopOnSignal()
 	start := time.Now()
-	perRun := cfg.warmup + cfg.dur + 150*time.Millisecond
+	perRun := cfg.warmup + cfg.dur + 250*time.Millisecond
 	fmt.Fprintf(os.Stderr, "run: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
 		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
 		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
 
 	var runs []runRecord
-	for _, w := range cfg.workloads {
-		for r := 0; r < cfg.rounds; r++ {
+	for wi, w := range cfg.workloads {
+		for r := 0; ; r++ {
+			if r >= cfg.rounds {
+				// Replace noisy rounds while the rest of the plan still fits.
+				noisy := len(noisyRounds(runs, w, cfg.quiet))
+				if r-noisy >= cfg.rounds || r >= 2*cfg.rounds {
+					break
+				}
+				perRun = time.Since(start) / time.Duration(len(runs))
+				left := *budget - time.Since(start)
+				need := perRun * time.Duration(len(servers)*(1+(len(cfg.workloads)-wi-1)*cfg.rounds))
+				if left < need {
+					fmt.Fprintf(os.Stderr, "run: %s: %d noisy round(s), no time left to replace them\n", w, noisy)
+					break
+				}
+				fmt.Fprintf(os.Stderr, "run: %s: %d noisy round(s); extra round %d\n", w, noisy, r+1)
+			}
 			for i := range servers {
 				s := servers[(i+r)%len(servers)] // rotate who goes first
 				rec := runOne(cfg, s, w, r)
@@ -143,7 +174,7 @@ func main() {
 	}
 
 	rep := summarise(cfg, servers, runs)
-	rep.Meta.Notes = append(rep.Meta.Notes, notes...)
+	rep.Meta.Notes = append(notes, rep.Meta.Notes...)
 	rep.Meta.Seconds = time.Since(start).Seconds()
 	fmt.Print(rep.markdown())
 	if *jsonPath != "" {

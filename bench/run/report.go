@@ -45,6 +45,7 @@ type meta struct {
 	// kept busy; OtherCoresMax the worst run.
 	OtherCores    float64  `json:"other_cores_median"`
 	OtherCoresMax float64  `json:"other_cores_max"`
+	Quiet         float64  `json:"quiet_cpus"` // the noisy-round threshold
 	Notes         []string `json:"notes,omitempty"`
 }
 
@@ -98,6 +99,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 			DurationS: cfg.dur.Seconds(),
 			WarmupS:   cfg.warmup.Seconds(),
 			Conns:     cfg.connectors,
+			Quiet:     cfg.quiet,
 		},
 		Workloads: cfg.workloads,
 		Summary:   map[string]map[string]*cell{},
@@ -121,6 +123,31 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		rep.Meta.Notes = append(rep.Meta.Notes, "echo (default engine) runs as a server of its own, not a copy of either engine's numbers")
 	}
 
+	// Drop noisy rounds where enough quiet ones replace them.
+	maxRound := map[string]int{}
+	for _, w := range rep.Workloads {
+		noisy := noisyRounds(runs, w, cfg.quiet)
+		for _, r := range runs {
+			if r.Workload == w {
+				maxRound[w] = max(maxRound[w], r.Round)
+			}
+		}
+		switch quiet := maxRound[w] - len(noisy); {
+		case len(noisy) == 0:
+		case quiet >= cfg.rounds:
+			for i := range runs {
+				if runs[i].Workload == w && noisy[runs[i].Round] {
+					runs[i].Dropped = true
+				}
+			}
+			rep.Meta.Notes = append(rep.Meta.Notes, fmt.Sprintf(
+				"%s: %d round(s) in which other processes kept more than %.2f CPUs busy were replaced by quiet ones", w, len(noisy), cfg.quiet))
+		default:
+			rep.Meta.Notes = append(rep.Meta.Notes, fmt.Sprintf(
+				"%s: %d of %d rounds are noisy (other processes kept more than %.2f CPUs busy) and count anyway: no quiet replacement fit in the time budget and the limit of twice the rounds", w, len(noisy), maxRound[w], cfg.quiet))
+		}
+	}
+
 	// byRound[server][workload][round] = ops/s of a successful run
 	byRound := map[string]map[string]map[int]float64{}
 	for _, s := range rep.Servers {
@@ -130,7 +157,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 			byRound[s][w] = map[int]float64{}
 			var ops, p50, p99, cpu []float64
 			for _, r := range runs {
-				if r.Server == s && r.Workload == w && r.ok() {
+				if r.Server == s && r.Workload == w && r.ok() && !r.Dropped {
 					ops = append(ops, r.OpsPerSec)
 					p50 = append(p50, r.P50us)
 					p99 = append(p99, r.P99us)
@@ -152,7 +179,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 
 	ratio := func(num, den, w string) *ratioCell {
 		var per []float64
-		for round := 1; round <= cfg.rounds; round++ {
+		for round := 1; round <= maxRound[w]; round++ {
 			a, okA := byRound[num][w][round]
 			b, okB := byRound[den][w][round]
 			if okA && okB && b > 0 {
@@ -325,7 +352,7 @@ func (rep *report) markdown() string {
 	b.WriteString(rep.workloadRow("other processes, CPUs", func(r *runRecord) float64 { return r.OtherCores }))
 	b.WriteString("\nNear 100% load core busy means the load generator may cap ops/s; server CPU per op then tells the servers apart. " +
 		"Other processes: CPU time used by everything but the server and the load during the runs, in CPUs; near 0 on a quiet machine.\n")
-	if m.OtherCores > 0.15 {
+	if m.OtherCores > m.Quiet {
 		fmt.Fprintf(&b, "\n**Warning:** other processes kept %.2f CPUs busy (median over runs, max %.2f): the machine was not quiet, so expect noisy ratios.\n",
 			m.OtherCores, m.OtherCoresMax)
 	}
