@@ -102,7 +102,7 @@ type config struct {
 func main() {
 	binDir := flag.String("bin", "bin", "directory holding the servers and load")
 	rounds := flag.Int("rounds", 3, "interleaved rounds per workload")
-	dur := flag.Duration("d", 1200*time.Millisecond, "measuring window per run")
+	dur := flag.Duration("d", time.Second, "measuring window per run")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
 	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
@@ -144,33 +144,50 @@ func main() {
 		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
 
 	var runs []runRecord
-	for wi, w := range cfg.workloads {
-		for r := 0; ; r++ {
-			if r >= cfg.rounds {
-				// Replace noisy rounds while the rest of the plan still fits.
-				noisy := len(noisyRounds(runs, w, cfg.quiet))
-				if r-noisy >= cfg.rounds || r >= 2*cfg.rounds {
-					break
-				}
-				perRun = time.Since(start) / time.Duration(len(runs))
-				left := *budget - time.Since(start)
-				need := perRun * time.Duration(len(servers)*(1+(len(cfg.workloads)-wi-1)*cfg.rounds))
-				if left < need {
-					fmt.Fprintf(os.Stderr, "run: %s: %d noisy round(s), no time left to replace them\n", w, noisy)
-					break
-				}
-				fmt.Fprintf(os.Stderr, "run: %s: %d noisy round(s); extra round %d\n", w, noisy, r+1)
+	done := map[string]int{} // rounds run per workload
+	round := func(w string) {
+		r := done[w]
+		for i := range servers {
+			s := servers[(i+r)%len(servers)] // rotate who goes first
+			rec := runOne(cfg, s, w, r)
+			if !rec.ok() {
+				fmt.Fprintf(os.Stderr, "run: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
 			}
-			for i := range servers {
-				s := servers[(i+r)%len(servers)] // rotate who goes first
-				rec := runOne(cfg, s, w, r)
-				if !rec.ok() {
-					fmt.Fprintf(os.Stderr, "run: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
-				}
-				runs = append(runs, rec)
-			}
+			runs = append(runs, rec)
+		}
+		done[w]++
+	}
+	for _, w := range cfg.workloads {
+		for done[w] < cfg.rounds {
+			round(w)
 		}
 		fmt.Fprintf(os.Stderr, "run: %s done (%.0fs)\n", w, time.Since(start).Seconds())
+	}
+	// Replace noisy rounds, the workload with the fewest quiet rounds (then
+	// the fewest rounds) first, up to twice the planned rounds each, while a
+	// round fits in the budget.
+	for {
+		next, fewest := "", cfg.rounds
+		for _, w := range cfg.workloads {
+			quiet := done[w] - len(noisyRounds(runs, w, cfg.quiet))
+			if done[w] >= 2*cfg.rounds || quiet >= cfg.rounds {
+				continue
+			}
+			if next == "" || quiet < fewest || (quiet == fewest && done[w] < done[next]) {
+				next, fewest = w, quiet
+			}
+		}
+		if next == "" {
+			break
+		}
+		perRound := time.Since(start) / time.Duration(len(runs)) * time.Duration(len(servers))
+		if time.Since(start)+perRound > *budget {
+			fmt.Fprintf(os.Stderr, "run: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
+				next, fewest, cfg.rounds, *budget)
+			break
+		}
+		fmt.Fprintf(os.Stderr, "run: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
+		round(next)
 	}
 
 	rep := summarise(cfg, servers, runs)

@@ -72,7 +72,6 @@ type ratioRow struct {
 	Pair   string                `json:"pair"`
 	Target float64               `json:"target,omitempty"`
 	Cells  map[string]*ratioCell `json:"workloads"`
-	spec   pairSpec
 }
 
 type report struct {
@@ -198,7 +197,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		if !rep.has(p.Num) || !rep.has(p.Den) {
 			continue
 		}
-		row := ratioRow{Pair: p.Num + "/" + p.Den, Target: p.Target, Cells: map[string]*ratioCell{}, spec: p}
+		row := ratioRow{Pair: p.Num + "/" + p.Den, Target: p.Target, Cells: map[string]*ratioCell{}}
 		for _, w := range rep.Workloads {
 			rc := ratio(p.Num, p.Den, w)
 			if rc != nil && p.Target > 0 && !(p.EchoOnly && w == "accept") {
