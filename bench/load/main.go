@@ -209,20 +209,21 @@ type conn struct {
 }
 
 type loader struct {
-	cfg    workload
-	sa     syscall.Sockaddr
-	family int
-	epfd   int
-	conns  []conn
-	base   time.Time
-	from   time.Duration // measuring window, since base
-	to     time.Duration
-	ops    uint64 // in the window
-	opsAll uint64 // since the start, warm-up included
-	hist   histogram
-	errs   int
-	first  error
-	live   int // ping-pong connections still open
+	cfg        workload
+	sa         syscall.Sockaddr
+	family     int
+	epfd       int
+	conns      []conn
+	base       time.Time
+	from       time.Duration // measuring window, since base
+	to         time.Duration
+	ops        uint64 // in the window
+	opsAll     uint64 // since the start, warm-up included
+	hist       histogram
+	errs       int
+	first      error
+	live       int           // ping-pong connections still open
+	setupLimit time.Duration // for connecting and priming every connection
 	// priming: during setup, a completed echo only counts in primed.
 	priming bool
 	primed  int
@@ -233,7 +234,8 @@ func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	l := &loader{cfg: cfg, sa: sa, family: family, epfd: epfd, conns: make([]conn, cfg.conns)}
+	l := &loader{cfg: cfg, sa: sa, family: family, epfd: epfd, conns: make([]conn, cfg.conns),
+		setupLimit: 10 * time.Second}
 	for i := range l.conns {
 		c := &l.conns[i]
 		c.slot, c.fd = i, -1
@@ -403,7 +405,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	res := result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
 	setup := time.Now()
 	if !l.cfg.accept {
-		if err := l.dialAll(10 * time.Second); err != nil {
+		if err := l.dialAll(l.setupLimit); err != nil {
 			l.errs = max(l.errs, 1) // a failed echo while priming counted already
 			l.first = err
 		}

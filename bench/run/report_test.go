@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/xml"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testConfig(rounds int) config {
+	return config{rounds: rounds, dur: time.Second, workloads: []string{"1x64B", "accept"}, quiet: 0.25}
+}
+
+func names(ss ...string) []server {
+	var out []server
+	for _, s := range ss {
+		out = append(out, server{Name: s})
+	}
+	return out
+}
+
+func rec(server, w string, round int, ops, other float64) runRecord {
+	r := runRecord{Server: server, Workload: w, Round: round, OtherCores: other}
+	r.OpsPerSec = ops
+	return r
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+func TestRatiosAreMediansOfPerRoundRatios(t *testing.T) {
+	// Round 2 is slow for both servers; per-round ratios are 1.0, 1.0, 0.5,
+	// whose median is 1.0, whereas the ratio of medians would be 150/100.
+	runs := []runRecord{
+		rec("echo", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 100, 0),
+		rec("echo", "1x64B", 2, 10, 0), rec("goecho", "1x64B", 2, 10, 0),
+		rec("echo", "1x64B", 3, 150, 0), rec("goecho", "1x64B", 3, 300, 0),
+		rec("echo", "accept", 1, 50, 0), rec("goecho", "accept", 1, 100, 0),
+	}
+	rep := summarise(testConfig(3), names("goecho", "echo"), runs)
+	var row *ratioRow
+	for i := range rep.Ratios {
+		if rep.Ratios[i].Pair == "echo/goecho" {
+			row = &rep.Ratios[i]
+		}
+	}
+	if row == nil {
+		t.Fatalf("no echo/goecho row in %+v", rep.Ratios)
+	}
+	c := row.Cells["1x64B"]
+	if c == nil || !near(c.Median, 1.0) || !near(c.Min, 0.5) || !near(c.Max, 1.0) {
+		t.Fatalf("1x64B ratio = %+v, want median 1.0 over 0.5..1.0", c)
+	}
+	if c.Pass == nil || !*c.Pass {
+		t.Errorf("1x64B: ratio 1.0 against target 1.0 should pass")
+	}
+	if a := row.Cells["accept"]; a == nil || a.Pass != nil {
+		t.Errorf("accept: echo/goecho has no target on the accept workload, got %+v", a)
+	}
+	if got := rep.Summary["goecho"]["1x64B"].OpsPerSec; got != 100 {
+		t.Errorf("goecho 1x64B median ops/s = %v, want 100", got)
+	}
+	if _, ok := rep.Relative["echo"]["1x64B"]; !ok || rep.Baseline != "goecho" {
+		t.Errorf("chart baseline = %q, want goecho with a bar for echo", rep.Baseline)
+	}
+}
+
+func TestBelowTargetFails(t *testing.T) {
+	runs := []runRecord{
+		rec("echo-event", "1x64B", 1, 90, 0), rec("crawecho", "1x64B", 1, 100, 0),
+	}
+	rep := summarise(testConfig(1), names("crawecho", "echo-event"), runs)
+	c := rep.Ratios[0].Cells["1x64B"]
+	if rep.Ratios[0].Pair != "echo-event/crawecho" || c.Pass == nil || *c.Pass {
+		t.Fatalf("0.90 against target 0.95: got %s %+v, want FAIL", rep.Ratios[0].Pair, c)
+	}
+	if md := rep.markdown(); !strings.Contains(md, "0.90 **FAIL**") {
+		t.Errorf("markdown does not mark the failure:\n%s", md)
+	}
+}
+
+func TestNoisyRoundsDroppedOnlyWhenReplaced(t *testing.T) {
+	cfg := testConfig(2)
+	cfg.workloads = []string{"1x64B"}
+	quietEnough := []runRecord{
+		rec("cecho", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 100, 0.9), // noisy
+		rec("cecho", "1x64B", 2, 200, 0), rec("goecho", "1x64B", 2, 100, 0),
+		rec("cecho", "1x64B", 3, 200, 0), rec("goecho", "1x64B", 3, 100, 0.1),
+	}
+	rep := summarise(cfg, names("cecho", "goecho"), quietEnough)
+	if c := rep.Ratios[0].Cells["1x64B"]; c == nil || len(c.PerRound) != 2 || !near(c.Median, 2) {
+		t.Errorf("with two quiet rounds the noisy one should be dropped: %+v", c)
+	}
+	if !rep.Runs[0].Dropped || rep.Runs[2].Dropped {
+		t.Errorf("dropped flags: %v %v, want round 1 only", rep.Runs[0].Dropped, rep.Runs[2].Dropped)
+	}
+
+	tooNoisy := []runRecord{
+		rec("cecho", "1x64B", 1, 100, 0.9), rec("goecho", "1x64B", 1, 100, 0),
+		rec("cecho", "1x64B", 2, 200, 0), rec("goecho", "1x64B", 2, 100, 0),
+	}
+	rep = summarise(cfg, names("cecho", "goecho"), tooNoisy)
+	if c := rep.Ratios[0].Cells["1x64B"]; c == nil || len(c.PerRound) != 2 {
+		t.Errorf("with one quiet round of two every round should count: %+v", c)
+	}
+}
+
+func TestFailedRunIsLeftOutAndReported(t *testing.T) {
+	failed := rec("goecho", "1x64B", 1, 0, 0)
+	failed.Error = "load: 1 errors"
+	runs := []runRecord{rec("cecho", "1x64B", 1, 100, 0), failed}
+	rep := summarise(testConfig(1), names("cecho", "goecho"), runs)
+	if rep.failedRuns() != 1 {
+		t.Errorf("failedRuns = %d, want 1", rep.failedRuns())
+	}
+	if rep.Summary["goecho"]["1x64B"] != nil || rep.Ratios[0].Cells["1x64B"] != nil {
+		t.Errorf("a failed run must not count in medians or ratios")
+	}
+	if md := rep.markdown(); !strings.Contains(md, "Failed runs (1)") {
+		t.Errorf("markdown does not list the failed run:\n%s", md)
+	}
+}
+
+func TestSVGIsWellFormed(t *testing.T) {
+	runs := []runRecord{
+		rec("cecho", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 80, 0),
+		rec("cecho", "accept", 1, 10, 0), // goecho's accept run missing: n/a bar
+	}
+	rep := summarise(testConfig(1), names("cecho", "goecho"), runs)
+	d := xml.NewDecoder(strings.NewReader(rep.svg()))
+	rects := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("svg does not parse: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	// background + 2 legend swatches + 2 bars for 1x64B
+	if rects != 5 {
+		t.Errorf("svg has %d rects, want 5", rects)
+	}
+}
