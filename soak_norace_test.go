@@ -1,0 +1,5 @@
+//go:build !race
+
+package evlistener
+
+const raceEnabled = false

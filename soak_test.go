@@ -1,0 +1,281 @@
+package evlistener
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Soak: many open/close cycles through the binding, then the three things a
+// leak would show as: handles still registered, descriptors still open, and
+// resident memory grown.
+
+const (
+	soakAccepts    = 100_000
+	soakListeners  = 10_000
+	soakConnectors = 4
+	soakInflight   = 256 // below the backlog, so no SYN is ever dropped
+	soakMaxRSS     = 16 << 20
+)
+
+// resources is what a leak would show as.
+type resources struct {
+	handles int64
+	fds     int
+	rss     int64
+}
+
+// takeResources measures after a GC, so that garbage is not counted as
+// growth.
+func takeResources(t testing.TB) resources {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	return resources{handles: liveHandles(), fds: procFDs(t), rss: procRSS(t)}
+}
+
+// checkResources fails the test unless handles and descriptors are back to
+// before and resident memory grew by less than soakMaxRSS.
+func checkResources(t testing.TB, before resources) {
+	t.Helper()
+	after := takeResources(t)
+	t.Logf("handles %d -> %d, fds %d -> %d, VmRSS %.1f -> %.1f MiB",
+		before.handles, after.handles, before.fds, after.fds,
+		float64(before.rss)/(1<<20), float64(after.rss)/(1<<20))
+	if after.handles != before.handles {
+		t.Errorf("live handles: %d before, %d after", before.handles, after.handles)
+	}
+	if after.fds != before.fds {
+		t.Errorf("open descriptors: %d before, %d after", before.fds, after.fds)
+	}
+	if grew := after.rss - before.rss; grew >= soakMaxRSS && !raceEnabled {
+		t.Errorf("VmRSS grew by %.1f MiB, bound %d MiB", float64(grew)/(1<<20), soakMaxRSS>>20)
+	}
+}
+
+// procFDs counts this process's open descriptors. Go's poller keeps its
+// own descriptors once the net package is first used, so a first dial is
+// made before counting.
+func procFDs(t testing.TB) int {
+	t.Helper()
+	warmNetPoller()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents) - 1 // the directory being read
+}
+
+var warmNetPoller = sync.OnceFunc(func() {
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln.Close()
+	}
+})
+
+// procRSS reads VmRSS from /proc/self/status, in bytes.
+func procRSS(t testing.TB) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			f := bytes.Fields(rest) // "1234", "kB"
+			kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// connectReset connects to addr and closes at once with SO_LINGER 0: the
+// connection ends with RST, so neither side holds an ephemeral port in
+// TIME_WAIT and a long soak cannot run out of them. It uses blocking system
+// calls rather than net.Dial to keep the client side cheap.
+func connectReset(addr *net.TCPAddr) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1}); err != nil {
+		return err
+	}
+	sa := &syscall.SockaddrInet4{Port: addr.Port}
+	copy(sa.Addr[:], addr.IP.To4())
+	return syscall.Connect(fd, sa)
+}
+
+// dumpGoroutines returns the stacks of every goroutine, for a test that
+// hit its deadline.
+func dumpGoroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+func TestSoak(t *testing.T) {
+	t.Run("100000 accept and close cycles", func(t *testing.T) {
+		// A first round grows the pools and thread stacks that any
+		// program of this shape needs.
+		soakAcceptClose(t, soakAccepts/20)
+		before := takeResources(t)
+		start := time.Now()
+		n := soakAcceptClose(t, soakAccepts)
+		d := time.Since(start)
+		t.Logf("%d accept/close cycles in %v (%.0f/s)", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+		if n != soakAccepts {
+			t.Errorf("accepted %d connections, want %d", n, soakAccepts)
+		}
+		checkResources(t, before)
+	})
+
+	// With no loop running, the binding calls libevent on the caller's
+	// goroutine under the base's lock; with Dispatch running it hands each
+	// call to the loop thread and waits. Both paths open and free.
+	for _, running := range []bool{false, true} {
+		name := "10000 NewBind and Close, no loop running"
+		if running {
+			name = "10000 NewBind and Close while Dispatch runs"
+		}
+		t.Run(name, func(t *testing.T) {
+			soakBindClose(t, soakListeners/10, running)
+			before := takeResources(t)
+			start := time.Now()
+			soakBindClose(t, soakListeners, running)
+			t.Logf("%d listeners opened and closed in %v", soakListeners, time.Since(start).Round(time.Millisecond))
+			checkResources(t, before)
+		})
+	}
+}
+
+// soakBindClose opens and closes n listeners on one base, each with a
+// callback and an error callback set.
+func soakBindClose(t *testing.T, n int, running bool) {
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dispatched := make(chan error, 1)
+	if running {
+		// A pending exit timer keeps Dispatch running with no
+		// listener open; Base.Close ends it.
+		if err := b.LoopExit(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		go func() { dispatched <- b.Dispatch() }()
+	}
+	accept := func(l *Listener, fd int, addr net.Addr) { syscall.Close(fd) }
+	onError := func(l *Listener, err error) {}
+	for i := range n {
+		l, err := NewBind(b, accept, CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listener %d: %v", i, err)
+		}
+		l.SetErrorCallback(onError)
+		if err := l.Close(); err != nil {
+			t.Fatalf("listener %d: Close: %v", i, err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if running {
+		select {
+		case err := <-dispatched:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+		}
+	}
+}
+
+// soakAcceptClose runs n connect/accept/close cycles against one listener
+// whose callback closes each accepted socket, and returns how many the
+// callback saw.
+func soakAcceptClose(t *testing.T, n int) int {
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	// A token per connection between connect and accept keeps the
+	// accept queue short: a full queue drops SYNs, and the client would
+	// wait a second for the retransmission.
+	inflight := make(chan struct{}, soakInflight)
+	var accepted atomic.Int64
+	var badFD atomic.Int64
+	l, err := NewBind(b, func(l *Listener, fd int, addr net.Addr) {
+		if err := syscall.Close(fd); err != nil {
+			badFD.Add(1)
+		}
+		<-inflight
+		if accepted.Add(1) == int64(n) {
+			l.Base().LoopBreak()
+		}
+	}, CloseOnFree|Reuseable, 4096, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+
+	dispatched := make(chan error, 1)
+	go func() { dispatched <- b.Dispatch() }()
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, soakConnectors)
+	for range soakConnectors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				inflight <- struct{}{}
+				if err := connectReset(addr); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case err := <-dispatched:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if accepted.Load() != int64(n) {
+			t.Fatalf("Dispatch returned early after %d accepts", accepted.Load())
+		}
+	case err := <-errs:
+		t.Fatalf("connect: %v after %d accepts", err, accepted.Load())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("%d of %d accepted before the deadline\n%s", accepted.Load(), n, dumpGoroutines())
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := badFD.Load(); m != 0 {
+		t.Errorf("%d accepted descriptors could not be closed", m)
+	}
+	return int(accepted.Load())
+}
