@@ -1,10 +1,12 @@
 # make run   — the echo server on 127.0.0.1:9876 (ARGS="-addr 0.0.0.0 9000" to change)
 # make test  — installs what is missing, then vet, gofmt, race and cgocheck2 tests
 # make bench — reference servers against cmd/echo, pinned; writes bench/results.svg
+# make asan  — the tests built with -asan: AddressSanitizer on the C side, leak check at exit
+# make fuzz  — each fuzz target for FUZZTIME (default 10s) from testdata/fuzz; make test runs both
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps test vet run bench
+.PHONY: all deps test vet run bench asan fuzz
 
 all: test
 
@@ -29,6 +31,21 @@ vet: deps
 test: vet
 	$(GO) test -race -count=1 ./...
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory asan fuzz
+
+asan: deps
+	$(GO) test -asan -count=1 ./...
+
+FUZZTIME ?= 10s
+FUZZ_TARGETS = FuzzNewBind FuzzListenerOptions
+
+# go test -fuzz takes one target at a time; a failing input is written to
+# testdata/fuzz/<target>/ and fails the run.
+fuzz: deps
+	@for f in $(FUZZ_TARGETS); do \
+		echo "$(GO) test -run '^$$' -fuzz '^$$f$$' -fuzztime $(FUZZTIME) ."; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
 
 run: deps
 	$(GO) run ./cmd/echo $(ARGS)
