@@ -25,7 +25,7 @@ func FuzzNewBind(f *testing.F) {
 	dir := f.TempDir() // socket files; each input must leave it empty
 	f.Fuzz(func(t *testing.T, network, address string) {
 		bind, ok := fuzzBindable(network, address, dir)
-		before := resources{handles: liveHandles(), fds: procFDs(t)}
+		checkNoLeaks(t)
 		b, err := NewBase()
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +55,6 @@ func FuzzNewBind(f *testing.F) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		checkNothingLeft(t, before)
 		if network == "unix" && bound && !strings.HasPrefix(bind, "@") {
 			if _, err := os.Lstat(bind); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("socket file %q still there after Close with CloseOnFree (%v)", bind, err)
@@ -107,7 +106,7 @@ func FuzzListenerOptions(f *testing.F) {
 		// only test the same rejection again.
 		flag := Flag(flags) & (knownFlags<<1 | 1)
 		ipv6 = ipv6 && supportsIPv6()
-		before := resources{handles: liveHandles(), fds: procFDs(t)}
+		checkNoLeaks(t)
 		b, err := NewBase()
 		if err != nil {
 			t.Fatal(err)
@@ -116,7 +115,6 @@ func FuzzListenerOptions(f *testing.F) {
 			if err := b.Close(); err != nil {
 				t.Fatal(err)
 			}
-			checkNothingLeft(t, before)
 		}()
 
 		var l *Listener
@@ -146,7 +144,7 @@ func FuzzListenerOptions(f *testing.F) {
 				t.Fatalf("%s: no error", wantErr)
 			}
 			checkListenError(t, err)
-			if fd >= 0 && !fuzzFDOpen(fd) {
+			if fd >= 0 && !fdOpen(fd) {
 				t.Fatalf("%s: New closed the caller's socket", wantErr)
 			}
 			syscall.Close(fd)
@@ -166,7 +164,7 @@ func FuzzListenerOptions(f *testing.F) {
 		}
 		lfd := l.FD()
 		closeListener(t, l)
-		if open := fuzzFDOpen(lfd); open == (flag&CloseOnFree != 0) {
+		if open := fdOpen(lfd); open == (flag&CloseOnFree != 0) {
 			t.Errorf("flags %v: listening socket open after Close: %v", flag, open)
 		}
 		if flag&CloseOnFree == 0 {
@@ -201,19 +199,6 @@ func fuzzSocket(t *testing.T, ipv6, listening bool) int {
 	return fd
 }
 
-func fuzzFDOpen(fd int) bool {
-	_, err := fcntlInt(fd, syscall.F_GETFD)
-	return err == nil
-}
-
-func fcntlInt(fd, cmd int) (int, error) {
-	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), uintptr(cmd), 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
-}
-
 // checkListenError checks the shape every creation error has: a
 // *net.OpError for "listen".
 func checkListenError(t *testing.T, err error) {
@@ -227,13 +212,6 @@ func checkListenError(t *testing.T, err error) {
 // checkBindOptions checks the socket options NewBind sets from flags.
 func checkBindOptions(t *testing.T, fd int, flags Flag, ipv6 bool) {
 	t.Helper()
-	opt := func(level, name int) bool {
-		v, err := syscall.GetsockoptInt(fd, level, name)
-		if err != nil {
-			t.Fatalf("getsockopt(%d, %d): %v", level, name, err)
-		}
-		return v != 0
-	}
 	checks := []struct {
 		name       string
 		level, opt int
@@ -251,15 +229,15 @@ func checkBindOptions(t *testing.T, fd int, flags Flag, ipv6 bool) {
 		if c.ipv6 && (!ipv6 || !want) {
 			continue
 		}
-		if got := opt(c.level, c.opt); got != want {
+		if got := sockoptInt(t, fd, c.level, c.opt) != 0; got != want {
 			t.Errorf("flags %v: %s is %v, want %v", flags, c.name, got, want)
 		}
 	}
-	fdFlags, err := fcntlInt(fd, syscall.F_GETFD)
+	_, cloexec, err := fdModes(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := fdFlags&syscall.FD_CLOEXEC != 0, flags&CloseOnExec != 0; got != want {
+	if got, want := cloexec, flags&CloseOnExec != 0; got != want {
 		t.Errorf("flags %v: listening socket close-on-exec %v, want %v", flags, got, want)
 	}
 }
@@ -295,11 +273,7 @@ func probeListener(t *testing.T, b *Base, l *Listener, flags Flag) {
 	var got []acceptedSocket
 	l.SetCallback(func(l *Listener, fd int, peer net.Addr) {
 		a := acceptedSocket{addr: peer}
-		var fl, fdfl int
-		if fl, a.err = fcntlInt(fd, syscall.F_GETFL); a.err == nil {
-			fdfl, a.err = fcntlInt(fd, syscall.F_GETFD)
-		}
-		a.nonblock, a.cloexec = fl&syscall.O_NONBLOCK != 0, fdfl&syscall.FD_CLOEXEC != 0
+		a.nonblock, a.cloexec, a.err = fdModes(fd)
 		got = append(got, a)
 		syscall.Close(fd)
 		l.Base().LoopBreak()
@@ -379,17 +353,5 @@ func closeListener(t *testing.T, l *Listener) {
 	}
 	if fd, addr := l.FD(), l.Addr(); fd != -1 || addr != nil {
 		t.Errorf("closed listener: FD() %d, Addr() %v; want -1, nil", fd, addr)
-	}
-}
-
-// checkNothingLeft fails the test unless handles and descriptors are as
-// before.
-func checkNothingLeft(t *testing.T, before resources) {
-	t.Helper()
-	if n := liveHandles(); n != before.handles {
-		t.Errorf("live handles: %d before, %d after", before.handles, n)
-	}
-	if n := procFDs(t); n != before.fds {
-		t.Errorf("open descriptors: %d before, %d after", before.fds, n)
 	}
 }

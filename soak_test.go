@@ -39,7 +39,8 @@ func takeResources(t testing.TB) resources {
 	t.Helper()
 	runtime.GC()
 	debug.FreeOSMemory()
-	return resources{handles: liveHandles(), fds: procFDs(t), rss: procRSS(t)}
+	warmNetpoll()
+	return resources{handles: liveHandles(), fds: openFDs(t), rss: procRSS(t)}
 }
 
 // checkResources fails the test unless handles and descriptors are back to
@@ -60,25 +61,6 @@ func checkResources(t testing.TB, before resources) {
 		t.Errorf("VmRSS grew by %.1f MiB, bound %d MiB", float64(grew)/(1<<20), soakMaxRSS>>20)
 	}
 }
-
-// procFDs counts this process's open descriptors. Go's poller keeps its
-// own descriptors once the net package is first used, so a first dial is
-// made before counting.
-func procFDs(t testing.TB) int {
-	t.Helper()
-	warmNetPoller()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents) - 1 // the directory being read
-}
-
-var warmNetPoller = sync.OnceFunc(func() {
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-})
 
 // procRSS reads VmRSS from /proc/self/status, in bytes.
 func procRSS(t testing.TB) int64 {
