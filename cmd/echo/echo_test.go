@@ -1,0 +1,612 @@
+package main
+
+// These tests build the echo binary once and drive it over loopback TCP, as
+// a user would: every behaviour of the command line is checked from outside
+// the process.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var echoBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "echo-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	echoBin = filepath.Join(dir, "echo")
+	// go test puts its own go first on PATH.
+	build := exec.Command("go", "build", "-o", echoBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building echo:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var engines = []string{"event", "bufferevent"}
+
+// forEachEngine runs test once per -engine.
+func forEachEngine(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) { test(t, engine) })
+	}
+}
+
+// echoProc is a running echo server.
+type echoProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{}
+	mu     sync.Mutex
+	log    strings.Builder // its stderr
+}
+
+// startEcho runs the binary with args and port 0 and waits for its
+// listening line.
+func startEcho(t testing.TB, args ...string) *echoProc {
+	t.Helper()
+	p := &echoProc{cmd: exec.Command(echoBin, append(args, "0")...), exited: make(chan struct{})}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			if a, ok := strings.CutPrefix(line, "echo: listening on "); ok {
+				addrc <- a
+			}
+		}
+		p.cmd.Wait() // after the last read of the pipe, as Wait requires
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("echo %v stderr:\n%s", args, p.stderrText())
+		}
+	})
+	select {
+	case p.addr = <-addrc:
+	case <-p.exited:
+		t.Fatalf("echo %v exited before listening: %v\n%s", args, p.cmd.ProcessState, p.stderrText())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("echo %v printed no listening line", args)
+	}
+	return p
+}
+
+func (p *echoProc) stderrText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// stop sends sig and checks that the server exits with status 0 within a
+// second.
+func (p *echoProc) stop(t testing.TB, sig os.Signal) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("echo did not exit within 5 s of %v", sig)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("echo took %v to exit after %v, want < 1 s", d, sig)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit status after %v: %d, want 0", sig, code)
+	}
+}
+
+func (p *echoProc) dial(t testing.TB) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// rss reads the server's resident set size from /proc/PID/status.
+func (p *echoProc) rss() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/PID/status")
+}
+
+func (p *echoProc) openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	port := freePort(t)
+	for _, tc := range []struct {
+		args []string
+		want string // in the message on stderr
+	}{
+		{[]string{"-1"}, "0 to 65535"},
+		{[]string{"65536"}, "0 to 65535"},
+		{[]string{"99999999999999999999"}, "0 to 65535"},
+		{[]string{"http"}, "0 to 65535"},
+		{[]string{"9876x"}, "0 to 65535"},
+		{[]string{port, "extra"}, "0 to 65535"},
+		{[]string{"1", "2", "3"}, "0 to 65535"},
+		{[]string{"-engine", "threads", port}, "event or bufferevent"},
+		{[]string{"-loops", "0", port}, "-loops"},
+		{[]string{"-loops", "3", "-max-conns", "2", port}, "-max-conns"},
+		{[]string{"-max-conns", "-1", port}, "-max-conns"},
+		{[]string{"-max-pending", "0", port}, "-max-pending"},
+		{[]string{"-idle", "-1s", port}, "-idle"},
+		{[]string{"-no-such-flag", port}, "no-such-flag"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(echoBin, tc.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Fatal("echo did not exit")
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit status %d, want 2", code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr does not say %q:\n%s", tc.want, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "listening") {
+				t.Errorf("it listened:\n%s", stderr.String())
+			}
+			// Nothing was bound: the port is still free.
+			ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+			if err != nil {
+				t.Fatalf("port %s no longer free: %v", port, err)
+			}
+			ln.Close()
+		})
+	}
+}
+
+// freePort returns a port that nothing listens on now.
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// stream writes total bytes of a seeded pseudo-random stream to w in chunks
+// of random size, and returns the CRC-64 of what it wrote.
+func stream(w io.Writer, seed uint64, total int64, sent *atomic.Int64) (uint64, error) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	buf := make([]byte, 64<<10)
+	crc := crc64.New(crc64.MakeTable(crc64.ECMA))
+	for left := total; left > 0; {
+		n := min(int64(1+rng.IntN(len(buf))), left)
+		p := buf[:n]
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		crc.Write(p)
+		if _, err := w.Write(p); err != nil {
+			return 0, err
+		}
+		left -= n
+		if sent != nil {
+			sent.Add(n)
+		}
+	}
+	return crc.Sum64(), nil
+}
+
+// readCRC reads r to EOF and returns the CRC-64 and length of what it read.
+func readCRC(r io.Reader) (uint64, int64, error) {
+	crc := crc64.New(crc64.MakeTable(crc64.ECMA))
+	n, err := io.Copy(crc, r)
+	return crc.Sum64(), n, err
+}
+
+// echoStream sends total random bytes on c while reading the echo, then
+// half-closes, and checks that exactly the same bytes came back.
+func echoStream(c *net.TCPConn, seed uint64, total int64) error {
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	type result struct {
+		crc uint64
+		err error
+	}
+	wrote := make(chan result, 1)
+	go func() {
+		crc, err := stream(c, seed, total, nil)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		wrote <- result{crc, err}
+	}()
+	got, n, err := readCRC(c)
+	w := <-wrote
+	switch {
+	case w.err != nil:
+		return fmt.Errorf("write: %w", w.err)
+	case err != nil:
+		return fmt.Errorf("read after %d bytes: %w", n, err)
+	case n != total:
+		return fmt.Errorf("echoed %d bytes, sent %d", n, total)
+	case got != w.crc:
+		return errors.New("echo differs from what was sent")
+	}
+	return nil
+}
+
+func TestEcho(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		p := startEcho(t, "-engine", engine)
+		fds := p.openFDs(t)
+		const clients, size = 16, 4 << 20
+		errs := make(chan error, clients)
+		for i := 0; i < clients; i++ {
+			c := p.dial(t)
+			go func() { errs <- echoStream(c, uint64(i), size) }()
+		}
+		for i := 0; i < clients; i++ {
+			if err := <-errs; err != nil {
+				t.Errorf("client: %v", err)
+			}
+		}
+		// The server closed every connection once its echo was out: its
+		// descriptors are back where they were.
+		waitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.openFDs(t) <= fds })
+		p.stop(t, syscall.SIGINT)
+	})
+}
+
+func TestClientThatDoesNotRead(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		const (
+			total    = 256 << 20
+			maxGrow  = 64 << 20
+			maxStall = 64 << 20
+		)
+		p := startEcho(t, "-engine", engine, "-max-pending", strconv.Itoa(1<<20))
+		c := p.dial(t)
+		base, err := p.rss()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var peak atomic.Int64
+		stopSampling := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				rss, err := p.rss()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				peak.Store(max(peak.Load(), rss))
+				select {
+				case <-stopSampling:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+
+		var sent atomic.Int64
+		wrote := make(chan uint64, 1)
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		go func() {
+			crc, err := stream(c, 42, total, &sent)
+			if err != nil {
+				t.Errorf("write after %d bytes: %v", sent.Load(), err)
+			}
+			c.CloseWrite()
+			wrote <- crc
+		}()
+		// The server stops reading: the writer stalls with the socket
+		// buffers and at most -max-pending in the server.
+		last, since := int64(-1), time.Now()
+		waitFor(t, 20*time.Second, "the writer to stall", func() bool {
+			if n := sent.Load(); n != last {
+				last, since = n, time.Now()
+			}
+			return time.Since(since) > 300*time.Millisecond
+		})
+		if last >= maxStall {
+			t.Errorf("the client wrote %d MiB without reading before it stalled, want < %d MiB", last>>20, maxStall>>20)
+		}
+		// Then the client reads: everything comes back, in order.
+		got, n, err := readCRC(c)
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", n, err)
+		}
+		if want := <-wrote; n != total || got != want {
+			t.Fatalf("echoed %d bytes (same CRC: %v), sent %d", n, got == want, total)
+		}
+		close(stopSampling)
+		<-sampled
+		if grow := peak.Load() - base; grow > maxGrow {
+			t.Errorf("server RSS grew by %d MiB, want < %d MiB", grow>>20, maxGrow>>20)
+		}
+		t.Logf("stalled after %d MiB; server RSS %d MiB at start, peak %d MiB", last>>20, base>>20, peak.Load()>>20)
+		p.stop(t, syscall.SIGTERM)
+	})
+}
+
+// echoByte writes b on c and reads it back within d.
+func echoByte(c net.Conn, b byte, d time.Duration) error {
+	c.SetDeadline(time.Now().Add(d))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write([]byte{b}); err != nil {
+		return err
+	}
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if got[0] != b {
+		return fmt.Errorf("echo %q, want %q", got[0], b)
+	}
+	return nil
+}
+
+func TestMaxConns(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		const limit, clients = 4, 10
+		p := startEcho(t, "-engine", engine, "-max-conns", strconv.Itoa(limit))
+		conns := make([]*net.TCPConn, clients)
+		for i := range conns {
+			conns[i] = p.dial(t)
+			if i < limit {
+				if err := echoByte(conns[i], byte(i), 5*time.Second); err != nil {
+					t.Fatalf("client %d of %d: %v", i, limit, err)
+				}
+			}
+		}
+		// The others are connected (in the backlog) but not served: each
+		// sends a byte, and its echo is the sign that it is served.
+		served := make(chan int, clients)
+		for i := limit; i < clients; i++ {
+			c := conns[i]
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				t.Fatalf("client %d: %v", i, err)
+			}
+			go func() {
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err == nil && b[0] == byte(i) {
+					served <- i
+				}
+			}()
+		}
+		notServed := func(what string) {
+			t.Helper()
+			select {
+			case i := <-served:
+				t.Fatalf("client %d served %s", i, what)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		notServed("while the server was at -max-conns")
+		// Each client that leaves lets the next one in, in the order they
+		// came.
+		for i := limit; i < clients; i++ {
+			conns[i-limit].Close()
+			select {
+			case got := <-served:
+				if got != i {
+					t.Fatalf("client %d served when client %d left, want client %d", got, i-limit, i)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("client %d not served after client %d left", i, i-limit)
+			}
+			if i+1 < clients {
+				notServed("beyond -max-conns")
+			}
+		}
+		for i := clients - limit; i < clients; i++ {
+			if err := echoByte(conns[i], 'x', 5*time.Second); err != nil {
+				t.Fatalf("client %d: %v", i, err)
+			}
+		}
+		p.stop(t, syscall.SIGTERM)
+	})
+}
+
+func TestIdle(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		const idle = 300 * time.Millisecond
+		p := startEcho(t, "-engine", engine, "-idle", idle.String())
+		quiet, busy := p.dial(t), p.dial(t)
+		start := time.Now()
+		closed := make(chan time.Duration, 1)
+		go func() {
+			quiet.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, err := quiet.Read(make([]byte, 1))
+			if n == 0 && err == io.EOF {
+				closed <- time.Since(start)
+			} else {
+				closed <- -1
+			}
+		}()
+		// The busy client talks more often than the idle period, for three
+		// periods: it stays open.
+		for time.Since(start) < 3*idle {
+			if err := echoByte(busy, 'b', 5*time.Second); err != nil {
+				t.Fatalf("busy client after %v: %v", time.Since(start), err)
+			}
+			time.Sleep(idle / 6) // the client's pace, not synchronisation
+		}
+		d := <-closed
+		if d < 0 {
+			t.Fatal("the quiet client was not closed with EOF")
+		}
+		// libevent's clock ticks coarsely; allow a few milliseconds early.
+		if d < idle-10*time.Millisecond || d > idle+time.Second {
+			t.Errorf("quiet client closed after %v, want about %v", d, idle)
+		}
+		// Once quiet, the busy client is closed too.
+		busy.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := busy.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("busy client after it stopped: %d, %v; want EOF", n, err)
+		}
+		p.stop(t, syscall.SIGINT)
+	})
+}
+
+// listeners counts the TCP sockets listening on port, from /proc/net.
+func listeners(t *testing.T, port int) int {
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			// local_address is HEXIP:HEXPORT, st 0A is LISTEN.
+			if len(fields) > 3 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestLoops(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		p := startEcho(t, "-engine", engine, "-loops", "2", "-max-conns", "64")
+		_, portStr, _ := net.SplitHostPort(p.addr)
+		port, _ := strconv.Atoi(portStr)
+		if n := listeners(t, port); n != 2 {
+			t.Fatalf("%d sockets listen on port %d, want 2 (one per loop)", n, port)
+		}
+		const clients = 32
+		errs := make(chan error, clients)
+		for i := 0; i < clients; i++ {
+			c := p.dial(t)
+			go func() { errs <- echoStream(c, uint64(i), 256<<10) }()
+		}
+		for i := 0; i < clients; i++ {
+			if err := <-errs; err != nil {
+				t.Errorf("client: %v", err)
+			}
+		}
+		p.stop(t, syscall.SIGTERM)
+	})
+}
+
+func TestSignalUnderLoad(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		p := startEcho(t, "-engine", engine, "-loops", "2")
+		const clients = 50
+		var echoed atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < clients; i++ {
+			c := p.dial(t)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				msg := make([]byte, 16<<10)
+				for {
+					if _, err := c.Write(msg); err != nil {
+						return
+					}
+					if _, err := io.ReadFull(c, msg); err != nil {
+						return
+					}
+					echoed.Add(1)
+				}
+			}()
+		}
+		waitFor(t, 10*time.Second, "load", func() bool { return echoed.Load() >= 2000 })
+		p.stop(t, syscall.SIGTERM)
+		// Every client sees its connection end.
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("clients still connected after the server exited")
+		}
+	})
+}

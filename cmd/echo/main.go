@@ -1,0 +1,166 @@
+// Command echo is an echo server on libevent, through evlistener: it sends
+// every byte each client sends back to that client, in order.
+//
+//	echo [flags] [port]
+//
+// The port (default 9876, 0 picks a free one) is the only argument. On start
+// it prints "echo: listening on HOST:PORT" to stderr; SIGINT or SIGTERM stop
+// it with status 0. Flags:
+//
+//	-addr HOST        address to listen on (default 127.0.0.1; 0.0.0.0 or ::
+//	                  to serve the network)
+//	-engine NAME      event (default): one libevent event per connection,
+//	                  read() and write() in its callback; bufferevent: a
+//	                  libevent buffer event per connection that moves its
+//	                  input to its output, as the libevent book's echo does
+//	-max-conns N      connections served at once; more wait in the kernel's
+//	                  backlog (default: RLIMIT_NOFILE minus headroom)
+//	-max-pending B    echo bytes held per connection; a client that sends
+//	                  without reading is not read from until its echo drains
+//	                  (default 1 MiB)
+//	-idle D           close connections idle that long (default 5m; 0: never)
+//	-loops N          event loops, each on its own OS thread with its own
+//	                  listener on the port (SO_REUSEPORT) (default 1)
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+const (
+	defaultPort = 9876
+	// fdHeadroom is kept free of connections for the descriptors that are
+	// not connections: stdio, and per loop a listening socket, an epoll fd
+	// and libevent's wake-up fd, and the Go runtime's own.
+	fdHeadroom     = 32
+	fdHeadroomLoop = 4
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// config is the command line, checked.
+type config struct {
+	addr       string
+	port       int
+	engine     string
+	maxConns   int
+	maxPending int
+	idle       time.Duration
+	loops      int
+}
+
+// run is the program; it returns the exit status.
+func run(args []string, stderr io.Writer) int {
+	cfg, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	// Signals are caught from before the first bind, so that one arriving
+	// as the server starts still shuts it down cleanly. They belong to
+	// os/signal: libevent's evsignal would replace the Go runtime's
+	// handlers.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+
+	srv, err := listen(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "echo: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "echo: listening on %v\n", srv.addr)
+	srv.start()
+
+	code := 0
+	select {
+	case <-sigc:
+	case err := <-srv.fatal:
+		fmt.Fprintf(stderr, "echo: %v\n", err)
+		code = 1
+	}
+	srv.shutdown()
+	return code
+}
+
+// parseArgs reads the command line. On an error it has already told the
+// user on stderr.
+func parseArgs(args []string, stderr io.Writer) (config, error) {
+	cfg := config{port: defaultPort}
+	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
+	fs.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
+	fs.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
+	fs.IntVar(&cfg.maxPending, "max-pending", 1<<20, "echo bytes held per connection before it is no longer read")
+	fs.DurationVar(&cfg.idle, "idle", 5*time.Minute, "close connections idle this long; 0: never")
+	fs.IntVar(&cfg.loops, "loops", 1, "event loops on their own threads, sharing the port (SO_REUSEPORT)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: echo [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\nflags:\n", defaultPort)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	usageErr := func(format string, a ...any) (config, error) {
+		err := fmt.Errorf(format, a...)
+		fmt.Fprintf(stderr, "echo: %v\nusage: echo [flags] [port]; echo -h tells more\n", err)
+		return cfg, err
+	}
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		p, err := strconv.Atoi(fs.Arg(0))
+		if err != nil || p < 0 || p > 65535 {
+			return usageErr("invalid port %q: want a number from 0 to 65535", fs.Arg(0))
+		}
+		cfg.port = p
+	default:
+		return usageErr("too many arguments %q: want at most one, the port (0 to 65535)", fs.Args())
+	}
+	if cfg.engine != "event" && cfg.engine != "bufferevent" {
+		return usageErr("unknown -engine %q: want event or bufferevent", cfg.engine)
+	}
+	if cfg.loops < 1 {
+		return usageErr("-loops %d: want at least 1", cfg.loops)
+	}
+	if cfg.maxConns == 0 {
+		cfg.maxConns = defaultMaxConns(cfg.loops)
+	}
+	if cfg.maxConns < 1 {
+		return usageErr("-max-conns %d: want at least 1", cfg.maxConns)
+	}
+	if cfg.loops > cfg.maxConns {
+		return usageErr("-loops %d is more than -max-conns %d: each loop serves at least one connection", cfg.loops, cfg.maxConns)
+	}
+	if cfg.maxPending < 1 {
+		return usageErr("-max-pending %d: want at least 1", cfg.maxPending)
+	}
+	if cfg.idle < 0 {
+		return usageErr("-idle %v: want 0 (never) or more", cfg.idle)
+	}
+	return cfg, nil
+}
+
+// defaultMaxConns leaves room below the descriptor limit (which the Go
+// runtime has already raised to the hard limit) for what is not a
+// connection.
+func defaultMaxConns(loops int) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return max(int(rl.Cur)-fdHeadroom-fdHeadroomLoop*loops, loops)
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/evlistener/evlistener"
+)
+
+// backlog is the listen() queue: clients past -max-conns wait in it.
+const backlog = 1024
+
+// server is N event loops, each with a listener on the same port.
+type server struct {
+	cfg    config
+	stderr io.Writer
+	addr   net.Addr
+	loops  []*loop
+	// fatal carries an accept error that is not a resource shortage (the
+	// server stops on it, as the libevent book's echo does), or a loop
+	// that stopped on its own.
+	fatal    chan error
+	started  bool
+	stopping atomic.Bool
+}
+
+// loop is one event base on its own OS thread, its listener and its
+// connections. Everything but done is touched only on the loop's goroutine,
+// or after it has finished.
+type loop struct {
+	srv   *server
+	base  *evlistener.Base
+	ln    *evlistener.Listener
+	limit int // connections this loop serves at once
+	conns map[conn]struct{}
+	full  bool // ln disabled because len(conns) reached limit
+	done  chan struct{}
+}
+
+// conn is one client connection of either engine.
+type conn interface {
+	// release frees the connection's resources without telling the loop:
+	// for shutdown, once the base is closed.
+	release()
+}
+
+// listen creates the loops and binds their listeners, the first one
+// choosing the port when it is 0 and the others sharing it.
+func listen(cfg config, stderr io.Writer) (*server, error) {
+	srv := &server{cfg: cfg, stderr: stderr, fatal: make(chan error, 1)}
+	flags := evlistener.CloseOnFree | evlistener.Reuseable | evlistener.CloseOnExec
+	if cfg.loops > 1 {
+		flags |= evlistener.ReuseablePort
+	}
+	port := cfg.port
+	for i := 0; i < cfg.loops; i++ {
+		base, err := evlistener.NewBase()
+		if err != nil {
+			srv.shutdown()
+			return nil, err
+		}
+		// Split -max-conns: each loop counts its own connections, so no
+		// loop waits on another.
+		lp := &loop{
+			srv:   srv,
+			base:  base,
+			limit: cfg.maxConns / cfg.loops,
+			conns: make(map[conn]struct{}),
+			done:  make(chan struct{}),
+		}
+		if i < cfg.maxConns%cfg.loops {
+			lp.limit++
+		}
+		srv.loops = append(srv.loops, lp)
+		lp.ln, err = evlistener.NewBind(base, lp.accept, flags, backlog, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(port)))
+		if err != nil {
+			srv.shutdown()
+			return nil, err
+		}
+		lp.ln.SetErrorCallback(lp.acceptError)
+		if i == 0 {
+			srv.addr = lp.ln.Addr()
+			if ta, ok := srv.addr.(*net.TCPAddr); ok {
+				port = ta.Port
+			}
+		}
+	}
+	return srv, nil
+}
+
+// start runs every loop on its own locked OS thread.
+func (srv *server) start() {
+	srv.started = true
+	for _, lp := range srv.loops {
+		go lp.run()
+	}
+}
+
+func (lp *loop) run() {
+	defer close(lp.done)
+	// The loop keeps its thread: libevent's notion of the loop thread stays
+	// put, and no other goroutine is scheduled between its callbacks.
+	runtime.LockOSThread()
+	err := lp.base.Dispatch()
+	if lp.srv.stopping.Load() {
+		return
+	}
+	if err == nil {
+		err = errors.New("event loop stopped with nothing to do")
+	}
+	select {
+	case lp.srv.fatal <- err:
+	default:
+	}
+}
+
+// shutdown stops accepting and closes every connection: closing a base
+// stops its loop and frees its listener and what is open on it.
+func (srv *server) shutdown() {
+	srv.stopping.Store(true)
+	for _, lp := range srv.loops {
+		lp.base.Close() // waits for a running Dispatch to return
+		if srv.started {
+			<-lp.done
+		}
+		for c := range lp.conns {
+			c.release()
+		}
+		clear(lp.conns)
+	}
+}
+
+// accept runs on the loop for each new client.
+func (lp *loop) accept(l *evlistener.Listener, fd int, _ net.Addr) {
+	// Small messages go out at once rather than wait for Nagle's timer.
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	var c conn
+	var err error
+	if lp.srv.cfg.engine == "bufferevent" {
+		c, err = newBufferEventConn(lp, fd)
+	} else {
+		c, err = newEventConn(lp, fd)
+	}
+	if err != nil {
+		// Said, not silent: the client sees its connection closed.
+		fmt.Fprintf(lp.srv.stderr, "echo: cannot serve a connection: %v\n", err)
+		return
+	}
+	lp.conns[c] = struct{}{}
+	if len(lp.conns) >= lp.limit && !lp.full {
+		// Inside the accept callback this stops libevent's accept loop
+		// at once; the next clients wait in the backlog.
+		lp.full = true
+		l.Disable()
+	}
+}
+
+// closed runs on the loop when a connection has closed.
+func (lp *loop) closed(c conn) {
+	delete(lp.conns, c)
+	if lp.full && len(lp.conns) < lp.limit {
+		lp.full = false
+		lp.ln.Enable()
+	}
+}
+
+// acceptError runs on the loop when accept failed. The listener has paused
+// and retries on its own; only errors that a pause cannot cure stop the
+// server.
+func (lp *loop) acceptError(_ *evlistener.Listener, err error) {
+	for _, shortage := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, shortage) {
+			fmt.Fprintf(lp.srv.stderr, "echo: %v; accepting again shortly\n", err)
+			return
+		}
+	}
+	select {
+	case lp.srv.fatal <- err:
+	default:
+	}
+}
