@@ -68,6 +68,9 @@ type Base struct {
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
+	// breakOnLoop is set on the loop goroutine when a callback calls
+	// LoopBreak or Close, so that objects stop their own loops too.
+	breakOnLoop bool
 }
 
 type loopTask struct {
@@ -287,6 +290,7 @@ func (b *Base) Dispatch() error {
 	b.breakReq = false
 	p := b.panicked
 	b.panicked = nil
+	b.breakOnLoop = false
 	if b.closed {
 		b.free()
 	}
@@ -309,6 +313,7 @@ func (b *Base) Dispatch() error {
 func (b *Base) LoopBreak() error {
 	if b.onLoop() {
 		C.event_base_loopbreak(b.ptr)
+		b.breakOnLoop = true
 		return nil
 	}
 	b.mu.Lock()
@@ -368,6 +373,7 @@ func (b *Base) Close() error {
 	}
 	if b.onLoop() {
 		C.event_base_loopbreak(b.ptr)
+		b.breakOnLoop = true
 		b.mu.Unlock()
 		return nil
 	}

@@ -66,16 +66,16 @@ type Listener struct {
 
 	// Owned by the loop: touched only on the loop goroutine, or under the
 	// base's lock while no loop runs (see Base.call).
-	ptr           *C.struct_evconnlistener
-	obj           *openObject
-	timer         *C.struct_event // back-off retry
-	cb            AcceptFunc
-	errCb         ErrorFunc
-	enabled       bool // the user wants connections accepted
-	backingOff    bool
-	delay         time.Duration
-	pausedByPanic bool
-	onClose       func() // set by NetListener; runs once, as the listener closes
+	ptr                 *C.struct_evconnlistener
+	obj                 *openObject
+	timer               *C.struct_event // back-off retry
+	cb                  AcceptFunc
+	errCb               ErrorFunc
+	enabled             bool // the user wants connections accepted
+	backingOff          bool
+	delay               time.Duration
+	pausedUntilDispatch bool
+	onClose             func() // set by NetListener; runs once, as the listener closes
 }
 
 var errNilBase = errors.New("evlistener: nil base")
@@ -292,7 +292,7 @@ func (l *Listener) enableOnLoop() error {
 		return ErrClosed
 	}
 	l.enabled = true
-	l.pausedByPanic = false
+	l.pausedUntilDispatch = false
 	l.cancelBackoff()
 	if l.cb != nil && C.evconnlistener_enable(l.ptr) != 0 {
 		return &net.OpError{Op: "enable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_enable failed")}
@@ -315,7 +315,7 @@ func (l *Listener) disableOnLoop() error {
 		return ErrClosed
 	}
 	l.enabled = false
-	l.pausedByPanic = false
+	l.pausedUntilDispatch = false
 	l.cancelBackoff()
 	if C.evconnlistener_disable(l.ptr) != 0 {
 		return &net.OpError{Op: "disable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_disable failed")}
@@ -365,7 +365,7 @@ func (l *Listener) setCallback(cb AcceptFunc) {
 // active reports whether libevent's side should be enabled now. It never
 // is without a callback (see setCallback).
 func (l *Listener) active() bool {
-	return l.cb != nil && l.enabled && !l.backingOff && !l.pausedByPanic
+	return l.cb != nil && l.enabled && !l.backingOff && !l.pausedUntilDispatch
 }
 
 // SetErrorCallback sets the callback for accept errors
@@ -434,6 +434,12 @@ func (l *Listener) onAccept(fd int, sa unsafe.Pointer, n int) {
 	l.delay = 0
 	defer l.recoverCallback(fd)
 	cb(l, fd, sockaddrToAddr(sa, n))
+	if l.base.breakOnLoop && !l.closed.Load() {
+		// The callback called LoopBreak or Base.Close. libevent breaks
+		// its loop only between events, and its accept loop would go
+		// on taking every queued connection first.
+		l.pauseUntilDispatch()
+	}
 }
 
 // onAcceptError runs on the loop when accept failed with errno.
@@ -493,18 +499,25 @@ func (l *Listener) recoverCallback(fd int) {
 		syscall.Close(fd)
 	}
 	if !l.closed.Load() {
-		C.evconnlistener_disable(l.ptr) // stops libevent's accept loop now
-		l.pausedByPanic = true
-		l.base.resumeOnDispatch(l.resumeAfterPanic)
+		l.pauseUntilDispatch()
 	}
 	l.base.callbackPanicked(v)
 }
 
-func (l *Listener) resumeAfterPanic() {
-	if l.closed.Load() || !l.pausedByPanic {
+// pauseUntilDispatch stops libevent's accept loop now (it checks the
+// enabled flag after each callback) and keeps the listener paused until the
+// next Dispatch starts.
+func (l *Listener) pauseUntilDispatch() {
+	C.evconnlistener_disable(l.ptr)
+	l.pausedUntilDispatch = true
+	l.base.resumeOnDispatch(l.resumePaused)
+}
+
+func (l *Listener) resumePaused() {
+	if l.closed.Load() || !l.pausedUntilDispatch {
 		return
 	}
-	l.pausedByPanic = false
+	l.pausedUntilDispatch = false
 	if l.active() {
 		C.evconnlistener_enable(l.ptr)
 	}
