@@ -1,0 +1,429 @@
+package evlistener
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestMethod(t *testing.T) {
+	b := newBase(t)
+	if m := b.Method(); m != "epoll" {
+		t.Fatalf("Method() = %q, want epoll", m)
+	}
+	if b.CPtr() == nil {
+		t.Fatal("CPtr() = nil on an open base")
+	}
+}
+
+// keepAlive adds a listener with nothing to accept, which keeps Dispatch
+// running until something else ends it.
+func keepAlive(t testing.TB, b *Base) *Listener {
+	t.Helper()
+	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
+}
+
+func TestDispatchReturns(t *testing.T) {
+	t.Run("with nothing pending", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			setup func(t *testing.T, b *Base)
+		}{
+			{"no listener", func(*testing.T, *Base) {}},
+			{"disabled listener", func(t *testing.T, b *Base) { listenTCP(t, b, nil, Disabled) }},
+			{"paused listener", func(t *testing.T, b *Base) { dial(t, listenTCP(t, b, nil, 0).Addr()) }},
+			{"closed listener", func(t *testing.T, b *Base) {
+				l := keepAlive(t, b)
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}},
+			{"listener disabled by Disable", func(t *testing.T, b *Base) {
+				if err := keepAlive(t, b).Disable(); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := newBase(t)
+				tc.setup(t, b)
+				start := time.Now()
+				if err := dispatch(t, b); err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Fatalf("Dispatch took %v with nothing pending", d)
+				}
+			})
+		}
+	})
+
+	t.Run("on LoopBreak from another goroutine, promptly", func(t *testing.T) {
+		b := newBase(t)
+		keepAlive(t, b)
+		var lat []time.Duration
+		for range 20 {
+			r := startDispatch(t, b)
+			start := time.Now()
+			if err := b.LoopBreak(); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		slices.Sort(lat)
+		t.Logf("LoopBreak to Dispatch return: median %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
+		if med := lat[len(lat)/2]; med > 10*time.Millisecond {
+			t.Fatalf("median LoopBreak latency %v, want < 10ms", med)
+		}
+	})
+
+	// libevent breaks its loop only between events, and its accept loop
+	// would go on with every queued connection; Dispatch returns after
+	// the callback that called LoopBreak, and the next one resumes.
+	t.Run("on LoopBreak inside a callback, after that callback", func(t *testing.T) {
+		b := newBase(t)
+		n := 0
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			n++
+			syscall.Close(fd)
+			if err := l.Base().LoopBreak(); err != nil {
+				t.Error(err)
+			}
+		}, 0)
+		cs := []net.Conn{dial(t, l.Addr()), dial(t, l.Addr()), dial(t, l.Addr())}
+		for i := range cs {
+			if err := dispatch(t, b); err != nil {
+				t.Fatal(err)
+			}
+			if n != i+1 {
+				t.Fatalf("Dispatch %d returned after %d accepts in all, want %d", i+1, n, i+1)
+			}
+			readEOF(t, cs[i])
+			for _, c := range cs[i+1:] {
+				stillQueued(t, c)
+			}
+		}
+	})
+
+	// Between Dispatch marking the base running and libevent's loop
+	// starting, the loop clears its break flag: a LoopBreak landing there
+	// must still end this Dispatch.
+	t.Run("on LoopBreak racing with the start of Dispatch", func(t *testing.T) {
+		b := newBase(t)
+		keepAlive(t, b)
+		for i := range 300 {
+			r := goDispatch(b)
+			for !isRunning(b) {
+				if r.finished() {
+					t.Fatalf("round %d: Dispatch returned before LoopBreak: %v", i, r.err)
+				}
+			}
+			if err := b.LoopBreak(); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("LoopBreak with no Dispatch running does not affect a later one", func(t *testing.T) {
+		b := newBase(t)
+		n := 0
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			n++
+			syscall.Close(fd)
+			l.Disable()
+		}, 0)
+		for range 3 {
+			if err := b.LoopBreak(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dial(t, l.Addr())
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("Dispatch returned after %d accepts; a stale LoopBreak ended it", n)
+		}
+	})
+
+	t.Run("on LoopExit's timer", func(t *testing.T) {
+		b := newBase(t)
+		keepAlive(t, b)
+		const after = 50 * time.Millisecond
+		start := time.Now()
+		if err := b.LoopExit(after); err != nil {
+			t.Fatal(err)
+		}
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < after || d > after+time.Second {
+			t.Fatalf("Dispatch returned after %v, want about %v", d, after)
+		}
+	})
+
+	t.Run("a pending LoopExit keeps Dispatch running", func(t *testing.T) {
+		b := newBase(t)
+		const after = 30 * time.Millisecond
+		start := time.Now()
+		if err := b.LoopExit(after); err != nil {
+			t.Fatal(err)
+		}
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < after {
+			t.Fatalf("Dispatch returned after %v, before the LoopExit timer", d)
+		}
+	})
+
+	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
+		b := newBase(t)
+		keepAlive(t, b)
+		r := startDispatch(t, b)
+		if err := b.LoopExit(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestDispatchTwice(t *testing.T) {
+	b := newBase(t)
+	keepAlive(t, b)
+	r := startDispatch(t, b)
+	err := dispatch(t, b)
+	if err == nil || err == ErrClosed {
+		t.Fatalf("second concurrent Dispatch = %v, want an error", err)
+	}
+	if r.finished() {
+		t.Fatal("the first Dispatch ended")
+	}
+	if err := b.LoopBreak(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	// Dispatch runs again once the first returned.
+	if err := b.LoopExit(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dispatch(t, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBaseClose(t *testing.T) {
+	// checkClosed asserts what a closed base and its listener report.
+	checkClosed := func(t *testing.T, b *Base, l *Listener, addr net.Addr) {
+		t.Helper()
+		if l.FD() != -1 || l.Addr() != nil {
+			t.Fatalf("listener after Base.Close: FD() = %d, Addr() = %v", l.FD(), l.Addr())
+		}
+		if err := l.Close(); err != ErrClosed {
+			t.Fatalf("listener Close after Base.Close = %v, want ErrClosed", err)
+		}
+		refused(t, addr)
+		if b.Method() != "" || b.CPtr() != nil {
+			t.Fatalf("closed base: Method() = %q, CPtr() = %v", b.Method(), b.CPtr())
+		}
+		for name, err := range map[string]error{
+			"Close":     b.Close(),
+			"Dispatch":  b.Dispatch(),
+			"LoopBreak": b.LoopBreak(),
+			"LoopExit":  b.LoopExit(0),
+		} {
+			if err != ErrClosed {
+				t.Errorf("%s on a closed base = %v, want ErrClosed", name, err)
+			}
+		}
+	}
+
+	t.Run("with no Dispatch running", func(t *testing.T) {
+		b := newBase(t)
+		l := keepAlive(t, b)
+		addr := l.Addr()
+		handles := liveHandles()
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := liveHandles(); got != handles-2 {
+			t.Fatalf("live handles %d -> %d, want the base's and the listener's released", handles, got)
+		}
+		checkClosed(t, b, l, addr)
+	})
+
+	t.Run("while Dispatch runs on another goroutine", func(t *testing.T) {
+		b := newBase(t)
+		l := keepAlive(t, b)
+		addr := l.Addr()
+		r := startDispatch(t, b)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Close waited for Dispatch.
+		if !r.finished() {
+			t.Fatal("Close returned before Dispatch did")
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatalf("Dispatch = %v, want nil", err)
+		}
+		checkClosed(t, b, l, addr)
+	})
+
+	t.Run("while a callback runs", func(t *testing.T) {
+		b := newBase(t)
+		k := newBlocker(t)
+		calls := 0
+		l := callbackSources[0].make(t, b, k.block, &calls)
+		addr := l.Addr()
+		r := startDispatch(t, b)
+		recv(t, k.entered, "the callback")
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		waitFor(t, "Close to mark the base closed", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.closed
+		})
+		if len(closed) != 0 {
+			t.Fatal("Base.Close returned while a callback was running")
+		}
+		close(k.released)
+		if err := recv(t, closed, "Base.Close"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+		checkClosed(t, b, l, addr)
+	})
+
+	t.Run("inside a callback", func(t *testing.T) {
+		b := newBase(t)
+		var inCb error
+		var fdInCb int
+		calls := 0
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			calls++
+			syscall.Close(fd)
+			inCb = l.Base().Close()
+			// Still usable until the callback returns.
+			fdInCb = l.FD()
+		}, 0)
+		addr := l.Addr()
+		dial(t, addr)
+		queued := dial(t, addr)
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if inCb != nil {
+			t.Fatalf("Base.Close inside a callback = %v", inCb)
+		}
+		// No callback starts after Close, and the queued client is
+		// not accepted: closing the listening socket resets it.
+		if calls != 1 {
+			t.Fatalf("%d accept callbacks, want 1", calls)
+		}
+		queued.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := queued.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("queued client: read error %v, want ECONNRESET", err)
+		}
+		if fdInCb < 0 {
+			t.Fatalf("FD() = %d right after Base.Close inside the callback", fdInCb)
+		}
+		checkClosed(t, b, l, addr)
+	})
+
+	t.Run("from several goroutines at once", func(t *testing.T) {
+		b := newBase(t)
+		keepAlive(t, b)
+		r := startDispatch(t, b)
+		const n = 8
+		start := make(chan struct{})
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				<-start
+				errs <- b.Close()
+			}()
+		}
+		close(start)
+		nils := 0
+		for range n {
+			switch err := recv(t, errs, "Base.Close"); err {
+			case nil:
+				nils++
+			case ErrClosed:
+			default:
+				t.Fatalf("Close = %v", err)
+			}
+		}
+		if nils != 1 {
+			t.Fatalf("%d Close calls returned nil, want 1", nils)
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("NewBind on a closed base", func(t *testing.T) {
+		b := newBase(t)
+		b.Close()
+		if _, err := NewBind(b, nil, 0, -1, "tcp", "127.0.0.1:0"); err == nil {
+			t.Fatal("NewBind on a closed base succeeded")
+		}
+	})
+}
+
+// Methods called from another goroutine while Dispatch runs are handed to
+// the loop; their effect is visible when they return.
+func TestCallsWhileDispatchRuns(t *testing.T) {
+	b := newBase(t)
+	accepted := make(chan struct{}, 10)
+	l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		accepted <- struct{}{}
+	}, Disabled)
+	keepAlive(t, b)
+	r := startDispatch(t, b)
+	c := dial(t, l.Addr())
+	stillQueued(t, c)
+	if err := l.Enable(); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, accepted, "the accept after Enable")
+	readEOF(t, c)
+	if err := l.Disable(); err != nil {
+		t.Fatal(err)
+	}
+	c = dial(t, l.Addr())
+	stillQueued(t, c)
+	// A listener made while Dispatch runs joins the running loop.
+	l2 := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		accepted <- struct{}{}
+	}, 0)
+	c2 := dial(t, l2.Addr())
+	recv(t, accepted, "the accept on a listener made during Dispatch")
+	readEOF(t, c2)
+	if err := b.LoopBreak(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	stillQueued(t, c)
+}

@@ -1,0 +1,246 @@
+package evlistener
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+func TestFlagString(t *testing.T) {
+	for _, tc := range []struct {
+		f    Flag
+		want string
+	}{
+		{0, "0"},
+		{LeaveSocketsBlocking, "LeaveSocketsBlocking"},
+		{CloseOnFree, "CloseOnFree"},
+		{CloseOnExec, "CloseOnExec"},
+		{Reuseable, "Reuseable"},
+		{ThreadSafe, "ThreadSafe"},
+		{Disabled, "Disabled"},
+		{DeferredAccept, "DeferredAccept"},
+		{ReuseablePort, "ReuseablePort"},
+		{BindIPv6Only, "BindIPv6Only"},
+		{CloseOnFree | Reuseable, "CloseOnFree|Reuseable"},
+		{Reuseable | CloseOnFree, "CloseOnFree|Reuseable"}, // bit order, not call order
+		{1<<9 - 1, "LeaveSocketsBlocking|CloseOnFree|CloseOnExec|Reuseable|ThreadSafe|Disabled|DeferredAccept|ReuseablePort|BindIPv6Only"},
+		{1 << 9, "0x200"}, // LEV_OPT_BIND_IPV4_AND_IPV6 is libevent 2.2 only
+		{CloseOnFree | 1<<12 | 1<<9, "CloseOnFree|0x1200"},
+		{^Flag(0), "LeaveSocketsBlocking|CloseOnFree|CloseOnExec|Reuseable|ThreadSafe|Disabled|DeferredAccept|ReuseablePort|BindIPv6Only|0x" + strconv.FormatUint(uint64(^Flag(0)>>9<<9), 16)},
+	} {
+		if got := tc.f.String(); got != tc.want {
+			t.Errorf("Flag(%#x).String() = %q, want %q", uint(tc.f), got, tc.want)
+		}
+	}
+}
+
+// The constants are libevent's LEV_OPT_* bits, so a Flag can be handed to C.
+func TestFlagValues(t *testing.T) {
+	for i, f := range []Flag{LeaveSocketsBlocking, CloseOnFree, CloseOnExec, Reuseable, ThreadSafe, Disabled, DeferredAccept, ReuseablePort, BindIPv6Only} {
+		if f != 1<<i {
+			t.Errorf("%v = %#x, want LEV_OPT bit %#x", f, uint(f), 1<<i)
+		}
+	}
+}
+
+// What each flag does to the sockets, checked on the sockets themselves.
+func TestFlagEffects(t *testing.T) {
+	// Accepted sockets: O_NONBLOCK unless LeaveSocketsBlocking,
+	// FD_CLOEXEC with CloseOnExec; checked inside the callback.
+	for _, tc := range []struct {
+		flags              Flag
+		nonblock, cloexec  bool
+		listenCloexecCheck bool
+	}{
+		{0, true, false, false},
+		{LeaveSocketsBlocking, false, false, false},
+		{CloseOnExec, true, true, true},
+		{LeaveSocketsBlocking | CloseOnExec, false, true, true},
+	} {
+		name := "accepted socket with " + tc.flags.String()
+		if tc.flags == 0 {
+			name = "accepted socket by default"
+		}
+		t.Run(name, func(t *testing.T) {
+			b := newBase(t)
+			var nonblock, cloexec bool
+			var modeErr error
+			l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+				nonblock, cloexec, modeErr = fdModes(fd)
+				syscall.Close(fd)
+				l.Disable()
+			}, tc.flags)
+			dial(t, l.Addr())
+			if err := dispatch(t, b); err != nil {
+				t.Fatal(err)
+			}
+			if modeErr != nil {
+				t.Fatal(modeErr)
+			}
+			if nonblock != tc.nonblock || cloexec != tc.cloexec {
+				t.Fatalf("accepted fd: O_NONBLOCK %v, FD_CLOEXEC %v; want %v, %v", nonblock, cloexec, tc.nonblock, tc.cloexec)
+			}
+			lnb, lce, err := fdModes(l.FD())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !lnb {
+				t.Fatal("listening socket is blocking")
+			}
+			if tc.listenCloexecCheck && !lce {
+				t.Fatal("listening socket lacks FD_CLOEXEC with CloseOnExec")
+			}
+		})
+	}
+
+	t.Run("Reuseable sets SO_REUSEADDR", func(t *testing.T) {
+		b := newBase(t)
+		for _, tc := range []struct {
+			flags Flag
+			want  int
+		}{{0, 0}, {Reuseable, 1}} {
+			l := listenTCP(t, b, nil, tc.flags)
+			if got := sockoptInt(t, l.FD(), syscall.SOL_SOCKET, syscall.SO_REUSEADDR); (got != 0) != (tc.want != 0) {
+				t.Errorf("%v: SO_REUSEADDR = %d", tc.flags, got)
+			}
+		}
+	})
+
+	t.Run("ReuseablePort lets two listeners share a port", func(t *testing.T) {
+		b := newBase(t)
+		l1 := listenTCP(t, b, nil, ReuseablePort)
+		l2, err := NewBind(b, nil, CloseOnFree|ReuseablePort, -1, "tcp", l1.Addr().String())
+		if err != nil {
+			t.Fatalf("second listener on %v: %v", l1.Addr(), err)
+		}
+		closeAtEnd(t, l2)
+		if l1.Addr().String() != l2.Addr().String() {
+			t.Fatalf("addresses %v and %v", l1.Addr(), l2.Addr())
+		}
+		for _, l := range []*Listener{l1, l2} {
+			if got := sockoptInt(t, l.FD(), syscall.SOL_SOCKET, soReusePort); got == 0 {
+				t.Fatal("SO_REUSEPORT not set")
+			}
+		}
+	})
+
+	t.Run("Reuseable alone does not share a port", func(t *testing.T) {
+		b := newBase(t)
+		l1 := listenTCP(t, b, nil, Reuseable)
+		l2, err := NewBind(b, nil, CloseOnFree|Reuseable, -1, "tcp", l1.Addr().String())
+		if err == nil {
+			l2.Close()
+			t.Fatalf("second listener on %v succeeded", l1.Addr())
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("error %v, want EADDRINUSE", err)
+		}
+	})
+
+	t.Run("DeferredAccept sets TCP_DEFER_ACCEPT", func(t *testing.T) {
+		b := newBase(t)
+		plain := listenTCP(t, b, nil, 0)
+		if got := sockoptInt(t, plain.FD(), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT); got != 0 {
+			t.Fatalf("TCP_DEFER_ACCEPT = %d without the flag", got)
+		}
+		// The kernel reports a client only once it has sent data,
+		// so the callback finds the data already there.
+		var got []byte
+		var readErr error
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			buf := make([]byte, 8)
+			n, err := syscall.Read(fd, buf)
+			got, readErr = buf[:max(n, 0)], err
+			syscall.Close(fd)
+			l.Disable()
+		}, DeferredAccept)
+		if v := sockoptInt(t, l.FD(), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT); v <= 0 {
+			t.Fatalf("TCP_DEFER_ACCEPT = %d with DeferredAccept", v)
+		}
+		c := dial(t, l.Addr())
+		if _, err := c.Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if readErr != nil || string(got) != "hi" {
+			t.Fatalf("read in the callback = %q, %v; want the client's data at accept", got, readErr)
+		}
+	})
+
+	t.Run("Disabled creates the listener disabled", func(t *testing.T) {
+		b := newBase(t)
+		n := 0
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			n++
+			syscall.Close(fd)
+			l.Disable()
+		}, Disabled)
+		c := dial(t, l.Addr())
+		if err := dispatch(t, b); err != nil { // nothing pending
+			t.Fatal(err)
+		}
+		stillQueued(t, c)
+		if err := l.Enable(); err != nil {
+			t.Fatal(err)
+		}
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d accepts after Enable, want 1", n)
+		}
+		readEOF(t, c)
+	})
+
+	t.Run("BindIPv6Only sets IPV6_V6ONLY", func(t *testing.T) {
+		b := newBase(t)
+		for _, tc := range []struct {
+			flags Flag
+			want  int
+		}{{0, 0}, {BindIPv6Only, 1}} {
+			// On the unspecified address, so that IPv4 clients can
+			// reach a dual-stack socket; dialled on loopback only.
+			l, err := NewBind(b, func(l *Listener, fd int, _ net.Addr) {
+				syscall.Close(fd)
+				l.Disable()
+			}, CloseOnFree|tc.flags, -1, "tcp6", "[::]:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeAtEnd(t, l)
+			if got := sockoptInt(t, l.FD(), syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY); got != tc.want {
+				t.Fatalf("%v: IPV6_V6ONLY = %d, want %d", tc.flags, got, tc.want)
+			}
+			v4 := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: l.Addr().(*net.TCPAddr).Port}
+			if tc.want == 1 {
+				refused(t, v4)
+			} else {
+				dial(t, v4)
+				if err := dispatch(t, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+
+	t.Run("ThreadSafe is accepted and changes nothing", func(t *testing.T) {
+		b := newBase(t)
+		n := 0
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			n++
+			syscall.Close(fd)
+			l.Disable()
+		}, ThreadSafe)
+		dial(t, l.Addr())
+		if err := dispatch(t, b); err != nil || n != 1 {
+			t.Fatalf("Dispatch = %v with %d accepts", err, n)
+		}
+	})
+}
+
+// SO_REUSEPORT on Linux; the syscall package does not name it.
+const soReusePort = 0xf
