@@ -19,9 +19,9 @@ func TestMethod(t *testing.T) {
 	}
 }
 
-// keepAlive adds a listener with nothing to accept, which keeps Dispatch
+// idleListener adds a listener with nothing to accept, which keeps Dispatch
 // running until something else ends it.
-func keepAlive(t testing.TB, b *Base) *Listener {
+func idleListener(t testing.TB, b *Base) *Listener {
 	t.Helper()
 	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
 }
@@ -36,13 +36,13 @@ func TestDispatchReturns(t *testing.T) {
 			{"disabled listener", func(t *testing.T, b *Base) { listenTCP(t, b, nil, Disabled) }},
 			{"paused listener", func(t *testing.T, b *Base) { dial(t, listenTCP(t, b, nil, 0).Addr()) }},
 			{"closed listener", func(t *testing.T, b *Base) {
-				l := keepAlive(t, b)
+				l := idleListener(t, b)
 				if err := l.Close(); err != nil {
 					t.Fatal(err)
 				}
 			}},
 			{"listener disabled by Disable", func(t *testing.T, b *Base) {
-				if err := keepAlive(t, b).Disable(); err != nil {
+				if err := idleListener(t, b).Disable(); err != nil {
 					t.Fatal(err)
 				}
 			}},
@@ -63,7 +63,7 @@ func TestDispatchReturns(t *testing.T) {
 
 	t.Run("on LoopBreak from another goroutine, promptly", func(t *testing.T) {
 		b := newBase(t)
-		keepAlive(t, b)
+		idleListener(t, b)
 		var lat []time.Duration
 		for range 20 {
 			r := startDispatch(t, b)
@@ -116,7 +116,7 @@ func TestDispatchReturns(t *testing.T) {
 	// must still end this Dispatch.
 	t.Run("on LoopBreak racing with the start of Dispatch", func(t *testing.T) {
 		b := newBase(t)
-		keepAlive(t, b)
+		idleListener(t, b)
 		for i := range 300 {
 			r := goDispatch(b)
 			for !isRunning(b) {
@@ -157,7 +157,7 @@ func TestDispatchReturns(t *testing.T) {
 
 	t.Run("on LoopExit's timer", func(t *testing.T) {
 		b := newBase(t)
-		keepAlive(t, b)
+		idleListener(t, b)
 		const after = 50 * time.Millisecond
 		start := time.Now()
 		if err := b.LoopExit(after); err != nil {
@@ -189,7 +189,7 @@ func TestDispatchReturns(t *testing.T) {
 
 	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
 		b := newBase(t)
-		keepAlive(t, b)
+		idleListener(t, b)
 		r := startDispatch(t, b)
 		if err := b.LoopExit(0); err != nil {
 			t.Fatal(err)
@@ -202,7 +202,7 @@ func TestDispatchReturns(t *testing.T) {
 
 func TestDispatchTwice(t *testing.T) {
 	b := newBase(t)
-	keepAlive(t, b)
+	idleListener(t, b)
 	r := startDispatch(t, b)
 	err := dispatch(t, b)
 	if err == nil || err == ErrClosed {
@@ -254,7 +254,7 @@ func TestBaseClose(t *testing.T) {
 
 	t.Run("with no Dispatch running", func(t *testing.T) {
 		b := newBase(t)
-		l := keepAlive(t, b)
+		l := idleListener(t, b)
 		addr := l.Addr()
 		handles := liveHandles()
 		if err := b.Close(); err != nil {
@@ -268,7 +268,7 @@ func TestBaseClose(t *testing.T) {
 
 	t.Run("while Dispatch runs on another goroutine", func(t *testing.T) {
 		b := newBase(t)
-		l := keepAlive(t, b)
+		l := idleListener(t, b)
 		addr := l.Addr()
 		r := startDispatch(t, b)
 		if err := b.Close(); err != nil {
@@ -351,7 +351,7 @@ func TestBaseClose(t *testing.T) {
 
 	t.Run("from several goroutines at once", func(t *testing.T) {
 		b := newBase(t)
-		keepAlive(t, b)
+		idleListener(t, b)
 		r := startDispatch(t, b)
 		const n = 8
 		start := make(chan struct{})
@@ -399,7 +399,7 @@ func TestCallsWhileDispatchRuns(t *testing.T) {
 		syscall.Close(fd)
 		accepted <- struct{}{}
 	}, Disabled)
-	keepAlive(t, b)
+	idleListener(t, b)
 	r := startDispatch(t, b)
 	c := dial(t, l.Addr())
 	stillQueued(t, c)
