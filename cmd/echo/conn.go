@@ -60,14 +60,24 @@ func (c *bufferEventConn) drained(be *evlistener.BufferEvent) {
 
 // event: end of stream, an error or a timeout.
 func (c *bufferEventConn) event(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
-	if what == evlistener.BEVEventReading|evlistener.BEVEventEOF && be.Output().Len() > 0 {
+	const (
+		reading = evlistener.BEVEventReading
+		eof     = evlistener.BEVEventEOF
+		timeout = evlistener.BEVEventTimeout
+	)
+	switch {
+	case what == reading|eof && be.Output().Len() > 0:
 		// The client has finished sending: send the rest of its echo,
 		// then close.
 		be.SetWatermark(evlistener.EvWrite, 0, 0)
 		be.SetCallbacks(nil, c.onFlushed, c.onEvent)
-		return
+	case what == reading|timeout && be.Output().Len() > 0:
+		// Quiet, but still taking its echo: not idle. The write timeout
+		// watches that; listen again.
+		be.Enable(evlistener.EvRead)
+	default:
+		c.close()
 	}
-	c.close()
 }
 
 func (c *bufferEventConn) flushed(*evlistener.BufferEvent) { c.close() }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var echoBin string
@@ -508,8 +509,10 @@ func TestMaxConns(t *testing.T) {
 func TestIdle(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		const idle = 300 * time.Millisecond
-		p := startEcho(t, "-engine", engine, "-idle", idle.String())
-		quiet, busy := p.dial(t), p.dial(t)
+		// A large -max-pending keeps the slow reader's echo in the server
+		// with reading still enabled.
+		p := startEcho(t, "-engine", engine, "-idle", idle.String(), "-max-pending", strconv.Itoa(64<<20))
+		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
 		start := time.Now()
 		closed := make(chan time.Duration, 1)
 		go func() {
@@ -521,13 +524,40 @@ func TestIdle(t *testing.T) {
 				closed <- -1
 			}
 		}()
-		// The busy client talks more often than the idle period, for three
-		// periods: it stays open.
+		// The slow client sends 32 MiB at once, then takes its echo
+		// slowly: it sends nothing more, but it is not idle. (It reads
+		// fast enough that the server's socket turns writable well within
+		// the idle period: when a third of its send buffer drained.)
+		const slowTotal = 32 << 20
+		wrote := make(chan uint64, 1)
+		go func() {
+			slow.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			crc, err := stream(slow, 7, slowTotal, nil)
+			if err != nil {
+				t.Errorf("slow client write: %v", err)
+			}
+			wrote <- crc
+		}()
+		slowCRC := crc32.New(castagnoli)
+		slowRead := int64(0)
+		buf := make([]byte, 512<<10)
+		// The busy client talks more often than the idle period, the slow
+		// one reads a little at a time, for three periods: both stay open.
 		for time.Since(start) < 3*idle {
 			if err := echoByte(busy, 'b', 5*time.Second); err != nil {
 				t.Fatalf("busy client after %v: %v", time.Since(start), err)
 			}
-			time.Sleep(idle / 6) // the client's pace, not synchronisation
+			slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := io.ReadFull(slow, buf)
+			if err != nil {
+				t.Fatalf("slow client after %v and %d bytes: %v", time.Since(start), slowRead, err)
+			}
+			slowCRC.Write(buf[:n])
+			slowRead += int64(n)
+			time.Sleep(idle / 6) // the clients' pace, not synchronisation
+		}
+		if slowRead >= slowTotal {
+			t.Fatalf("the slow client read all %d bytes too soon for the test", slowRead)
 		}
 		d := <-closed
 		if d < 0 {
@@ -537,10 +567,21 @@ func TestIdle(t *testing.T) {
 		if d < idle-10*time.Millisecond || d > idle+time.Second {
 			t.Errorf("quiet client closed after %v, want about %v", d, idle)
 		}
-		// Once quiet, the busy client is closed too.
-		busy.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if n, err := busy.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-			t.Fatalf("busy client after it stopped: %d, %v; want EOF", n, err)
+		// The slow client gets all of its echo.
+		slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := io.CopyN(slowCRC, slow, slowTotal-slowRead)
+		if err != nil {
+			t.Fatalf("slow client after %d bytes: %v", slowRead+n, err)
+		}
+		if uint64(slowCRC.Sum32()) != <-wrote {
+			t.Fatal("the slow client's echo differs from what it sent")
+		}
+		// Once quiet, both are closed too.
+		for _, c := range []*net.TCPConn{busy, slow} {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("client after it stopped: %d, %v; want EOF", n, err)
+			}
 		}
 		p.stop(t, syscall.SIGINT)
 	})
@@ -622,5 +663,53 @@ func TestSignalUnderLoad(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("clients still connected after the server exited")
 		}
+	})
+}
+
+// setSoftNofile lowers the RLIMIT_NOFILE soft limit of process pid
+// (prlimit(2)).
+func setSoftNofile(t *testing.T, pid int, n uint64) {
+	t.Helper()
+	var old syscall.Rlimit
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, uintptr(pid), syscall.RLIMIT_NOFILE, 0, uintptr(unsafe.Pointer(&old)), 0, 0); e != 0 {
+		t.Fatal(os.NewSyscallError("prlimit", e))
+	}
+	lim := syscall.Rlimit{Cur: n, Max: old.Max}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, uintptr(pid), syscall.RLIMIT_NOFILE, uintptr(unsafe.Pointer(&lim)), 0, 0, 0); e != 0 {
+		t.Fatal(os.NewSyscallError("prlimit", e))
+	}
+}
+
+func TestAcceptShortage(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		const room, clients = 3, 6
+		p := startEcho(t, "-engine", engine, "-max-conns", "100")
+		// Room for three more descriptors: the fourth accept fails with
+		// EMFILE.
+		setSoftNofile(t, p.cmd.Process.Pid, uint64(p.openFDs(t)+room))
+		conns := make([]*net.TCPConn, clients)
+		for i := range conns {
+			conns[i] = p.dial(t)
+			if i < room {
+				if err := echoByte(conns[i], byte(i), 5*time.Second); err != nil {
+					t.Fatalf("client %d: %v", i, err)
+				}
+			}
+		}
+		waitFor(t, 5*time.Second, "the server to report the shortage", func() bool {
+			return strings.Contains(p.stderrText(), "too many open files")
+		})
+		// The server backs off and keeps running; as clients leave, the
+		// ones waiting are served.
+		for i := room; i < clients; i++ {
+			conns[i-room].Close()
+			if err := echoByte(conns[i], byte(i), 5*time.Second); err != nil {
+				t.Fatalf("client %d after client %d left: %v", i, i-room, err)
+			}
+		}
+		if n := strings.Count(p.stderrText(), "too many open files"); n > 20 {
+			t.Errorf("%d shortage messages: the listener did not back off", n)
+		}
+		p.stop(t, syscall.SIGTERM)
 	})
 }
