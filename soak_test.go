@@ -2,6 +2,7 @@ package evlistener
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -19,11 +20,12 @@ import (
 // resident memory grown.
 
 const (
-	soakAccepts    = 100_000
-	soakListeners  = 10_000
-	soakConnectors = 4
-	soakInflight   = 256 // below the backlog, so no SYN is ever dropped
-	soakMaxRSS     = 16 << 20
+	soakAccepts      = 100_000
+	soakListeners    = 10_000
+	soakBufferEvents = 10_000
+	soakConnectors   = 4
+	soakInflight     = 256 // below the backlog, so no SYN is ever dropped
+	soakMaxRSS       = 16 << 20
 )
 
 // resources is what a leak would show as.
@@ -83,11 +85,12 @@ func procRSS(t testing.TB) int64 {
 	return 0
 }
 
-// connectReset connects to addr and closes at once with SO_LINGER 0: the
-// connection ends with RST, so neither side holds an ephemeral port in
-// TIME_WAIT and a long soak cannot run out of them. It uses blocking system
-// calls rather than net.Dial to keep the client side cheap.
-func connectReset(addr *net.TCPAddr) error {
+// connectReset connects to addr, sends msg and reads as many bytes back if
+// msg is not empty, and closes with SO_LINGER 0: the connection ends with
+// RST, so neither side holds an ephemeral port in TIME_WAIT and a long soak
+// cannot run out of them. It uses blocking system calls rather than
+// net.Dial to keep the client side cheap.
+func connectReset(addr *net.TCPAddr, msg []byte) error {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -96,9 +99,51 @@ func connectReset(addr *net.TCPAddr) error {
 	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1}); err != nil {
 		return err
 	}
+	// A lost echo fails the soak instead of blocking it.
+	tv := syscall.Timeval{Sec: 10}
+	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
 	sa := &syscall.SockaddrInet4{Port: addr.Port}
 	copy(sa.Addr[:], addr.IP.To4())
-	return syscall.Connect(fd, sa)
+	// The runtime's signals interrupt blocking socket calls (EINTR, and
+	// SA_RESTART does not apply with SO_RCVTIMEO); an interrupted connect
+	// goes on in the background.
+	err = syscall.Connect(fd, sa)
+	for err == syscall.EINTR || err == syscall.EALREADY {
+		if err = syscall.Connect(fd, sa); err == syscall.EISCONN {
+			err = nil
+		}
+	}
+	if err != nil || len(msg) == 0 {
+		return err
+	}
+	for {
+		if _, err = syscall.Write(fd, msg); err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return os.NewSyscallError("write", err)
+	}
+	got := make([]byte, len(msg))
+	for n := 0; n < len(got); {
+		m, err := syscall.Read(fd, got[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("read", err)
+		}
+		if m == 0 {
+			return fmt.Errorf("EOF after %d of %d echoed bytes", n, len(msg))
+		}
+		n += m
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
 }
 
 // dumpGoroutines returns the stacks of every goroutine, for a test that
@@ -141,6 +186,103 @@ func TestSoak(t *testing.T) {
 			checkResources(t, before)
 		})
 	}
+
+	t.Run("10000 buffer event connections", func(t *testing.T) {
+		soakBufferEventConns(t, soakBufferEvents/10)
+		before := takeResources(t)
+		start := time.Now()
+		n := soakBufferEventConns(t, soakBufferEvents)
+		d := time.Since(start)
+		t.Logf("%d buffer event connections in %v (%.0f/s)", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+		if n != soakBufferEvents {
+			t.Errorf("%d buffer events closed, want %d", n, soakBufferEvents)
+		}
+		checkResources(t, before)
+	})
+}
+
+// soakBufferEventConns serves n connections, each by a buffer event that
+// the accept callback opens, that echoes one message and that closes when
+// the client resets, and returns how many buffer events were closed.
+func soakBufferEventConns(t *testing.T, n int) int {
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var closed, failed atomic.Int64
+	echo := func(be *BufferEvent) {
+		if _, err := be.EchoInput(); err != nil {
+			failed.Add(1)
+		}
+	}
+	onEvent := func(be *BufferEvent, what BEVEvent, err error) {
+		if what&(BEVEventEOF|BEVEventError) == 0 {
+			return
+		}
+		if err := be.Close(); err != nil {
+			failed.Add(1)
+		}
+		if closed.Add(1) == int64(n) {
+			be.Base().LoopBreak()
+		}
+	}
+	l, err := NewBind(b, func(l *Listener, fd int, addr net.Addr) {
+		be, err := NewBufferEvent(l.Base(), fd, BEVOptCloseOnFree)
+		if err != nil {
+			syscall.Close(fd)
+			failed.Add(1)
+			return
+		}
+		be.SetCallbacks(echo, nil, onEvent)
+		if err := be.Enable(EvRead | EvWrite); err != nil {
+			failed.Add(1)
+		}
+	}, CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	dispatched := make(chan error, 1)
+	go func() { dispatched <- b.Dispatch() }()
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, soakConnectors)
+	for range soakConnectors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := []byte("evlistener soak!")
+			for next.Add(1) <= int64(n) {
+				if err := connectReset(addr, msg); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case err := <-dispatched:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-errs:
+		t.Fatalf("client: %v after %d connections", err, closed.Load())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("%d of %d buffer events closed before the deadline\n%s", closed.Load(), n, dumpGoroutines())
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := failed.Load(); m != 0 {
+		t.Errorf("%d buffer event calls failed", m)
+	}
+	return int(closed.Load())
 }
 
 // soakBindClose opens and closes n listeners on one base, each with a
@@ -229,7 +371,7 @@ func soakAcceptClose(t *testing.T, n int) int {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
 				inflight <- struct{}{}
-				if err := connectReset(addr); err != nil {
+				if err := connectReset(addr, nil); err != nil {
 					errs <- err
 					return
 				}

@@ -1,11 +1,13 @@
 package evlistener
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -292,5 +294,348 @@ func serveOne(t *testing.T, l *Listener) {
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "ok" {
 		t.Fatalf("listener %v after the storm: read %q, %v; want \"ok\"", l.Addr(), got, err)
+	}
+}
+
+// The same for buffer events: goroutines call the control methods at random
+// on buffer events that clients keep sending to and that echo, and close and
+// replace them; afterwards each one still open echoes again once enabled.
+
+const (
+	stormBufferEvents = 8
+	stormInFlight     = 64 << 10 // bytes a client has sent and not yet read back
+)
+
+// bevConn is a buffer event on the server side of a connection and the
+// client side of it.
+type bevConn struct {
+	be       *BufferEvent
+	peer     net.Conn
+	replaced chan struct{} // closed once another connection took the slot
+}
+
+type bufferEventStorm struct {
+	t       *testing.T
+	b       *Base
+	lnMu    sync.Mutex   // one dial and accept at a time pair up
+	ln      net.Listener // makes the connections the buffer events wrap
+	slots   [stormBufferEvents]atomic.Pointer[bevConn]
+	created atomic.Int64
+	echoed  atomic.Int64
+	ops     [bevStormOps]atomic.Int64
+}
+
+const (
+	bevOpEnable = iota
+	bevOpDisable
+	bevOpSetCallbacks
+	bevOpSetWatermark
+	bevOpWrite
+	bevOpLen
+	bevOpClose
+	bevStormOps
+)
+
+var bevStormOpNames = [bevStormOps]string{"Enable", "Disable", "SetCallbacks", "SetWatermark",
+	"Write", "Len", "Close and replace"}
+
+func (s *bufferEventStorm) echo(be *BufferEvent) {
+	n, err := be.EchoInput()
+	if err != nil {
+		s.t.Errorf("EchoInput in the read callback: %v", err)
+	}
+	s.echoed.Add(int64(n))
+}
+
+func (s *bufferEventStorm) onEvent(be *BufferEvent, what BEVEvent, err error) {
+	// Only a replaced connection's client goes away, and its buffer
+	// event is closed by then: nothing may report here.
+	s.t.Errorf("event callback of a live buffer event: %v, %v", what, err)
+}
+
+// open makes a connection and wraps its server side in an echoing buffer
+// event.
+func (s *bufferEventStorm) open() (*bevConn, error) {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	peer, err := net.Dial("tcp", s.ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	srv, err := s.ln.Accept()
+	if err != nil {
+		peer.Close()
+		return nil, err
+	}
+	defer srv.Close()
+	raw, err := srv.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		peer.Close()
+		return nil, err
+	}
+	fd := -1
+	// A dup shares the file status flags, so it stays non-blocking.
+	raw.Control(func(s uintptr) { fd, err = syscall.Dup(int(s)) })
+	if err != nil {
+		peer.Close()
+		return nil, err
+	}
+	syscall.CloseOnExec(fd)
+	be, err := NewBufferEvent(s.b, fd, BEVOptCloseOnFree)
+	if err != nil {
+		syscall.Close(fd)
+		peer.Close()
+		return nil, err
+	}
+	be.SetCallbacks(s.echo, nil, s.onEvent)
+	if err := be.Enable(EvRead | EvWrite); err != nil {
+		be.Close()
+		peer.Close()
+		return nil, err
+	}
+	s.created.Add(1)
+	return &bevConn{be: be, peer: peer, replaced: make(chan struct{})}, nil
+}
+
+// replace puts a new connection in slot after old's buffer event was
+// closed by the caller, and closes old's client.
+func (s *bufferEventStorm) replace(slot int, old *bevConn) {
+	c, err := s.open()
+	if err != nil {
+		s.t.Errorf("opening a replacement connection: %v", err)
+		return
+	}
+	if !s.slots[slot].CompareAndSwap(old, c) {
+		s.t.Errorf("slot %d changed under its closer", slot)
+	}
+	old.peer.Close()
+	close(old.replaced)
+}
+
+func randomEvents(r *rand.Rand) Events {
+	return [...]Events{EvRead, EvWrite, EvRead | EvWrite}[r.IntN(3)]
+}
+
+func (s *bufferEventStorm) work(r *rand.Rand, stop <-chan struct{}) {
+	write := func(be *BufferEvent) {}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		slot := r.IntN(stormBufferEvents)
+		c := s.slots[slot].Load()
+		be := c.be
+		op := r.IntN(bevStormOps)
+		var err error
+		switch op {
+		case bevOpEnable:
+			err = be.Enable(randomEvents(r))
+		case bevOpDisable:
+			err = be.Disable(randomEvents(r))
+		case bevOpSetCallbacks:
+			read, wr, event := DataFunc(nil), DataFunc(nil), BufferEventFunc(nil)
+			if r.IntN(4) != 0 {
+				read = s.echo
+			}
+			if r.IntN(2) == 0 {
+				wr = write
+			}
+			if r.IntN(2) == 0 {
+				event = s.onEvent
+			}
+			be.SetCallbacks(read, wr, event)
+		case bevOpSetWatermark:
+			low := r.IntN(256)
+			err = be.SetWatermark(EvRead, low, [...]int{0, low, 4096}[r.IntN(3)])
+		case bevOpWrite:
+			_, err = be.Write([]byte("from the server"))
+		case bevOpLen:
+			be.Input().Len()
+			be.Output().Len()
+		case bevOpClose:
+			if err = be.Close(); err == nil {
+				s.replace(slot, c)
+			}
+		}
+		if err != nil && !errors.Is(err, ErrClosed) {
+			s.t.Errorf("%s: %v", bevStormOpNames[op], err)
+		}
+		s.ops[op].Add(1)
+	}
+}
+
+// client keeps data flowing through slot's connection, whichever it is
+// now, with at most stormInFlight bytes unanswered; it returns how many
+// bytes it got back.
+func (s *bufferEventStorm) client(slot int, stop <-chan struct{}) int64 {
+	msg := make([]byte, 1024)
+	buf := make([]byte, 16<<10)
+	var total int64
+	for {
+		c := s.slots[slot].Load()
+		inFlight := 0
+		for {
+			select {
+			case <-stop:
+				return total
+			default:
+			}
+			if inFlight < stormInFlight {
+				c.peer.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+				n, err := c.peer.Write(msg)
+				inFlight += n
+				if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+			}
+			c.peer.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+			n, err := c.peer.Read(buf)
+			inFlight -= n
+			total += int64(n)
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+		}
+		// The buffer event was closed; wait for its replacement.
+		select {
+		case <-stop:
+			return total
+		case <-c.replaced:
+		}
+	}
+}
+
+func TestBufferEventControlStorm(t *testing.T) {
+	before := takeResources(t)
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := &bufferEventStorm{t: t, b: b, ln: ln}
+	for i := range s.slots {
+		c, err := s.open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.slots[i].Store(c)
+	}
+	if err := b.LoopExit(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	dispatched := make(chan error, 1)
+	go func() { dispatched <- b.Dispatch() }()
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	for i := range stormWorkers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			s.work(rand.New(rand.NewPCG(seed, uint64(i))), stop)
+		}()
+	}
+	var received atomic.Int64
+	for i := range s.slots {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			received.Add(s.client(i, stop))
+		}()
+	}
+	stormed := make(chan struct{})
+	go func() { workers.Wait(); close(stormed) }()
+
+	select {
+	case err := <-dispatched:
+		t.Fatalf("Dispatch returned during the storm: %v", err)
+	case <-stormed:
+		t.Fatal("storm goroutines returned before they were stopped")
+	case <-time.After(stormDuration):
+	}
+	close(stop)
+	select {
+	case <-stormed:
+	case <-time.After(stormDeadline):
+		t.Fatalf("storm goroutines still running %v after the stop: deadlock?\n%s", stormDeadline, dumpGoroutines())
+	}
+
+	var total int64
+	var counts string
+	for op := range s.ops {
+		n := s.ops[op].Load()
+		total += n
+		counts += fmt.Sprintf(" %s %d,", bevStormOpNames[op], n)
+	}
+	t.Logf("%v storm: %d control calls (%s), %d buffer events opened, %d bytes echoed, %d received by clients",
+		stormDuration, total, counts[1:len(counts)-1], s.created.Load(), s.echoed.Load(), received.Load())
+	if received.Load() == 0 {
+		t.Error("no data came back during the storm")
+	}
+
+	// Whatever state the storm left, callbacks, a watermark of 0 and
+	// Enable make every buffer event echo again.
+	for i := range s.slots {
+		echoAgain(t, s, s.slots[i].Load())
+	}
+	for i := range s.slots {
+		c := s.slots[i].Load()
+		if err := c.be.Close(); err != nil {
+			t.Errorf("slot %d: Close: %v", i, err)
+		}
+		c.peer.Close()
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-dispatched:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	}
+	ln.Close()
+	checkResources(t, before)
+}
+
+// echoAgain resets c's buffer event to a plain echo and checks that a
+// marker sent after everything else comes back.
+func echoAgain(t *testing.T, s *bufferEventStorm, c *bevConn) {
+	t.Helper()
+	c.be.SetCallbacks(s.echo, nil, s.onEvent)
+	if err := c.be.SetWatermark(EvRead, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.be.Enable(EvRead | EvWrite); err != nil {
+		t.Fatal(err)
+	}
+	marker := []byte("-- the end of the storm --")
+	c.peer.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.peer.Write(marker); err != nil {
+		t.Fatal(err)
+	}
+	// What was sent before the marker comes back first, in order.
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for !bytes.HasSuffix(got, marker) {
+		n, err := c.peer.Read(buf)
+		if err != nil {
+			t.Fatalf("buffer event did not echo after the storm: %v (%d bytes back)", err, len(got))
+		}
+		got = append(got, buf[:n]...)
+		if len(got) > 2*len(marker) {
+			got = got[len(got)-2*len(marker):]
+		}
 	}
 }
