@@ -226,6 +226,61 @@ func TestDispatchTwice(t *testing.T) {
 	}
 }
 
+// Dispatch called again from inside a callback is the second concurrent
+// Dispatch: an error, not a deadlock or a nested loop.
+func TestDispatchInsideCallback(t *testing.T) {
+	b := newBase(t)
+	var inner error
+	l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		inner = l.Base().Dispatch()
+		l.Disable()
+	}, 0)
+	dial(t, l.Addr())
+	if err := dispatch(t, b); err != nil {
+		t.Fatal(err)
+	}
+	if inner == nil {
+		t.Fatal("Dispatch inside a callback returned nil")
+	}
+}
+
+// A listener created inside a callback, on the loop, joins the running loop.
+func TestNewBindInsideCallback(t *testing.T) {
+	b := newBase(t)
+	var inner *Listener
+	served := 0
+	var innerErr error
+	l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+		syscall.Close(fd)
+		l.Close()
+		inner, innerErr = NewBind(l.Base(), func(l *Listener, fd int, _ net.Addr) {
+			served++
+			syscall.Close(fd)
+			l.Close()
+		}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
+		if innerErr == nil {
+			// Connects at once on loopback, before the loop polls.
+			c, err := net.Dial("tcp", inner.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}, 0)
+	dial(t, l.Addr())
+	if err := dispatch(t, b); err != nil {
+		t.Fatal(err)
+	}
+	if innerErr != nil {
+		t.Fatal(innerErr)
+	}
+	if served != 1 {
+		t.Fatalf("the listener made in the callback accepted %d clients, want 1", served)
+	}
+}
+
 func TestBaseClose(t *testing.T) {
 	// checkClosed asserts what a closed base and its listener report.
 	checkClosed := func(t *testing.T, b *Base, l *Listener, addr net.Addr) {
@@ -345,6 +400,34 @@ func TestBaseClose(t *testing.T) {
 		}
 		if fdInCb < 0 {
 			t.Fatalf("FD() = %d right after Base.Close inside the callback", fdInCb)
+		}
+		checkClosed(t, b, l, addr)
+	})
+
+	t.Run("while a callback that panics runs", func(t *testing.T) {
+		b := newBase(t)
+		k := newBlocker(t)
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			k.block()
+			panic("boom")
+		}, 0)
+		addr := l.Addr()
+		dial(t, addr)
+		r := startDispatch(t, b)
+		recv(t, k.entered, "the callback")
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		waitFor(t, "Close to mark the base closed", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.closed
+		})
+		close(k.released)
+		if err := recv(t, closed, "Base.Close"); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := r.waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" {
+			t.Fatalf("Dispatch panicked with %v", v)
 		}
 		checkClosed(t, b, l, addr)
 	})

@@ -625,6 +625,27 @@ func TestNilCallbackPauses(t *testing.T) {
 		readEOF(t, c)
 	})
 
+	t.Run("Enable with a nil callback, then SetCallback", func(t *testing.T) {
+		b := newBase(t)
+		l := listenTCP(t, b, nil, Disabled)
+		c := dial(t, l.Addr())
+		if err := l.Enable(); err != nil {
+			t.Fatal(err)
+		}
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		stillQueued(t, c)
+		n := 0
+		l.SetCallback(countAndDisable(t, &n, 1))
+		if err := dispatch(t, b); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d accepts after SetCallback, want 1", n)
+		}
+	})
+
 	t.Run("SetCallback(nil) on a running listener", func(t *testing.T) {
 		b := newBase(t)
 		n := 0
