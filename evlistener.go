@@ -99,6 +99,11 @@ func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, er
 	if err := checkFlags(flags); err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
+	// libevent's accept loop needs a non-blocking socket; Go hands out
+	// blocking ones ((*net.TCPListener).File).
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: os.NewSyscallError("fcntl", err)}
+	}
 	l := newListener(b, cb, flags, network)
 	err = b.call(func() error {
 		p, errno := C.evl_listener_new(b.ptr, C.uintptr_t(l.h), cbArg(cb),
@@ -218,8 +223,8 @@ func errnoOr(err error, def syscall.Errno) syscall.Errno {
 	return def
 }
 
-// checkListenFD makes sure fd is a stream socket, makes it non-blocking as
-// libevent requires, and tells its network and address.
+// checkListenFD makes sure fd is a stream socket and tells its network and
+// address.
 func checkListenFD(fd int) (string, net.Addr, error) {
 	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
 	if err != nil {
@@ -232,9 +237,6 @@ func checkListenFD(fd int) (string, net.Addr, error) {
 	}
 	if typ != syscall.SOCK_STREAM {
 		return network, addr, errors.New("not a stream socket")
-	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		return network, addr, os.NewSyscallError("fcntl", err)
 	}
 	return network, addr, nil
 }
