@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -572,6 +573,61 @@ func BenchmarkBufferEventEcho(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				peer.Write(msg)
 				io.ReadFull(peer, got)
+			}
+		})
+	}
+}
+
+// goToC reads how many calls from Go to C the process has made.
+func goToC() uint64 {
+	s := []metrics.Sample{{Name: "/cgo/go-to-c-calls:calls"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestCgoCallsPerMessage counts the calls from Go to C per echoed message
+// on each echo path; with SetEcho and NewEchoEvent no Go callback runs
+// either (see the tests that count the callbacks), so a message costs no
+// crossing at all.
+func TestCgoCallsPerMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, b *Base, fd int)
+		max   float64
+	}{
+		{"BufferEvent read callback with EchoInput", func(t *testing.T, b *Base, fd int) {
+			be := newBEV(t, b, fd)
+			be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
+			be.Enable(EvRead | EvWrite)
+		}, 1},
+		{"BufferEvent SetEcho", func(t *testing.T, b *Base, fd int) {
+			be := newBEV(t, b, fd)
+			be.SetEcho(1 << 20)
+			be.Enable(EvRead | EvWrite)
+		}, 0},
+		{"NewEchoEvent", func(t *testing.T, b *Base, fd int) {
+			ev, err := NewEchoEvent(b, fd, MaxEchoSize, func(*Event, []byte, error) {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ev.Close(); syscall.Close(fd) })
+			ev.Add(time.Minute)
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			fd, peer := tcpPair(t)
+			tc.setup(t, b, fd)
+			dispatching(t, b)
+			pingPong(t, peer, 10, 64) // warm up
+			const n = 2000
+			before := goToC()
+			pingPong(t, peer, n, 64)
+			per := float64(goToC()-before) / n
+			t.Logf("%.3f calls from Go to C per message", per)
+			if per > tc.max+0.02 {
+				t.Errorf("%.3f calls from Go to C per message, want %v", per, tc.max)
 			}
 		})
 	}
