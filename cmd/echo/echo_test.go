@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	echoBin = filepath.Join(dir, "echo")
 	// go test puts its own go first on PATH.
-	build := exec.Command("go", "build", "-o", echoBin, ".")
+	build := exec.Command("go", append(append([]string{"build"}, echoBuildFlags...), "-o", echoBin, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building echo:", err)
