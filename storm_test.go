@@ -25,9 +25,16 @@ const (
 	stormWorkers   = 8
 	stormClients   = 2
 	stormListeners = 4
-	stormDuration  = 3 * time.Second
+	stormDuration  = 3 * time.Second  // a second with -short (see soakScale)
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
+
+func stormLength() time.Duration {
+	if testing.Short() {
+		return time.Second
+	}
+	return stormDuration
+}
 
 // listenerStorm is the shared state of one storm: a few listener slots whose
 // listeners get closed and replaced while everything else goes on.
@@ -222,7 +229,7 @@ func TestListenerControlStorm(t *testing.T) {
 		t.Fatalf("Dispatch returned during the storm: %v", err)
 	case <-stormed:
 		t.Fatal("storm goroutines returned before they were stopped")
-	case <-time.After(stormDuration):
+	case <-time.After(stormLength()):
 	}
 	close(stop)
 	select {
@@ -239,7 +246,7 @@ func TestListenerControlStorm(t *testing.T) {
 		counts += fmt.Sprintf(" %s %d,", stormOpNames[op], n)
 	}
 	t.Logf("%v storm: %d control calls (%s), %d listeners replaced, %d dials completed, %d accepted",
-		stormDuration, total, counts[1:len(counts)-1], s.created.Load(), dials.Load(), s.accepted.Load())
+		stormLength(), total, counts[1:len(counts)-1], s.created.Load(), dials.Load(), s.accepted.Load())
 	if s.accepted.Load() == 0 {
 		t.Error("no connection was accepted during the storm")
 	}
@@ -560,7 +567,7 @@ func TestBufferEventControlStorm(t *testing.T) {
 		t.Fatalf("Dispatch returned during the storm: %v", err)
 	case <-stormed:
 		t.Fatal("storm goroutines returned before they were stopped")
-	case <-time.After(stormDuration):
+	case <-time.After(stormLength()):
 	}
 	close(stop)
 	select {
@@ -577,7 +584,7 @@ func TestBufferEventControlStorm(t *testing.T) {
 		counts += fmt.Sprintf(" %s %d,", bevStormOpNames[op], n)
 	}
 	t.Logf("%v storm: %d control calls (%s), %d buffer events opened, %d bytes echoed, %d received by clients",
-		stormDuration, total, counts[1:len(counts)-1], s.created.Load(), s.echoed.Load(), received.Load())
+		stormLength(), total, counts[1:len(counts)-1], s.created.Load(), s.echoed.Load(), received.Load())
 	if received.Load() == 0 {
 		t.Error("no data came back during the storm")
 	}

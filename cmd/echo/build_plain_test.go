@@ -2,6 +2,11 @@
 
 package main
 
+import "time"
+
 // The server under test is built as this test binary is (GOEXPERIMENT, such
 // as cgocheck2, comes through the environment).
 var echoBuildFlags []string
+
+// exitCheckTime is what checks at exit add to the server's shutdown.
+const exitCheckTime time.Duration = 0

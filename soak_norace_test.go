@@ -1,5 +1,0 @@
-//go:build !race
-
-package evlistener
-
-const raceEnabled = false
