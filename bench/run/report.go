@@ -80,6 +80,9 @@ type report struct {
 	Workloads []string                    `json:"workloads"`
 	Summary   map[string]map[string]*cell `json:"summary"` // server → workload
 	Ratios    []ratioRow                  `json:"ratios"`
+	// CPURatios are per-round ratios of CPU time per op, den over num, with
+	// no targets: they move much less than ops/s on a busy machine.
+	CPURatios []ratioRow `json:"cpu_efficiency_ratios"`
 	// Relative is every server's ratio to Baseline, for the chart.
 	Baseline string                           `json:"baseline"`
 	Relative map[string]map[string]*ratioCell `json:"relative"`
@@ -147,13 +150,14 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		}
 	}
 
-	// byRound[server][workload][round] = ops/s of a successful run
-	byRound := map[string]map[string]map[int]float64{}
+	// byRound[server][workload][round] is a successful run.
+	type sample struct{ ops, cpu float64 }
+	byRound := map[string]map[string]map[int]sample{}
 	for _, s := range rep.Servers {
 		rep.Summary[s] = map[string]*cell{}
-		byRound[s] = map[string]map[int]float64{}
+		byRound[s] = map[string]map[int]sample{}
 		for _, w := range rep.Workloads {
-			byRound[s][w] = map[int]float64{}
+			byRound[s][w] = map[int]sample{}
 			var ops, p50, p99, cpu []float64
 			for _, r := range runs {
 				if r.Server == s && r.Workload == w && r.ok() && !r.Dropped {
@@ -161,7 +165,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 					p50 = append(p50, r.P50us)
 					p99 = append(p99, r.P99us)
 					cpu = append(cpu, r.ServerCPUus)
-					byRound[s][w][r.Round] = r.OpsPerSec
+					byRound[s][w][r.Round] = sample{r.OpsPerSec, r.ServerCPUus}
 				}
 			}
 			if len(ops) == 0 {
@@ -176,13 +180,19 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		}
 	}
 
-	ratio := func(num, den, w string) *ratioCell {
+	// ratio is the median over rounds of num's ops/s over den's, or with
+	// cpu, of den's CPU per op over num's: above 1, num does better.
+	ratio := func(num, den, w string, cpu bool) *ratioCell {
 		var per []float64
 		for round := 1; round <= maxRound[w]; round++ {
 			a, okA := byRound[num][w][round]
 			b, okB := byRound[den][w][round]
-			if okA && okB && b > 0 {
-				per = append(per, a/b)
+			switch {
+			case !okA || !okB:
+			case !cpu && b.ops > 0:
+				per = append(per, a.ops/b.ops)
+			case cpu && a.cpu > 0 && b.cpu > 0:
+				per = append(per, b.cpu/a.cpu)
 			}
 		}
 		if len(per) == 0 {
@@ -198,15 +208,18 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 			continue
 		}
 		row := ratioRow{Pair: p.Num + "/" + p.Den, Target: p.Target, Cells: map[string]*ratioCell{}}
+		cpuRow := ratioRow{Pair: p.Num + "/" + p.Den, Cells: map[string]*ratioCell{}}
 		for _, w := range rep.Workloads {
-			rc := ratio(p.Num, p.Den, w)
+			rc := ratio(p.Num, p.Den, w, false)
 			if rc != nil && p.Target > 0 && !(p.EchoOnly && w == "accept") {
 				pass := rc.Median >= p.Target
 				rc.Pass = &pass
 			}
 			row.Cells[w] = rc
+			cpuRow.Cells[w] = ratio(p.Num, p.Den, w, true)
 		}
 		rep.Ratios = append(rep.Ratios, row)
+		rep.CPURatios = append(rep.CPURatios, cpuRow)
 	}
 	rep.Baseline = rep.Servers[0]
 	if rep.has(preferredBaseline) {
@@ -215,7 +228,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 	for _, s := range rep.Servers {
 		rep.Relative[s] = map[string]*ratioCell{}
 		for _, w := range rep.Workloads {
-			rep.Relative[s][w] = ratio(s, rep.Baseline, w)
+			rep.Relative[s][w] = ratio(s, rep.Baseline, w, false)
 		}
 	}
 	return rep
@@ -330,6 +343,23 @@ func (rep *report) markdown() string {
 		b.WriteString("\n")
 	}
 	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
+
+	if len(rep.CPURatios) > 0 {
+		fmt.Fprintf(&b, "\n### CPU-efficiency ratios: median of per-round (CPU per op of the second ÷ of the first)\n\n")
+		b.WriteString(tableHead("pair", "", rep.Workloads))
+		for _, row := range rep.CPURatios {
+			fmt.Fprintf(&b, "| %s |", row.Pair)
+			for _, w := range rep.Workloads {
+				if rc := row.Cells[w]; rc != nil {
+					fmt.Fprintf(&b, " %.2f |", rc.Median)
+				} else {
+					b.WriteString(" n/a |")
+				}
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\nAbove 1 the first server spends less CPU per op. No targets; these move far less than ops/s when other processes compete for the CPUs.\n")
+	}
 
 	fmt.Fprintf(&b, "\n### Noise: spread of ops/s across rounds, (max − min) / median\n\n")
 	b.WriteString(tableHead("server", "", rep.Workloads))

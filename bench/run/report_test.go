@@ -147,3 +147,12 @@ func TestSVGIsWellFormed(t *testing.T) {
 		t.Errorf("svg has %d rects, want 5", rects)
 	}
 }
+
+func TestCPURatioFavoursTheCheaperServer(t *testing.T) {
+	a, b := rec("crawecho", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 100, 0)
+	a.ServerCPUus, b.ServerCPUus = 10, 15
+	rep := summarise(testConfig(1), names("crawecho", "goecho"), []runRecord{a, b})
+	if c := rep.CPURatios[0].Cells["1x64B"]; rep.CPURatios[0].Pair != "crawecho/goecho" || c == nil || !near(c.Median, 1.5) {
+		t.Fatalf("%s = %+v, want 1.5 (goecho's 15 µs/op over crawecho's 10)", rep.CPURatios[0].Pair, c)
+	}
+}
