@@ -112,12 +112,22 @@ func main() {
 	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
 	budget := flag.Duration("budget", 210*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
+	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
 		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
 		fmt.Fprintln(os.Stderr, "run: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
 		flag.Usage()
 		os.Exit(2)
+	}
+
+	if *from != "" {
+		rep, err := reread(*from)
+		if err != nil {
+			fatal(err)
+		}
+		write(rep, *jsonPath, *svgPath)
+		return
 	}
 
 	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
@@ -193,22 +203,66 @@ func main() {
 	rep := summarise(cfg, servers, runs)
 	rep.Meta.Notes = append(notes, rep.Meta.Notes...)
 	rep.Meta.Seconds = time.Since(start).Seconds()
-	fmt.Print(rep.markdown())
-	if *jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(*jsonPath, append(b, '\n'), 0o644); err != nil {
-			fatal(err)
-		}
-	}
-	if *svgPath != "" {
-		if err := os.WriteFile(*svgPath, []byte(rep.svg()), 0o644); err != nil {
-			fatal(err)
-		}
-	}
+	write(rep, *jsonPath, *svgPath)
 	if n := rep.failedRuns(); n > 0 {
 		fmt.Fprintf(os.Stderr, "run: %d of %d runs failed\n", n, len(runs))
 		os.Exit(1)
 	}
+}
+
+// write prints the markdown report and writes the JSON and SVG files.
+func write(rep *report, jsonPath, svgPath string) {
+	fmt.Print(rep.markdown())
+	if jsonPath != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+			fatal(err)
+		}
+	}
+	if svgPath != "" {
+		if err := os.WriteFile(svgPath, []byte(rep.svg()), 0o644); err != nil {
+			fatal(err)
+		}
+	}
+}
+
+// reread summarises again the runs of an earlier results.json, with the
+// settings it was made with.
+func reread(path string) (*report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var old report
+	if err := json.Unmarshal(b, &old); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m := old.Meta
+	cfg := config{rounds: m.Rounds, dur: time.Duration(m.DurationS * float64(time.Second)),
+		warmup: time.Duration(m.WarmupS * float64(time.Second)), connectors: m.Conns,
+		workloads: old.Workloads, quiet: m.Quiet}
+	for i := range old.Runs {
+		old.Runs[i].Dropped = false // summarise decides again
+	}
+	rep := summarise(cfg, names(old.Servers), old.Runs)
+	notes := rep.Meta.Notes
+	rep.Meta = m
+	rep.Meta.Notes = nil
+	for _, n := range m.Notes { // keep the notes summarise does not make
+		if strings.HasPrefix(n, "skip:") || strings.HasPrefix(n, "note:") {
+			rep.Meta.Notes = append(rep.Meta.Notes, n)
+		}
+	}
+	rep.Meta.Notes = append(rep.Meta.Notes, notes...)
+	return rep, nil
+}
+
+func names(ss []string) []server {
+	out := make([]server, len(ss))
+	for i, s := range ss {
+		out[i] = server{Name: s}
+	}
+	return out
 }
 
 func splitList(s string) []string {

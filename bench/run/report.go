@@ -234,6 +234,24 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 	return rep
 }
 
+// roundsUsed tells how many rounds the medians rest on: "3", or "3–6" when
+// workloads differ (replacement rounds, failed runs).
+func (rep *report) roundsUsed() string {
+	lo, hi := 0, 0
+	for _, byW := range rep.Summary {
+		for _, c := range byW {
+			if lo == 0 || c.Rounds < lo {
+				lo = c.Rounds
+			}
+			hi = max(hi, c.Rounds)
+		}
+	}
+	if lo == hi {
+		return fmt.Sprint(hi)
+	}
+	return fmt.Sprintf("%d–%d", lo, hi)
+}
+
 func (rep *report) has(name string) bool {
 	for _, s := range rep.Servers {
 		if s == name {
@@ -280,8 +298,8 @@ func (rep *report) markdown() string {
 	var b strings.Builder
 	m := rep.Meta
 	fmt.Fprintf(&b, "\n## Echo benchmark\n\n")
-	fmt.Fprintf(&b, "%d round(s) × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
-		m.Rounds, m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
+	fmt.Fprintf(&b, "%d rounds planned, medians over %s, × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
+		m.Rounds, rep.roundsUsed(), m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
 	for _, n := range m.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}

@@ -13,14 +13,6 @@ func testConfig(rounds int) config {
 	return config{rounds: rounds, dur: time.Second, workloads: []string{"1x64B", "accept"}, quiet: 0.25}
 }
 
-func names(ss ...string) []server {
-	var out []server
-	for _, s := range ss {
-		out = append(out, server{Name: s})
-	}
-	return out
-}
-
 func rec(server, w string, round int, ops, other float64) runRecord {
 	r := runRecord{Server: server, Workload: w, Round: round, OtherCores: other}
 	r.OpsPerSec = ops
@@ -38,7 +30,7 @@ func TestRatiosAreMediansOfPerRoundRatios(t *testing.T) {
 		rec("echo", "1x64B", 3, 150, 0), rec("goecho", "1x64B", 3, 300, 0),
 		rec("echo", "accept", 1, 50, 0), rec("goecho", "accept", 1, 100, 0),
 	}
-	rep := summarise(testConfig(3), names("goecho", "echo"), runs)
+	rep := summarise(testConfig(3), names([]string{"goecho", "echo"}), runs)
 	var row *ratioRow
 	for i := range rep.Ratios {
 		if rep.Ratios[i].Pair == "echo/goecho" {
@@ -70,7 +62,7 @@ func TestBelowTargetFails(t *testing.T) {
 	runs := []runRecord{
 		rec("echo-event", "1x64B", 1, 90, 0), rec("crawecho", "1x64B", 1, 100, 0),
 	}
-	rep := summarise(testConfig(1), names("crawecho", "echo-event"), runs)
+	rep := summarise(testConfig(1), names([]string{"crawecho", "echo-event"}), runs)
 	c := rep.Ratios[0].Cells["1x64B"]
 	if rep.Ratios[0].Pair != "echo-event/crawecho" || c.Pass == nil || *c.Pass {
 		t.Fatalf("0.90 against target 0.95: got %s %+v, want FAIL", rep.Ratios[0].Pair, c)
@@ -88,7 +80,7 @@ func TestNoisyRoundsDroppedOnlyWhenReplaced(t *testing.T) {
 		rec("cecho", "1x64B", 2, 200, 0), rec("goecho", "1x64B", 2, 100, 0),
 		rec("cecho", "1x64B", 3, 200, 0), rec("goecho", "1x64B", 3, 100, 0.1),
 	}
-	rep := summarise(cfg, names("cecho", "goecho"), quietEnough)
+	rep := summarise(cfg, names([]string{"cecho", "goecho"}), quietEnough)
 	if c := rep.Ratios[0].Cells["1x64B"]; c == nil || len(c.PerRound) != 2 || !near(c.Median, 2) {
 		t.Errorf("with two quiet rounds the noisy one should be dropped: %+v", c)
 	}
@@ -100,7 +92,7 @@ func TestNoisyRoundsDroppedOnlyWhenReplaced(t *testing.T) {
 		rec("cecho", "1x64B", 1, 100, 0.9), rec("goecho", "1x64B", 1, 100, 0),
 		rec("cecho", "1x64B", 2, 200, 0), rec("goecho", "1x64B", 2, 100, 0),
 	}
-	rep = summarise(cfg, names("cecho", "goecho"), tooNoisy)
+	rep = summarise(cfg, names([]string{"cecho", "goecho"}), tooNoisy)
 	if c := rep.Ratios[0].Cells["1x64B"]; c == nil || len(c.PerRound) != 2 {
 		t.Errorf("with one quiet round of two every round should count: %+v", c)
 	}
@@ -110,7 +102,7 @@ func TestFailedRunIsLeftOutAndReported(t *testing.T) {
 	failed := rec("goecho", "1x64B", 1, 0, 0)
 	failed.Error = "load: 1 errors"
 	runs := []runRecord{rec("cecho", "1x64B", 1, 100, 0), failed}
-	rep := summarise(testConfig(1), names("cecho", "goecho"), runs)
+	rep := summarise(testConfig(1), names([]string{"cecho", "goecho"}), runs)
 	if rep.failedRuns() != 1 {
 		t.Errorf("failedRuns = %d, want 1", rep.failedRuns())
 	}
@@ -127,7 +119,7 @@ func TestSVGIsWellFormed(t *testing.T) {
 		rec("cecho", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 80, 0),
 		rec("cecho", "accept", 1, 10, 0), // goecho's accept run missing: n/a bar
 	}
-	rep := summarise(testConfig(1), names("cecho", "goecho"), runs)
+	rep := summarise(testConfig(1), names([]string{"cecho", "goecho"}), runs)
 	d := xml.NewDecoder(strings.NewReader(rep.svg()))
 	rects := 0
 	for {
@@ -151,7 +143,7 @@ func TestSVGIsWellFormed(t *testing.T) {
 func TestCPURatioFavoursTheCheaperServer(t *testing.T) {
 	a, b := rec("crawecho", "1x64B", 1, 100, 0), rec("goecho", "1x64B", 1, 100, 0)
 	a.ServerCPUus, b.ServerCPUus = 10, 15
-	rep := summarise(testConfig(1), names("crawecho", "goecho"), []runRecord{a, b})
+	rep := summarise(testConfig(1), names([]string{"crawecho", "goecho"}), []runRecord{a, b})
 	if c := rep.CPURatios[0].Cells["1x64B"]; rep.CPURatios[0].Pair != "crawecho/goecho" || c == nil || !near(c.Median, 1.5) {
 		t.Fatalf("%s = %+v, want 1.5 (goecho's 15 µs/op over crawecho's 10)", rep.CPURatios[0].Pair, c)
 	}

@@ -44,18 +44,19 @@ func (rep *report) svg() string {
 	for _, s := range rep.Servers {
 		for _, w := range rep.Workloads {
 			if rc := rep.Relative[s][w]; rc != nil {
-				ymax = math.Max(ymax, rc.Max)
+				ymax = math.Max(ymax, rc.Median)
 			}
 		}
 	}
 	step := 0.25
 	switch {
-	case ymax*1.1 > 4:
+	case ymax*1.25 > 4:
 		step = 1
-	case ymax*1.1 > 2:
+	case ymax*1.25 > 2:
 		step = 0.5
 	}
-	ymax = math.Ceil(ymax*1.1/step) * step
+	// The scale follows the bars; a whisker that runs off the top is cut.
+	ymax = math.Ceil(ymax*1.25/step) * step
 	y := func(v float64) float64 { return bottom - v/ymax*plotH }
 
 	var b strings.Builder
@@ -64,10 +65,14 @@ func (rep *report) svg() string {
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#ffffff"/>`+"\n", width, height)
 	fmt.Fprintf(&b, `<text x="%d" y="30" font-size="19" font-weight="bold" fill="#222">Echo throughput relative to %s (= 1.0)</text>`+"\n",
 		left, esc(rep.Baseline))
-	fmt.Fprintf(&b, `<text x="%d" y="50" font-size="12" fill="#555">bar: median of per-round ops/s ratios to %s; whisker: lowest to highest of %d round(s) × %.1f s; %s</text>`+"\n",
-		left, esc(rep.Baseline), rep.Meta.Rounds, rep.Meta.DurationS, esc(rep.Meta.Date))
+	fmt.Fprintf(&b, `<text x="%d" y="50" font-size="12" fill="#555">bar: median of per-round ops/s ratios to %s; whisker: lowest to highest round; %s rounds × %.1f s; %s</text>`+"\n",
+		left, esc(rep.Baseline), rep.roundsUsed(), rep.Meta.DurationS, esc(rep.Meta.Date))
 	fmt.Fprintf(&b, `<text x="%d" y="66" font-size="12" fill="#555">pinning: %s; %d CPUs, Linux %s, %s</text>`+"\n",
 		left, esc(rep.Meta.Pinning), rep.Meta.CPUs, esc(rep.Meta.Kernel), esc(rep.Meta.Go))
+	if rep.Meta.OtherCores > rep.Meta.Quiet {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" font-weight="bold" fill="#b00000" text-anchor="end">noisy machine: other processes used %.2f CPUs (median)</text>`+"\n",
+			width-right, 30, rep.Meta.OtherCores)
+	}
 
 	// Legend, one row.
 	lx := float64(left)
@@ -101,12 +106,16 @@ func (rep *report) svg() string {
 				x+1, y(rc.Median), barW-2, bottom-y(rc.Median), colour(si, s), esc(s), esc(w), rc.Median, esc(rep.Baseline), roundList(rc.PerRound))
 			if rc.Max > rc.Min {
 				cx := x + barW/2
-				fmt.Fprintf(&b, `<path d="M%.1f %.1fV%.1fM%.1f %.1fh%.1fM%.1f %.1fh%.1f" stroke="#333" stroke-width="1"/>`+"\n",
-					cx, y(rc.Min), y(rc.Max), cx-3, y(rc.Min), 6.0, cx-3, y(rc.Max), 6.0)
+				top := math.Min(rc.Max, ymax)
+				fmt.Fprintf(&b, `<path d="M%.1f %.1fV%.1fM%.1f %.1fh%.1f" stroke="#333" stroke-width="1"/>`+"\n",
+					cx, y(rc.Min), y(top), cx-3, y(rc.Min), 6.0)
+				if rc.Max <= ymax {
+					fmt.Fprintf(&b, `<path d="M%.1f %.1fh%.1f" stroke="#333" stroke-width="1"/>`+"\n", cx-3, y(top), 6.0)
+				}
 			}
-			ty := y(math.Max(rc.Max, rc.Median)) - 5
+			ty := y(rc.Median) - 5
 			fmt.Fprintf(&b, `<text transform="translate(%.1f %.1f) rotate(-90)" font-size="10" fill="#222" stroke="#fff" stroke-width="3" paint-order="stroke">%.2f</text>`+"\n",
-				x+barW/2+3.5, ty, rc.Median)
+				x+barW/2-2.5, ty, rc.Median) // left of the whisker
 		}
 		cx := float64(left) + (float64(wi)+0.5)*groupW
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="14" font-weight="bold" fill="#222" text-anchor="middle">%s</text>`+"\n",
