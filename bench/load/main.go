@@ -59,7 +59,8 @@ type result struct {
 	OpsPerSec  float64 `json:"ops_per_sec"`
 	P50us      float64 `json:"p50_us"`
 	P99us      float64 `json:"p99_us"`
-	Errors     int     `json:"errors"`
+	Errors     int     `json:"errors"` // wrong echoes, resets, refused connections
+	Stalls     int     `json:"stalls"` // answers that came too late or not at all
 	FirstError string  `json:"first_error,omitempty"`
 	SetupMs    float64 `json:"setup_ms"`
 }
@@ -70,7 +71,7 @@ func main() {
 	dur := flag.Duration("d", 2*time.Second, "measuring window")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "load before the window, not counted")
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
-	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is an error")
+	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is a stall")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: load -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
 		flag.PrintDefaults()
@@ -108,8 +109,8 @@ func main() {
 	res.Addr = *addr
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
-	if res.Errors > 0 {
-		fmt.Fprintf(os.Stderr, "load: %d errors, first: %s\n", res.Errors, res.FirstError)
+	if res.Errors > 0 || res.Stalls > 0 {
+		fmt.Fprintf(os.Stderr, "load: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
 		os.Exit(1)
 	}
 }
@@ -221,6 +222,7 @@ type loader struct {
 	opsAll     uint64 // since the start, warm-up included
 	hist       histogram
 	errs       int
+	stalls     int
 	first      error
 	live       int           // ping-pong connections still open
 	setupLimit time.Duration // for connecting and priming every connection
@@ -249,6 +251,18 @@ func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
 }
 
 func (l *loader) now() time.Duration { return time.Since(l.base) }
+
+// errStall marks a timing failure: the server answered too late or not at
+// all. On a busy machine that can be the machine; a wrong answer never is.
+var errStall = errors.New("stalled")
+
+// stalled counts a stall and keeps it as the first failure if it is.
+func (l *loader) stalled(err error) {
+	l.stalls++
+	if l.first == nil {
+		l.first = err
+	}
+}
 
 // fail counts an error, keeps the first, and closes c.
 func (l *loader) fail(c *conn, err error) {
@@ -320,7 +334,7 @@ func (l *loader) dialAll(limit time.Duration) error {
 		for pending := hi - lo; pending > 0; {
 			wait := time.Until(deadline)
 			if wait <= 0 {
-				return fmt.Errorf("connect: %d connections unanswered after %v", pending, limit)
+				return fmt.Errorf("connect: %d connections unanswered after %v: %w", pending, limit, errStall)
 			}
 			n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
 			if err == syscall.EINTR {
@@ -369,7 +383,7 @@ func (l *loader) prime(lo, hi int, deadline time.Time) error {
 	for l.primed < hi-lo && l.errs == 0 {
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return fmt.Errorf("setup: %d of %d echoes unanswered", hi-lo-l.primed, hi-lo)
+			return fmt.Errorf("setup: %d of %d echoes unanswered: %w", hi-lo-l.primed, hi-lo, errStall)
 		}
 		n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
 		if err == syscall.EINTR {
@@ -406,13 +420,17 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	setup := time.Now()
 	if !l.cfg.accept {
 		if err := l.dialAll(l.setupLimit); err != nil {
-			l.errs = max(l.errs, 1) // a failed echo while priming counted already
+			if errors.Is(err, errStall) {
+				l.stalls++
+			} else {
+				l.errs = max(l.errs, 1) // a failed echo while priming counted already
+			}
 			l.first = err
 		}
 	}
 	res.SetupMs = float64(time.Since(setup).Microseconds()) / 1e3
 
-	if l.errs == 0 {
+	if l.errs == 0 && l.stalls == 0 {
 		l.base = time.Now()
 		l.from, l.to = warmup, warmup+dur
 		for i := range l.conns {
@@ -423,12 +441,11 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 		for i := range l.conns {
 			c := &l.conns[i]
 			if c.fd >= 0 && !c.idle && now-c.t0 > stall {
-				l.fail(c, fmt.Errorf("connection %d: op unanswered for %v", i, (now-c.t0).Round(time.Millisecond)))
+				l.stalled(fmt.Errorf("connection %d: op unanswered for %v: %w", i, (now - c.t0).Round(time.Millisecond), errStall))
 			}
 		}
-		if l.ops == 0 && l.errs == 0 {
-			l.errs++
-			l.first = errors.New("no op completed in the window")
+		if l.ops == 0 && l.errs == 0 && l.stalls == 0 {
+			l.stalled(fmt.Errorf("no op completed in the window: %w", errStall))
 		}
 	}
 	for i := range l.conns {
@@ -442,6 +459,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	res.P50us = float64(l.hist.quantile(0.50)) / 1e3
 	res.P99us = float64(l.hist.quantile(0.99)) / 1e3
 	res.Errors = l.errs
+	res.Stalls = l.stalls
 	if l.first != nil {
 		res.FirstError = l.first.Error()
 	}

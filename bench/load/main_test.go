@@ -126,8 +126,8 @@ func TestWorkloadsAgainstAnEchoServer(t *testing.T) {
 	for _, w := range []string{"1x64B", "3x64B", "4x16KiB", "130x64B", "accept"} {
 		t.Run(w, func(t *testing.T) {
 			res := runWorkload(t, addr, w)
-			if res.Errors != 0 || res.Ops == 0 || res.OpsAll < res.Ops {
-				t.Fatalf("errors %d (%s), ops %d of %d: want no error and some ops", res.Errors, res.FirstError, res.Ops, res.OpsAll)
+			if res.Errors != 0 || res.Stalls != 0 || res.Ops == 0 || res.OpsAll < res.Ops {
+				t.Fatalf("errors %d, stalls %d (%s), ops %d of %d: want no error and some ops", res.Errors, res.Stalls, res.FirstError, res.Ops, res.OpsAll)
 			}
 			if res.P50us <= 0 || res.P99us < res.P50us {
 				t.Errorf("p50 %v µs, p99 %v µs: want 0 < p50 <= p99", res.P50us, res.P99us)
@@ -171,8 +171,8 @@ func TestSilentServerIsAStall(t *testing.T) {
 	go func() { done <- l.run(0, 50*time.Millisecond, 20*time.Millisecond) }()
 	select {
 	case res := <-done:
-		if res.Errors == 0 || !strings.Contains(res.FirstError, "unanswered") {
-			t.Fatalf("errors %d, first %q: want an unanswered-echo error", res.Errors, res.FirstError)
+		if res.Stalls == 0 || res.Errors != 0 || !strings.Contains(res.FirstError, "unanswered") {
+			t.Fatalf("errors %d, stalls %d, first %q: want one unanswered-echo stall", res.Errors, res.Stalls, res.FirstError)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("load did not give up on a silent server")

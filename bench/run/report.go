@@ -404,6 +404,16 @@ func (rep *report) markdown() string {
 			m.OtherCores, m.OtherCoresMax)
 	}
 
+	var retried []string
+	for _, r := range rep.Runs {
+		if r.Retried != "" {
+			retried = append(retried, fmt.Sprintf("- %s %s round %d: %s", r.Server, r.Workload, r.Round, r.Retried))
+		}
+	}
+	if len(retried) > 0 {
+		fmt.Fprintf(&b, "\n### Runs retried after stalling on a busy machine (%d)\n\n%s\n", len(retried), strings.Join(retried, "\n"))
+	}
+
 	if n := rep.failedRuns(); n > 0 {
 		fmt.Fprintf(&b, "\n### Failed runs (%d)\n\n", n)
 		for _, r := range rep.Runs {

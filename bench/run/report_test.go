@@ -148,3 +148,30 @@ func TestCPURatioFavoursTheCheaperServer(t *testing.T) {
 		t.Fatalf("%s = %+v, want 1.5 (goecho's 15 µs/op over crawecho's 10)", rep.CPURatios[0].Pair, c)
 	}
 }
+
+func TestStallsAloneAreTimingFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		errors, stalls int
+		want           bool
+	}{
+		{"stalls only", 0, 1, true},
+		{"a wrong echo", 1, 0, false},
+		{"both", 1, 1, false},
+	} {
+		r := rec("echo", "1x64B", 1, 0, 1)
+		r.Errors, r.Stalls, r.Error = tc.errors, tc.stalls, "load: failed"
+		if got := r.timingOnly(); got != tc.want {
+			t.Errorf("%s: timingOnly = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	retried := rec("echo", "1x64B", 1, 100, 0)
+	retried.Retried = "load: 0 errors, 1 stalls, first: no op completed in the window: stalled"
+	rep := summarise(testConfig(1), names([]string{"echo"}), []runRecord{retried})
+	if md := rep.markdown(); !strings.Contains(md, "retried after stalling") || !strings.Contains(md, "no op completed") {
+		t.Errorf("markdown does not list the retried run:\n%s", md)
+	}
+	if rep.failedRuns() != 0 {
+		t.Errorf("a successful retry is not a failed run")
+	}
+}
