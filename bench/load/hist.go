@@ -8,6 +8,7 @@ import "math/bits"
 type histogram struct {
 	counts [histBuckets]uint64
 	total  uint64
+	max    int64
 }
 
 const (
@@ -44,6 +45,7 @@ func (h *histogram) add(ns int64) {
 	}
 	h.counts[bucketOf(uint64(ns))]++
 	h.total++
+	h.max = max(h.max, ns)
 }
 
 // quantile returns the latency in nanoseconds below which a fraction q of

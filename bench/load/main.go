@@ -59,6 +59,7 @@ type result struct {
 	OpsPerSec  float64 `json:"ops_per_sec"`
 	P50us      float64 `json:"p50_us"`
 	P99us      float64 `json:"p99_us"`
+	MaxUs      float64 `json:"max_us"`
 	Errors     int     `json:"errors"` // wrong echoes, resets, refused connections
 	Stalls     int     `json:"stalls"` // answers that came too late or not at all
 	FirstError string  `json:"first_error,omitempty"`
@@ -458,6 +459,7 @@ func (l *loader) run(warmup, dur, stall time.Duration) result {
 	res.OpsPerSec = float64(l.ops) / dur.Seconds()
 	res.P50us = float64(l.hist.quantile(0.50)) / 1e3
 	res.P99us = float64(l.hist.quantile(0.99)) / 1e3
+	res.MaxUs = float64(l.hist.max) / 1e3
 	res.Errors = l.errs
 	res.Stalls = l.stalls
 	if l.first != nil {
