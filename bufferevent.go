@@ -294,29 +294,6 @@ func (be *BufferEvent) setTimeouts(read, write time.Duration) error {
 	return nil
 }
 
-// SetEcho makes the buffer event an echo when pending > 0: each time
-// libevent reads, the input is moved to the output in C
-// (evbuffer_add_buffer, without copying the data) before the read callback
-// is considered, and the read callback runs only when the output then holds
-// pending bytes or more, the moment to apply back-pressure (Disable(EvRead)
-// until the write callback says the output drained). An echoed message thus
-// costs no call into Go. pending <= 0 ends echoing: the read callback runs
-// after every read again.
-func (be *BufferEvent) SetEcho(pending int) error {
-	if be.base.onLoop() {
-		return be.setEcho(pending)
-	}
-	return be.base.call(func() error { return be.setEcho(pending) })
-}
-
-func (be *BufferEvent) setEcho(pending int) error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
-	be.ctx.echo = C.size_t(max(pending, 0))
-	return nil
-}
-
 // EchoInput moves everything in the input buffer to the output buffer
 // (evbuffer_add_buffer: the data is not copied) and returns how many bytes
 // the output then holds.

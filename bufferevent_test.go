@@ -95,25 +95,7 @@ func TestBufferEventEcho(t *testing.T) {
 	}
 }
 
-func TestBufferEventSetEcho(t *testing.T) {
-	t.Run("echoes without calling the read callback", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		var reads atomic.Int32
-		be.SetCallbacks(func(*BufferEvent) { reads.Add(1) }, nil, nil)
-		if err := be.SetEcho(1 << 20); err != nil {
-			t.Fatal(err)
-		}
-		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
-		pingPong(t, peer, 200, 64)
-		if n := reads.Load(); n != 0 {
-			t.Errorf("read callback ran %d times below the echo limit, want 0", n)
-		}
-	})
-
+func TestBufferEventBackPressure(t *testing.T) {
 	t.Run("read callback at the limit applies back-pressure", func(t *testing.T) {
 		checkNoLeaks(t)
 		const limit = 256 << 10
@@ -135,13 +117,16 @@ func TestBufferEventSetEcho(t *testing.T) {
 		}
 		var onFull, onDrained DataFunc
 		onFull = func(be *BufferEvent) {
-			n := be.Output().Len()
+			n, err := be.EchoInput()
 			mu.Lock()
 			maxOut = max(maxOut, n)
-			if n < limit {
-				cbErrors = append(cbErrors, errors.New("read callback below the limit"))
+			if err != nil {
+				cbErrors = append(cbErrors, err)
 			}
 			mu.Unlock()
+			if n < limit {
+				return
+			}
 			be.Disable(EvRead)
 			be.SetCallbacks(onFull, onDrained, nil)
 			notify(paused)
@@ -153,7 +138,6 @@ func TestBufferEventSetEcho(t *testing.T) {
 		}
 		be.SetCallbacks(onFull, nil, nil)
 		be.SetWatermark(EvWrite, limit/2, 0)
-		be.SetEcho(limit)
 		be.Enable(EvRead | EvWrite)
 		dispatching(t, b)
 
@@ -459,7 +443,6 @@ func TestBufferEventClose(t *testing.T) {
 			"Disable":      be.Disable(EvRead),
 			"SetWatermark": be.SetWatermark(EvRead, 0, 0),
 			"SetTimeouts":  be.SetTimeouts(time.Second, 0),
-			"SetEcho":      be.SetEcho(1),
 			"EchoInput":    func() error { _, err := be.EchoInput(); return err }(),
 			"Read":         func() error { _, err := be.Read(make([]byte, 1)); return err }(),
 			"Write":        func() error { _, err := be.Write([]byte("x")); return err }(),
@@ -552,29 +535,21 @@ func TestBufferEventCallbackAllocs(t *testing.T) {
 }
 
 // BenchmarkBufferEventEcho measures one 64-byte ping-pong over loopback
-// through a buffer event: with a Go read callback (one C→Go call, one Go→C
-// call per message) and with SetEcho (no cgo call per message).
+// through a buffer event whose Go read callback moves the input to the
+// output: one C→Go call and one Go→C call per message.
 func BenchmarkBufferEventEcho(b *testing.B) {
-	for _, mode := range []string{"read callback", "SetEcho"} {
-		b.Run(mode, func(b *testing.B) {
-			base := newBase(b)
-			fd, peer := tcpPair(b)
-			be := newBEV(b, base, fd)
-			if mode == "SetEcho" {
-				be.SetEcho(1 << 20)
-			} else {
-				be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
-			}
-			be.Enable(EvRead | EvWrite)
-			dispatching(b, base)
-			msg, got := make([]byte, 64), make([]byte, 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				peer.Write(msg)
-				io.ReadFull(peer, got)
-			}
-		})
+	base := newBase(b)
+	fd, peer := tcpPair(b)
+	be := newBEV(b, base, fd)
+	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
+	be.Enable(EvRead | EvWrite)
+	dispatching(b, base)
+	msg, got := make([]byte, 64), make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
 	}
 }
 
@@ -586,9 +561,9 @@ func goToC() uint64 {
 }
 
 // TestCgoCallsPerMessage counts the calls from Go to C per echoed message
-// on each echo path; with SetEcho and NewEchoEvent no Go callback runs
-// either (see the tests that count the callbacks), so a message costs no
-// crossing at all.
+// on each echo path, besides the one C→Go callback per message: the echo
+// step of a buffer event is one call, and an event's callback reads and
+// writes with system calls, not cgo.
 func TestCgoCallsPerMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -600,13 +575,13 @@ func TestCgoCallsPerMessage(t *testing.T) {
 			be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 			be.Enable(EvRead | EvWrite)
 		}, 1},
-		{"BufferEvent SetEcho", func(t *testing.T, b *Base, fd int) {
-			be := newBEV(t, b, fd)
-			be.SetEcho(1 << 20)
-			be.Enable(EvRead | EvWrite)
-		}, 0},
-		{"NewEchoEvent", func(t *testing.T, b *Base, fd int) {
-			ev, err := NewEchoEvent(b, fd, MaxEchoSize, func(*Event, []byte, error) {})
+		{"Event callback with read and write", func(t *testing.T, b *Base, fd int) {
+			buf := make([]byte, 4096)
+			ev, err := NewEvent(b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+				if n, err := syscall.Read(fd, buf); err == nil {
+					syscall.Write(fd, buf[:n])
+				}
+			})
 			if err != nil {
 				t.Fatal(err)
 			}

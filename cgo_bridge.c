@@ -127,57 +127,10 @@ int evl_event_add(struct event_base *base, struct event *ev, int64_t usec)
 	return event_add(ev, timeout_tv(base, usec, &tv));
 }
 
-static void echo_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct evl_echo *c = arg;
-	char buf[EVL_ECHO_MAX];
-	ssize_t n = -1, w = -1;
-	int err = 0;
-
-	if (what & EV_READ) {
-		n = read(fd, buf, c->size);
-		if (n > 0) {
-			w = send(fd, buf, (size_t)n, MSG_NOSIGNAL);
-			if (w == n)
-				return; /* echoed; nothing for Go to decide */
-		}
-		if (n < 0 || w < 0)
-			err = errno;
-	}
-	goEchoEvent(c->h, what, buf, n, w, err);
-}
-
-struct evl_echo *evl_echo_new(struct event_base *base, int fd, size_t size,
-	uintptr_t h)
-{
-	struct evl_echo *c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->h = h;
-	c->size = size;
-	c->ev = event_new(base, fd, EV_READ | EV_PERSIST, echo_cb, c);
-	if (!c->ev) {
-		free(c);
-		return NULL;
-	}
-	return c;
-}
-
-void evl_echo_free(struct evl_echo *c)
-{
-	event_free(c->ev);
-	free(c);
-}
-
 static void bev_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct evl_bev *c = arg;
-	if (c->echo) {
-		struct evbuffer *out = bufferevent_get_output(bev);
-		evbuffer_add_buffer(out, bufferevent_get_input(bev));
-		if (evbuffer_get_length(out) < c->echo)
-			return; /* echoed; nothing for Go to decide */
-	}
+	(void)bev;
 	if (c->cbs & EVL_BEV_READ)
 		goBufferEventRead(c->h);
 }

@@ -46,29 +46,15 @@ struct event *evl_event_new(struct event_base *base, int fd, short what,
  * timeout on every callback is then O(1) instead of a heap update. */
 int evl_event_add(struct event_base *base, struct event *ev, int64_t usec);
 
-/* Echo event: a persistent read event whose callback reads up to size bytes
- * and writes them back in C, and calls goEchoEvent only when that step did
- * not complete: an echoed message costs no cgo crossing. */
-#define EVL_ECHO_MAX 65536
-struct evl_echo {
-	struct event *ev;
-	uintptr_t h;
-	size_t size;
-};
-struct evl_echo *evl_echo_new(struct event_base *base, int fd, size_t size,
-	uintptr_t h);
-void evl_echo_free(struct evl_echo *c);
-
 /* Buffer event: the context libevent passes to the callbacks. Go owns the
  * fields and writes them on the loop thread, where the callbacks read them,
- * so setting a callback or the echo limit needs no cgo call. */
+ * so setting a callback needs no cgo call. */
 #define EVL_BEV_READ  1
 #define EVL_BEV_WRITE 2
 #define EVL_BEV_EVENT 4
 struct evl_bev {
 	struct bufferevent *bev;
 	uintptr_t h;
-	size_t echo; /* > 0: move input to output on read, call Go at >= echo */
 	int cbs;     /* the EVL_BEV_* callbacks Go has set */
 };
 struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,

@@ -7,7 +7,6 @@ import "C"
 
 import (
 	"errors"
-	"io"
 	"os"
 	"runtime/cgo"
 	"strconv"
@@ -71,21 +70,6 @@ func (e Events) String() string {
 // what says why it fired: EvTimeout, EvRead, EvWrite or EvClosed.
 type EventFunc func(ev *Event, fd int, what Events)
 
-// EchoFunc is called on the loop goroutine when the echo step of an event
-// made by NewEchoEvent could not finish on its own:
-//   - the socket took only part of what was read: unsent holds the rest,
-//     and err is nil. unsent points into C memory that is valid only during
-//     the call: copy it to keep it.
-//   - the peer closed its side: err is io.EOF.
-//   - the timeout given to Add passed with nothing read: err is
-//     os.ErrDeadlineExceeded.
-//   - read or write failed: err is an *os.SyscallError wrapping the errno.
-//     Bytes read but not written because of the error are lost.
-type EchoFunc func(ev *Event, unsent []byte, err error)
-
-// MaxEchoSize is the most NewEchoEvent reads at once.
-const MaxEchoSize = C.EVL_ECHO_MAX
-
 // Event is a libevent event (struct event): a file descriptor to watch, a
 // timer, or both, with a Go callback. Every method may be called from any
 // goroutine, including from inside callbacks; operations that libevent 2.1
@@ -103,11 +87,9 @@ type Event struct {
 	cptr   unsafe.Pointer
 
 	// Owned by the loop (see Base.call).
-	ptr    *C.struct_event
-	echo   *C.struct_evl_echo // set for NewEchoEvent
-	obj    *openObject
-	cb     EventFunc
-	echoCb EchoFunc
+	ptr *C.struct_event
+	obj *openObject
+	cb  EventFunc
 }
 
 var errNilCallback = errors.New("evlistener: nil callback")
@@ -151,46 +133,6 @@ func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
 // descriptor that fires once its Add timeout passes.
 func NewTimer(b *Base, cb EventFunc) (*Event, error) {
 	return NewEvent(b, -1, 0, cb)
-}
-
-// NewEchoEvent creates a persistent read event on the socket fd whose
-// callback echoes in C: it reads up to size bytes (1 to MaxEchoSize) and
-// writes them back, and calls cb only when that step cannot finish on its
-// own (see EchoFunc). An echoed message thus costs no call into Go. It waits
-// once Add is called; Add's timeout then closes idle connections: it fires
-// when nothing was read for that long.
-//
-// The writes use MSG_NOSIGNAL, so a peer that went away gives EPIPE and no
-// SIGPIPE.
-func NewEchoEvent(b *Base, fd int, size int, cb EchoFunc) (*Event, error) {
-	if b == nil {
-		return nil, errNilBase
-	}
-	if cb == nil {
-		return nil, errNilCallback
-	}
-	if size < 1 || size > MaxEchoSize {
-		return nil, errors.New("evlistener: NewEchoEvent: size must be from 1 to " + strconv.Itoa(MaxEchoSize))
-	}
-	if fd < 0 {
-		return nil, os.NewSyscallError("event_new", syscall.EBADF)
-	}
-	ev := &Event{base: b, fd: fd, echoCb: cb}
-	ev.h = newHandle(ev)
-	err := b.call(func() error {
-		c := C.evl_echo_new(b.ptr, C.int(fd), C.size_t(size), C.uintptr_t(ev.h))
-		if c == nil {
-			return errors.New("evlistener: event_new failed")
-		}
-		ev.echo = c
-		ev.opened(c.ev)
-		return nil
-	})
-	if err != nil {
-		deleteHandle(ev.h)
-		return nil, err
-	}
-	return ev, nil
 }
 
 func (ev *Event) opened(p *C.struct_event) {
@@ -302,15 +244,11 @@ func (ev *Event) closeOnLoop() error {
 	ev.closed.Store(true)
 	// Inside its own callback libevent no longer reads the event once the
 	// callback returns (event_process_active_single_queue), so it can go.
-	if ev.echo != nil {
-		C.evl_echo_free(ev.echo)
-	} else {
-		C.event_free(ev.ptr)
-	}
-	ev.ptr, ev.echo = nil, nil
+	C.event_free(ev.ptr)
+	ev.ptr = nil
 	ev.base.unregister(ev.obj)
 	deleteHandle(ev.h)
-	ev.cb, ev.echoCb = nil, nil
+	ev.cb = nil
 	return nil
 }
 
@@ -326,8 +264,8 @@ func (ev *Event) FD() int {
 func (ev *Event) Base() *Base { return ev.base }
 
 // CPtr returns the struct event * for C code in the same program, or nil
-// once closed. C code must not free it, and must call event_del and
-// event_free only on the loop thread.
+// once closed. C code may read it (event_get_fd, event_pending) but must
+// not add, delete or free it: Go owns the event.
 func (ev *Event) CPtr() unsafe.Pointer {
 	if ev.closed.Load() {
 		return nil
@@ -343,35 +281,6 @@ func (ev *Event) onEvent(fd int, what Events) {
 	}
 	defer ev.base.recoverCallback()
 	cb(ev, fd, what)
-}
-
-// onEcho runs on the loop when the C echo step of an echo event did not
-// finish: n bytes read into buf (-1: read failed or not tried), w written
-// (-1: failed or not tried), errno from the failed call.
-func (ev *Event) onEcho(what Events, buf unsafe.Pointer, n, w int, errno syscall.Errno) {
-	cb := ev.echoCb
-	if cb == nil || ev.base.stopped() {
-		return
-	}
-	var unsent []byte
-	var err error
-	switch {
-	case what&EvRead == 0:
-		err = os.ErrDeadlineExceeded
-	case n == 0:
-		err = io.EOF
-	case n < 0:
-		if errno == syscall.EAGAIN || errno == syscall.EINTR {
-			return // woken for nothing; libevent polls again
-		}
-		err = os.NewSyscallError("read", errno)
-	case w < 0 && errno != syscall.EAGAIN && errno != syscall.EINTR:
-		err = os.NewSyscallError("write", errno)
-	default:
-		unsent = unsafe.Slice((*byte)(buf), n)[max(w, 0):n]
-	}
-	defer ev.base.recoverCallback()
-	cb(ev, unsent, err)
 }
 
 // recoverCallback is deferred around the callbacks of events and buffer

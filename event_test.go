@@ -1,11 +1,8 @@
 package evlistener
 
 import (
-	"bytes"
 	"errors"
 	"io"
-	"math/rand"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -273,10 +270,6 @@ func TestEventBadArguments(t *testing.T) {
 		{"nil callback", func() (*Event, error) { return NewEvent(b, -1, 0, nil) }},
 		{"signal", func() (*Event, error) { return NewEvent(b, 2, 0x08, cb) }},
 		{"read without fd", func() (*Event, error) { return NewEvent(b, -1, EvRead, cb) }},
-		{"echo without fd", func() (*Event, error) { return NewEchoEvent(b, -1, 100, func(*Event, []byte, error) {}) }},
-		{"echo size 0", func() (*Event, error) { return NewEchoEvent(b, 0, 0, func(*Event, []byte, error) {}) }},
-		{"echo size too big", func() (*Event, error) { return NewEchoEvent(b, 0, MaxEchoSize+1, func(*Event, []byte, error) {}) }},
-		{"echo nil callback", func() (*Event, error) { return NewEchoEvent(b, 0, 100, nil) }},
 	} {
 		if ev, err := tc.fn(); err == nil {
 			ev.Close()
@@ -313,166 +306,25 @@ func TestEventCallbackAllocs(t *testing.T) {
 	}
 }
 
-// echoCall is one call of an EchoFunc, with unsent copied.
-type echoCall struct {
-	unsent []byte
-	err    error
-}
-
-func newEchoEvent(t testing.TB, b *Base, fd, size int, calls chan<- echoCall, then func(ev *Event)) *Event {
-	t.Helper()
-	ev, err := NewEchoEvent(b, fd, size, func(ev *Event, unsent []byte, err error) {
-		calls <- echoCall{append([]byte(nil), unsent...), err}
-		if then != nil {
-			then(ev)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
-}
-
-func TestEchoEvent(t *testing.T) {
-	t.Run("echoes without calling Go", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		defer syscall.Close(fd)
-		calls := make(chan echoCall, 10)
-		newEchoEvent(t, b, fd, MaxEchoSize, calls, nil).Add(0)
-		dispatching(t, b)
-		pingPong(t, peer, 200, 64)
-		pingPong(t, peer, 3, 1<<20)
-		if len(calls) != 0 {
-			t.Fatalf("EchoFunc called %d times, want 0: %v", len(calls), (<-calls).err)
-		}
-	})
-
-	t.Run("EOF", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		defer syscall.Close(fd)
-		calls := make(chan echoCall, 10)
-		newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() }).Add(0)
-		dispatching(t, b)
-		peer.CloseWrite()
-		if c := recv(t, calls, "EchoFunc"); c.err != io.EOF || len(c.unsent) != 0 {
-			t.Fatalf("got %q, %v; want nothing, io.EOF", c.unsent, c.err)
-		}
-	})
-
-	t.Run("connection reset", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		defer syscall.Close(fd)
-		calls := make(chan echoCall, 10)
-		newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() }).Add(0)
-		dispatching(t, b)
-		peer.SetLinger(0)
-		peer.Close()
-		if c := recv(t, calls, "EchoFunc"); !errors.Is(c.err, syscall.ECONNRESET) {
-			t.Fatalf("err = %v, want ECONNRESET", c.err)
-		}
-	})
-
-	t.Run("idle timeout", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		defer syscall.Close(fd)
-		calls := make(chan echoCall, 10)
-		ev := newEchoEvent(t, b, fd, 100, calls, func(ev *Event) { ev.Del() })
-		ev.Add(100 * time.Millisecond)
-		dispatching(t, b)
-		// Traffic more often than the timeout keeps it from firing.
-		var last time.Time
-		for i := 0; i < 5; i++ {
-			time.Sleep(30 * time.Millisecond) // traffic pattern, not synchronisation
-			pingPong(t, peer, 1, 10)
-			last = time.Now()
-		}
-		if len(calls) != 0 {
-			t.Fatalf("EchoFunc called while active: %v", (<-calls).err)
-		}
-		c := recv(t, calls, "the timeout")
-		if !errors.Is(c.err, os.ErrDeadlineExceeded) {
-			t.Fatalf("err = %v, want os.ErrDeadlineExceeded", c.err)
-		}
-		if d := time.Since(last); d < 90*time.Millisecond {
-			t.Fatalf("timed out %v after the last message, want about 100ms", d)
-		}
-	})
-
-	t.Run("partial write hands over the rest", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		defer syscall.Close(fd)
-		// Small buffers on both sides so the echo's write stops short.
-		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-		peer.SetReadBuffer(4096)
-		calls := make(chan echoCall, 10)
-		newEchoEvent(t, b, fd, MaxEchoSize, calls, func(ev *Event) { ev.Del() }).Add(0)
-		dispatching(t, b)
-		data := make([]byte, 4<<20)
-		rand.Read(data)
-		sent := make(chan int, 1)
-		go func() {
-			peer.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-			n, _ := peer.Write(data) // stops once nobody reads
-			sent <- n
-		}()
-		c := recv(t, calls, "EchoFunc with the unsent rest")
-		if c.err != nil || len(c.unsent) == 0 {
-			t.Fatalf("got %d unsent bytes, %v; want some, nil", len(c.unsent), c.err)
-		}
-		n := recv(t, sent, "the writer to stop")
-		// What came back, then what was handed over, is a prefix of
-		// what was sent.
-		peer.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		got, _ := io.ReadAll(peer)
-		got = append(got, c.unsent...)
-		if len(got) > n || !bytes.Equal(got, data[:len(got)]) {
-			t.Fatalf("echoed %d + unsent %d bytes are not a prefix of the %d sent", len(got)-len(c.unsent), len(c.unsent), n)
-		}
-	})
-}
-
 // BenchmarkEventEcho measures one 64-byte ping-pong over loopback through
-// an event: a Go callback doing read and write (one C→Go call per
-// message), and an echo event (no cgo call per message).
+// an event whose Go callback reads and writes back: one C→Go call per
+// message.
 func BenchmarkEventEcho(b *testing.B) {
-	for _, mode := range []string{"Go callback", "NewEchoEvent"} {
-		b.Run(mode, func(b *testing.B) {
-			base := newBase(b)
-			fd, peer := tcpPair(b)
-			defer syscall.Close(fd)
-			if mode == "NewEchoEvent" {
-				ev, err := NewEchoEvent(base, fd, MaxEchoSize, func(*Event, []byte, error) {})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ev.Add(0)
-			} else {
-				buf := make([]byte, 4096)
-				newEvent(b, base, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
-					if n, err := syscall.Read(fd, buf); err == nil {
-						syscall.Write(fd, buf[:n])
-					}
-				}).Add(0)
-			}
-			dispatching(b, base)
-			msg, got := make([]byte, 64), make([]byte, 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				peer.Write(msg)
-				io.ReadFull(peer, got)
-			}
-		})
+	base := newBase(b)
+	fd, peer := tcpPair(b)
+	defer syscall.Close(fd)
+	buf := make([]byte, 4096)
+	newEvent(b, base, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
+		if n, err := syscall.Read(fd, buf); err == nil {
+			syscall.Write(fd, buf[:n])
+		}
+	}).Add(0)
+	dispatching(b, base)
+	msg, got := make([]byte, 64), make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
 	}
 }

@@ -62,8 +62,3 @@ func goBufferEventEvent(h C.uintptr_t, what C.short, err C.int) {
 func goEvent(h C.uintptr_t, fd C.evutil_socket_t, what C.short) {
 	cgo.Handle(h).Value().(*Event).onEvent(int(fd), Events(what))
 }
-
-//export goEchoEvent
-func goEchoEvent(h C.uintptr_t, what C.short, buf *C.char, n, w C.ssize_t, err C.int) {
-	cgo.Handle(h).Value().(*Event).onEcho(Events(what), unsafe.Pointer(buf), int(n), int(w), syscall.Errno(err))
-}

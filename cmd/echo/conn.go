@@ -2,6 +2,7 @@ package main
 
 import (
 	"syscall"
+	"unsafe"
 
 	"github.com/evlistener/evlistener"
 )
@@ -11,15 +12,15 @@ import (
 // message, where a buffer event also adds and removes its write event.
 const defaultEngine = "event"
 
-// bufferEventConn is a client served by a buffer event: libevent reads into
-// the input buffer, SetEcho moves it to the output buffer in C, and libevent
-// writes that back. Go runs only at the edges: back-pressure, end of stream,
-// errors and timeouts.
+// bufferEventConn is a client served by a buffer event, as in the libevent
+// book: libevent reads into the input buffer; the read callback, in Go,
+// moves it to the output buffer with one call into C (EchoInput) and
+// decides on back-pressure; libevent writes the output back.
 type bufferEventConn struct {
 	lp *loop
 	be *evlistener.BufferEvent
 	// The callbacks, made once so that switching them costs nothing.
-	onFull, onDrained, onFlushed evlistener.DataFunc
+	onRead, onDrained, onFlushed evlistener.DataFunc
 	onEvent                      evlistener.BufferEventFunc
 }
 
@@ -30,12 +31,10 @@ func newBufferEventConn(lp *loop, fd int) (conn, error) {
 		return nil, err
 	}
 	c := &bufferEventConn{lp: lp, be: be}
-	c.onFull, c.onDrained, c.onFlushed, c.onEvent = c.full, c.drained, c.flushed, c.event
+	c.onRead, c.onDrained, c.onFlushed, c.onEvent = c.read, c.drained, c.flushed, c.event
 	cfg := lp.srv.cfg
-	be.SetCallbacks(c.onFull, nil, c.onEvent)
-	// The read callback runs only once max-pending bytes wait to go out;
-	// reading resumes when they are down to half.
-	be.SetEcho(cfg.maxPending)
+	be.SetCallbacks(c.onRead, nil, c.onEvent)
+	// Reading resumes once a full output is down to half.
 	be.SetWatermark(evlistener.EvWrite, cfg.maxPending/2, 0)
 	// Idle: nothing arrived, or nothing could be sent, for that long.
 	be.SetTimeouts(cfg.idle, cfg.idle)
@@ -46,15 +45,23 @@ func newBufferEventConn(lp *loop, fd int) (conn, error) {
 	return c, nil
 }
 
-// full: the client sends faster than it reads. Stop reading until the
-// output has drained to the write low watermark.
-func (c *bufferEventConn) full(be *evlistener.BufferEvent) {
-	be.Disable(evlistener.EvRead)
-	be.SetCallbacks(c.onFull, c.onDrained, c.onEvent)
+// read echoes what arrived. Once max-pending bytes wait to go out, the
+// client sends faster than it reads: stop reading until the output has
+// drained to the write low watermark.
+func (c *bufferEventConn) read(be *evlistener.BufferEvent) {
+	pending, err := be.EchoInput()
+	if err != nil {
+		c.close()
+		return
+	}
+	if pending >= c.lp.srv.cfg.maxPending {
+		be.Disable(evlistener.EvRead)
+		be.SetCallbacks(c.onRead, c.onDrained, c.onEvent)
+	}
 }
 
 func (c *bufferEventConn) drained(be *evlistener.BufferEvent) {
-	be.SetCallbacks(c.onFull, nil, c.onEvent)
+	be.SetCallbacks(c.onRead, nil, c.onEvent)
 	be.Enable(evlistener.EvRead)
 }
 
@@ -89,50 +96,70 @@ func (c *bufferEventConn) close() {
 
 func (c *bufferEventConn) release() { c.be.Close() }
 
-// eventConn is a client served by one event: an echo event reads and writes
-// back in C. When the socket takes only part of an echo, the rest waits here,
+// eventConn is a client served by one event, with read() and write()
+// straight from its callback, in Go: the libevent limit, with no buffer
+// layer. When the socket takes only part of an echo, the rest waits here,
 // reading stops, and a write event sends it; then reading resumes. So a
 // connection holds at most one read's worth (min(max-pending, 64 KiB)).
 type eventConn struct {
 	lp      *loop
 	fd      int
-	echo    *evlistener.Event
+	ev      *evlistener.Event // read
 	write   *evlistener.Event // made the first time a write stops short
 	pending []byte
 	sent    int // of pending
 	// The callbacks, made once.
-	onEcho     evlistener.EchoFunc
-	onWritable evlistener.EventFunc
+	onReadable, onWritable evlistener.EventFunc
 }
 
 func newEventConn(lp *loop, fd int) (conn, error) {
 	c := &eventConn{lp: lp, fd: fd}
-	c.onEcho, c.onWritable = c.echoed, c.writable
-	size := min(lp.srv.cfg.maxPending, evlistener.MaxEchoSize)
+	c.onReadable, c.onWritable = c.readable, c.writable
 	var err error
-	if c.echo, err = evlistener.NewEchoEvent(lp.base, fd, size, c.onEcho); err != nil {
+	if c.ev, err = evlistener.NewEvent(lp.base, fd, evlistener.EvRead|evlistener.EvPersist, c.onReadable); err != nil {
 		syscall.Close(fd)
 		return nil, err
 	}
 	// The timeout restarts with every read: it closes idle clients.
-	if err := c.echo.Add(lp.srv.cfg.idle); err != nil {
+	if err := c.ev.Add(lp.srv.cfg.idle); err != nil {
 		c.release()
 		return nil, err
 	}
 	return c, nil
 }
 
-// echoed runs when the C echo step did not finish: unsent is what the
-// socket did not take, or err says why the connection ends (EOF, idle
-// timeout, an error).
-func (c *eventConn) echoed(ev *evlistener.Event, unsent []byte, err error) {
-	if err != nil {
+// readable reads what arrived into the loop's buffer and writes it back.
+// The socket is non-blocking, so the calls are raw system calls: no
+// scheduler round trip on the loop thread.
+func (c *eventConn) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
+	if what&evlistener.EvTimeout != 0 {
 		c.close()
 		return
 	}
-	c.pending = append(c.pending[:0], unsent...)
+	buf := c.lp.buf
+	n, errno := rawIO(syscall.SYS_READ, fd, buf)
+	switch {
+	case n == 0:
+		c.close() // end of stream
+		return
+	case errno == syscall.EAGAIN || errno == syscall.EINTR:
+		return // woken for nothing; libevent polls again
+	case errno != 0:
+		c.close()
+		return
+	}
+	w, errno := rawSend(fd, buf[:n])
+	if w == n {
+		return
+	}
+	if errno != 0 && errno != syscall.EAGAIN && errno != syscall.EINTR {
+		c.close()
+		return
+	}
+	c.pending = append(c.pending[:0], buf[max(w, 0):n]...)
 	c.sent = 0
 	if c.write == nil {
+		var err error
 		c.write, err = evlistener.NewEvent(c.lp.base, c.fd, evlistener.EvWrite|evlistener.EvPersist, c.onWritable)
 		if err != nil {
 			c.close()
@@ -144,6 +171,22 @@ func (c *eventConn) echoed(ev *evlistener.Event, unsent []byte, err error) {
 	if err := c.write.Add(c.lp.srv.cfg.idle); err != nil {
 		c.close()
 	}
+}
+
+// rawIO is read(2) on a non-blocking socket.
+func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return int(n), errno
+}
+
+// rawSend is send(2) with MSG_NOSIGNAL on a non-blocking socket: a peer that
+// went away gives EPIPE, not SIGPIPE.
+func rawSend(fd int, p []byte) (int, syscall.Errno) {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(n), 0
 }
 
 // writable sends what is pending; once all is out, reading resumes.
@@ -167,7 +210,7 @@ func (c *eventConn) writable(ev *evlistener.Event, fd int, what evlistener.Event
 		c.sent += n
 	}
 	ev.Del()
-	if err := c.echo.Add(c.lp.srv.cfg.idle); err != nil {
+	if err := c.ev.Add(c.lp.srv.cfg.idle); err != nil {
 		c.close()
 	}
 }
@@ -178,7 +221,7 @@ func (c *eventConn) close() {
 }
 
 func (c *eventConn) release() {
-	c.echo.Close()
+	c.ev.Close()
 	if c.write != nil {
 		c.write.Close()
 	}

@@ -16,6 +16,9 @@ import (
 // backlog is the listen() queue: clients past -max-conns wait in it.
 const backlog = 1024
 
+// maxRead is the most the event engine reads at once.
+const maxRead = 64 << 10
+
 // server is N event loops, each with a listener on the same port.
 type server struct {
 	cfg    config
@@ -39,7 +42,8 @@ type loop struct {
 	ln    *evlistener.Listener
 	limit int // connections this loop serves at once
 	conns map[conn]struct{}
-	full  bool // ln disabled because len(conns) reached limit
+	full  bool   // ln disabled because len(conns) reached limit
+	buf   []byte // the event engine reads into it
 	done  chan struct{}
 }
 
@@ -72,6 +76,7 @@ func listen(cfg config, stderr io.Writer) (*server, error) {
 			base:  base,
 			limit: cfg.maxConns / cfg.loops,
 			conns: make(map[conn]struct{}),
+			buf:   make([]byte, min(cfg.maxPending, maxRead)),
 			done:  make(chan struct{}),
 		}
 		if i < cfg.maxConns%cfg.loops {
