@@ -120,7 +120,7 @@ func main() {
 	jsonPath := flag.String("json", "results.json", "where to write all results ('' to skip)")
 	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
-	budget := flag.Duration("budget", 210*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
+	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
