@@ -508,27 +508,45 @@ func TestMaxConns(t *testing.T) {
 
 func TestIdle(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
-		const idle = 300 * time.Millisecond
+		const idle = 500 * time.Millisecond
 		// A large -max-pending keeps the slow reader's echo in the server
 		// with reading still enabled.
 		p := startEcho(t, "-engine", engine, "-idle", idle.String(), "-max-pending", strconv.Itoa(64<<20))
 		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
 		start := time.Now()
-		closed := make(chan time.Duration, 1)
+		active := 3 * idle // how long busy and slow keep going
+
+		// The quiet client does nothing: it is closed after the period.
+		quietClosed := make(chan time.Duration, 1)
 		go func() {
 			quiet.SetReadDeadline(time.Now().Add(10 * time.Second))
 			n, err := quiet.Read(make([]byte, 1))
 			if n == 0 && err == io.EOF {
-				closed <- time.Since(start)
+				quietClosed <- time.Since(start)
 			} else {
-				closed <- -1
+				quietClosed <- -1
 			}
 		}()
-		// The slow client sends 32 MiB at once, then takes its echo
-		// slowly: it sends nothing more, but it is not idle. (It reads
-		// fast enough that the server's socket turns writable well within
-		// the idle period: when a third of its send buffer drained.)
-		const slowTotal = 32 << 20
+
+		// The busy client talks more often than the period: it stays open.
+		busyDone := make(chan error, 1)
+		go func() {
+			for time.Since(start) < active {
+				if err := echoByte(busy, 'b', 5*time.Second); err != nil {
+					busyDone <- fmt.Errorf("after %v: %w", time.Since(start), err)
+					return
+				}
+				time.Sleep(idle / 10) // the client's pace, not synchronisation
+			}
+			busyDone <- nil
+		}()
+
+		// The slow client sends 48 MiB at once, then takes its echo a
+		// little at a time: it sends nothing more, but it is not idle. It
+		// reads fast enough (about 12 MB/s) that the server's socket turns
+		// writable well within the period, once a third of its send
+		// buffer has drained.
+		const slowTotal = 48 << 20
 		wrote := make(chan uint64, 1)
 		go func() {
 			slow.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -538,53 +556,73 @@ func TestIdle(t *testing.T) {
 			}
 			wrote <- crc
 		}()
-		slowCRC := crc32.New(castagnoli)
-		slowRead := int64(0)
-		buf := make([]byte, 512<<10)
-		// The busy client talks more often than the idle period, the slow
-		// one reads a little at a time, for three periods: both stay open.
-		for time.Since(start) < 3*idle {
-			if err := echoByte(busy, 'b', 5*time.Second); err != nil {
-				t.Fatalf("busy client after %v: %v", time.Since(start), err)
+		slowDone := make(chan error, 1)
+		go func() {
+			crc := crc32.New(castagnoli)
+			var read int64
+			buf := make([]byte, 256<<10)
+			slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for time.Since(start) < active {
+				n, err := io.ReadFull(slow, buf)
+				read += int64(n)
+				crc.Write(buf[:n])
+				if err != nil {
+					slowDone <- fmt.Errorf("after %v and %d bytes: %w", time.Since(start), read, err)
+					return
+				}
+				time.Sleep(idle / 25) // the client's pace, not synchronisation
 			}
-			slow.SetReadDeadline(time.Now().Add(5 * time.Second))
-			n, err := io.ReadFull(slow, buf)
+			if read >= slowTotal {
+				slowDone <- fmt.Errorf("read all %d bytes too soon for the test", read)
+				return
+			}
+			// The rest at full speed: all of the echo arrives.
+			n, err := io.CopyN(crc, slow, slowTotal-read)
 			if err != nil {
-				t.Fatalf("slow client after %v and %d bytes: %v", time.Since(start), slowRead, err)
+				slowDone <- fmt.Errorf("after %d bytes: %w", read+n, err)
+				return
 			}
-			slowCRC.Write(buf[:n])
-			slowRead += int64(n)
-			time.Sleep(idle / 6) // the clients' pace, not synchronisation
+			if uint64(crc.Sum32()) != <-wrote {
+				slowDone <- errors.New("echo differs from what was sent")
+				return
+			}
+			slowDone <- nil
+		}()
+
+		if err := recv(t, busyDone, "the busy client"); err != nil {
+			t.Errorf("busy client: %v", err)
 		}
-		if slowRead >= slowTotal {
-			t.Fatalf("the slow client read all %d bytes too soon for the test", slowRead)
+		if err := recv(t, slowDone, "the slow client"); err != nil {
+			t.Errorf("slow client: %v", err)
 		}
-		d := <-closed
-		if d < 0 {
-			t.Fatal("the quiet client was not closed with EOF")
-		}
-		// libevent's clock ticks coarsely; allow a few milliseconds early.
-		if d < idle-10*time.Millisecond || d > idle+time.Second {
+		switch d := recv(t, quietClosed, "the quiet client"); {
+		case d < 0:
+			t.Error("the quiet client was not closed with EOF")
+		// libevent's clock ticks coarsely: allow a few milliseconds early.
+		case d < idle-10*time.Millisecond || d > idle+2*time.Second:
 			t.Errorf("quiet client closed after %v, want about %v", d, idle)
 		}
-		// The slow client gets all of its echo.
-		slow.SetReadDeadline(time.Now().Add(30 * time.Second))
-		n, err := io.CopyN(slowCRC, slow, slowTotal-slowRead)
-		if err != nil {
-			t.Fatalf("slow client after %d bytes: %v", slowRead+n, err)
-		}
-		if uint64(slowCRC.Sum32()) != <-wrote {
-			t.Fatal("the slow client's echo differs from what it sent")
-		}
-		// Once quiet, both are closed too.
+		// Once quiet, the others are closed too.
 		for _, c := range []*net.TCPConn{busy, slow} {
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-				t.Fatalf("client after it stopped: %d, %v; want EOF", n, err)
+				t.Errorf("client after it stopped: %d, %v; want EOF", n, err)
 			}
 		}
 		p.stop(t, syscall.SIGINT)
 	})
+}
+
+// recv waits for a value on ch for up to 30 s.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
 }
 
 // listeners counts the TCP sockets listening on port, from /proc/net.
