@@ -751,3 +751,78 @@ func TestAcceptShortage(t *testing.T) {
 		p.stop(t, syscall.SIGTERM)
 	})
 }
+
+// listeningFD finds the descriptor number, in process pid, of the TCP socket
+// listening on port: its inode from /proc/net/tcp, then the fd that links
+// to it.
+func listeningFD(t *testing.T, pid, port int) int {
+	t.Helper()
+	inode := ""
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) > 9 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
+				inode = fields[9]
+			}
+		}
+	}
+	if inode == "" {
+		t.Fatalf("no socket listens on port %d", port)
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); link == "socket:["+inode+"]" {
+			fd, _ := strconv.Atoi(e.Name())
+			return fd
+		}
+	}
+	t.Fatalf("process %d has no fd for socket inode %s", pid, inode)
+	return -1
+}
+
+// TestAcceptErrorEndsServer: an accept error that is not a resource
+// shortage stops the server with a message and status 1. Shutting the
+// listening socket down (through a duplicate taken with pidfd_getfd) makes
+// accept fail with EINVAL.
+func TestAcceptErrorEndsServer(t *testing.T) {
+	const sysPidfdOpen, sysPidfdGetfd = 434, 438 // the same on every Linux architecture
+	forEachEngine(t, func(t *testing.T, engine string) {
+		p := startEcho(t, "-engine", engine)
+		c := p.dial(t)
+		if err := echoByte(c, 'a', 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		_, portStr, _ := net.SplitHostPort(p.addr)
+		port, _ := strconv.Atoi(portStr)
+		lfd := listeningFD(t, p.cmd.Process.Pid, port)
+		pidfd, _, e := syscall.Syscall(sysPidfdOpen, uintptr(p.cmd.Process.Pid), 0, 0)
+		if e != 0 {
+			t.Fatal(os.NewSyscallError("pidfd_open", e))
+		}
+		defer syscall.Close(int(pidfd))
+		dup, _, e := syscall.Syscall(sysPidfdGetfd, pidfd, uintptr(lfd), 0)
+		if e != 0 {
+			t.Fatal(os.NewSyscallError("pidfd_getfd", e))
+		}
+		defer syscall.Close(int(dup))
+		if err := syscall.Shutdown(int(dup), syscall.SHUT_RD); err != nil {
+			t.Fatal(os.NewSyscallError("shutdown", err))
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server kept running after a fatal accept error")
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+			t.Errorf("exit status %d, want 1", code)
+		}
+		if msg := p.stderrText(); !strings.Contains(msg, "accept") || !strings.Contains(msg, "invalid argument") {
+			t.Errorf("stderr does not report the accept error:\n%s", msg)
+		}
+	})
+}
