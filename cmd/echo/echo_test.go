@@ -121,9 +121,13 @@ func (p *echoProc) stderrText() string {
 	return p.log.String()
 }
 
-// stop sends sig and checks that the server exits with status 0 within a
-// second.
-func (p *echoProc) stop(t testing.TB, sig os.Signal) {
+// stop sends sig and checks that the server exits with status 0, having
+// closed every connection and freed everything within a second. The second
+// is checked on the time the server reports for its shutdown; the time seen
+// from here, which adds signal delivery, the checks at exit of an
+// instrumented build (exitCheckTime) and the scheduling of two processes on
+// a machine the other tests keep busy, only has to stay under 5 s more.
+func (p *echoProc) stop(t testing.TB, sig os.Signal) (conns int) {
 	t.Helper()
 	start := time.Now()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -131,15 +135,28 @@ func (p *echoProc) stop(t testing.TB, sig os.Signal) {
 	}
 	select {
 	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("echo did not exit within 5 s of %v", sig)
+	case <-time.After(5*time.Second + exitCheckTime):
+		t.Fatalf("echo did not exit within %v of %v", 5*time.Second+exitCheckTime, sig)
 	}
-	if d := time.Since(start); d > time.Second+exitCheckTime {
-		t.Errorf("echo took %v to exit after %v, want < 1 s (+ %v for checks at exit)", d, sig, exitCheckTime)
-	}
+	seen := time.Since(start)
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("exit status after %v: %d, want 0", sig, code)
 	}
+	var took time.Duration
+	var d string
+	for _, line := range strings.Split(p.stderrText(), "\n") {
+		if _, err := fmt.Sscanf(line, "echo: "+sig.String()+": closed %d connections and stopped in %s", &conns, &d); err == nil {
+			took, _ = time.ParseDuration(d)
+		}
+	}
+	if took == 0 {
+		t.Fatalf("no shutdown report after %v in:\n%s", sig, p.stderrText())
+	}
+	if took > time.Second {
+		t.Errorf("shutdown took %v, want < 1 s", took)
+	}
+	t.Logf("%v: %d connections closed; shutdown %v, exit seen after %v", sig, conns, took, seen)
+	return conns
 }
 
 func (p *echoProc) dial(t testing.TB) *net.TCPConn {
@@ -508,13 +525,13 @@ func TestMaxConns(t *testing.T) {
 
 func TestIdle(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
-		const idle = 500 * time.Millisecond
+		const idle = time.Second
 		// A large -max-pending keeps the slow reader's echo in the server
 		// with reading still enabled.
 		p := startEcho(t, "-engine", engine, "-idle", idle.String(), "-max-pending", strconv.Itoa(64<<20))
 		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
 		start := time.Now()
-		active := 3 * idle // how long busy and slow keep going
+		active := 2 * idle // how long busy and slow keep going
 
 		// The quiet client does nothing: it is closed after the period.
 		quietClosed := make(chan time.Duration, 1)
@@ -543,9 +560,9 @@ func TestIdle(t *testing.T) {
 
 		// The slow client sends 48 MiB at once, then takes its echo a
 		// little at a time: it sends nothing more, but it is not idle. It
-		// reads fast enough (about 12 MB/s) that the server's socket turns
-		// writable well within the period, once a third of its send
-		// buffer has drained.
+		// reads fast enough that the server's socket turns writable well
+		// within the period, once a third of its send buffer (at most
+		// 4 MiB) has drained.
 		const slowTotal = 48 << 20
 		wrote := make(chan uint64, 1)
 		go func() {
@@ -570,7 +587,7 @@ func TestIdle(t *testing.T) {
 					slowDone <- fmt.Errorf("after %v and %d bytes: %w", time.Since(start), read, err)
 					return
 				}
-				time.Sleep(idle / 25) // the client's pace, not synchronisation
+				time.Sleep(idle / 25) // the client's pace (about 6 MB/s), not synchronisation
 			}
 			if read >= slowTotal {
 				slowDone <- fmt.Errorf("read all %d bytes too soon for the test", read)
@@ -692,7 +709,9 @@ func TestSignalUnderLoad(t *testing.T) {
 			}()
 		}
 		waitFor(t, 10*time.Second, "load", func() bool { return echoed.Load() >= 2000 })
-		p.stop(t, syscall.SIGTERM)
+		if n := p.stop(t, syscall.SIGTERM); n != clients {
+			t.Errorf("closed %d connections at shutdown, want %d", n, clients)
+		}
 		// Every client sees its connection end.
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()

@@ -86,12 +86,15 @@ func run(args []string, stderr io.Writer) int {
 
 	code := 0
 	select {
-	case <-sigc:
+	case sig := <-sigc:
+		start := time.Now()
+		n := srv.shutdown()
+		fmt.Fprintf(stderr, "echo: %v: closed %d connections and stopped in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
 	case err := <-srv.fatal:
 		fmt.Fprintf(stderr, "echo: %v\n", err)
+		srv.shutdown()
 		code = 1
 	}
-	srv.shutdown()
 	return code
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -127,18 +128,32 @@ func (lp *loop) run() {
 
 // shutdown stops accepting and closes every connection: closing a base
 // stops its loop and frees its listener and what is open on it.
-func (srv *server) shutdown() {
+func (srv *server) shutdown() (conns int) {
 	srv.stopping.Store(true)
-	for _, lp := range srv.loops {
-		lp.base.Close() // waits for a running Dispatch to return
-		if srv.started {
-			<-lp.done
-		}
-		for c := range lp.conns {
-			c.release()
-		}
-		clear(lp.conns)
+	// The loops stop in parallel: each Close waits for its loop to finish
+	// the callback it is in.
+	var wg sync.WaitGroup
+	counts := make([]int, len(srv.loops))
+	for i, lp := range srv.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lp.base.Close() // waits for a running Dispatch to return
+			if srv.started {
+				<-lp.done
+			}
+			counts[i] = len(lp.conns)
+			for c := range lp.conns {
+				c.release()
+			}
+			clear(lp.conns)
+		}()
 	}
+	wg.Wait()
+	for _, n := range counts {
+		conns += n
+	}
+	return conns
 }
 
 // accept runs on the loop for each new client.
