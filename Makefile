@@ -42,6 +42,9 @@ asan: deps
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS = FuzzNewBind FuzzListenerOptions
+# Targets that read C memory run under AddressSanitizer, which reports a read
+# past the end that would otherwise go unnoticed.
+FUZZ_ASAN_TARGETS = FuzzSockaddrToAddr
 
 # go test -fuzz takes one target at a time; a failing input is written to
 # testdata/fuzz/<target>/ and fails the run.
@@ -49,6 +52,10 @@ fuzz: deps
 	@for f in $(FUZZ_TARGETS); do \
 		echo "$(GO) test -run '^$$' -fuzz '^$$f$$' -fuzztime $(FUZZTIME) ."; \
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+	@for f in $(FUZZ_ASAN_TARGETS); do \
+		echo "$(GO) test -asan -run '^$$' -fuzz '^$$f$$' -fuzztime $(FUZZTIME) ."; \
+		$(GO) test -asan -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 
 run: deps

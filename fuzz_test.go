@@ -1,6 +1,8 @@
 package evlistener
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // Fuzzing of what users pass at creation: NewBind's network and address
@@ -354,4 +357,60 @@ func closeListener(t *testing.T, l *Listener) {
 	if fd, addr := l.FD(), l.Addr(); fd != -1 || addr != nil {
 		t.Errorf("closed listener: FD() %d, Addr() %v; want -1, nil", fd, addr)
 	}
+}
+
+// FuzzSockaddrToAddr feeds the copy of the peer address that every accept
+// makes arbitrary bytes, in C memory of exactly the length libevent would
+// report: it must never read past it (make asan and make fuzz run this
+// under AddressSanitizer), and what it returns must say what the bytes say.
+func FuzzSockaddrToAddr(f *testing.F) {
+	f.Fuzz(func(t *testing.T, sa []byte) {
+		var got net.Addr
+		withCBytes(sa, func(p unsafe.Pointer) { got = sockaddrToAddr(p, len(sa)) })
+		if len(sa) < 2 {
+			if got != nil {
+				t.Fatalf("%d bytes gave %v", len(sa), got)
+			}
+			return
+		}
+		family := binary.NativeEndian.Uint16(sa)
+		switch a := got.(type) {
+		case nil:
+			if family == syscall.AF_UNIX ||
+				family == syscall.AF_INET && len(sa) >= syscall.SizeofSockaddrInet4 ||
+				family == syscall.AF_INET6 && len(sa) >= syscall.SizeofSockaddrInet6 {
+				t.Fatalf("family %d, %d bytes: no address", family, len(sa))
+			}
+		case *net.TCPAddr:
+			var ip []byte
+			switch family {
+			case syscall.AF_INET:
+				ip = sa[4:8]
+			case syscall.AF_INET6:
+				ip = sa[8:24]
+			default:
+				t.Fatalf("family %d gave %v", family, a)
+			}
+			if port := int(binary.BigEndian.Uint16(sa[2:])); !bytes.Equal(a.IP, ip) || a.Port != port {
+				t.Fatalf("%x: got %v, want IP %x port %d", sa, a, ip, port)
+			}
+		case *net.UnixAddr:
+			if family != syscall.AF_UNIX {
+				t.Fatalf("family %d gave %v", family, a)
+			}
+			path := sa[2:min(len(sa), 2+108)]
+			want := string(path)
+			if len(path) > 0 && path[0] == 0 {
+				want = "@" + string(path[1:])
+			}
+			if i := strings.IndexByte(want, 0); i >= 0 {
+				want = want[:i]
+			}
+			if a.Name != want {
+				t.Fatalf("%x: got %q, want %q", sa, a.Name, want)
+			}
+		default:
+			t.Fatalf("%T", got)
+		}
+	})
 }
