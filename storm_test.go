@@ -39,13 +39,16 @@ func stormLength() time.Duration {
 // listenerStorm is the shared state of one storm: a few listener slots whose
 // listeners get closed and replaced while everything else goes on.
 type listenerStorm struct {
-	t        *testing.T
-	b        *Base
-	slots    [stormListeners]atomic.Pointer[Listener]
-	accepted atomic.Int64
-	created  atomic.Int64
-	badFD    atomic.Int64
-	ops      [stormOps]atomic.Int64
+	t *testing.T
+	b *Base
+	// baseClosing: Base.Close may come at any time, so NewBind may fail
+	// with ErrClosed.
+	baseClosing bool
+	slots       [stormListeners]atomic.Pointer[Listener]
+	accepted    atomic.Int64
+	created     atomic.Int64
+	badFD       atomic.Int64
+	ops         [stormOps]atomic.Int64
 }
 
 // The operations a storm worker picks from.
@@ -106,7 +109,9 @@ func (s *listenerStorm) randomAccept(slot int, r *rand.Rand) AcceptFunc {
 func (s *listenerStorm) replace(slot int, old *Listener) {
 	l, err := NewBind(s.b, s.accept(slot, 0), CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
 	if err != nil {
-		s.t.Errorf("NewBind of a replacement listener: %v", err)
+		if !s.baseClosing || !errors.Is(err, ErrClosed) {
+			s.t.Errorf("NewBind of a replacement listener: %v", err)
+		}
 		return
 	}
 	s.created.Add(1)
@@ -179,14 +184,21 @@ func (s *listenerStorm) dialLoop(r *rand.Rand, stop <-chan struct{}) int {
 	}
 }
 
-func TestListenerControlStorm(t *testing.T) {
-	before := takeResources(t)
-	b, err := NewBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	s := &listenerStorm{t: t, b: b}
+// runningStorm is a listener storm under way.
+type runningStorm struct {
+	*listenerStorm
+	dispatched chan error
+	stop       chan struct{}
+	stormed    chan struct{} // closed when every storm goroutine returned
+	dials      atomic.Int64
+}
+
+// startListenerStorm opens the listeners, starts Dispatch, the workers and
+// the clients. With baseClosing the test closes the base mid-storm, so
+// NewBind may fail with ErrClosed.
+func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
+	s := &runningStorm{listenerStorm: &listenerStorm{t: t, b: b, baseClosing: baseClosing},
+		dispatched: make(chan error, 1), stop: make(chan struct{}), stormed: make(chan struct{})}
 	for i := range s.slots {
 		l, err := NewBind(b, s.accept(i, 0), CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
 		if err != nil {
@@ -199,45 +211,44 @@ func TestListenerControlStorm(t *testing.T) {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	go func() { s.dispatched <- b.Dispatch() }()
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	stop := make(chan struct{})
 	var workers sync.WaitGroup
 	for i := range stormWorkers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			s.work(rand.New(rand.NewPCG(seed, uint64(i))), stop)
+			s.work(rand.New(rand.NewPCG(seed, uint64(i))), s.stop)
 		}()
 	}
-	var dials atomic.Int64
 	for i := range stormClients {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			dials.Add(int64(s.dialLoop(rand.New(rand.NewPCG(seed, uint64(stormWorkers+i))), stop)))
+			s.dials.Add(int64(s.dialLoop(rand.New(rand.NewPCG(seed, uint64(stormWorkers+i))), s.stop)))
 		}()
 	}
-	stormed := make(chan struct{})
-	go func() { workers.Wait(); close(stormed) }()
+	go func() { workers.Wait(); close(s.stormed) }()
+	return s
+}
 
+// stopAfter lets the storm run for d, stops it and waits for its
+// goroutines, failing with every stack if they do not return.
+func (s *runningStorm) stopAfter(d time.Duration) {
+	t := s.t
 	select {
-	case err := <-dispatched:
-		t.Fatalf("Dispatch returned during the storm: %v", err)
-	case <-stormed:
+	case <-s.stormed:
 		t.Fatal("storm goroutines returned before they were stopped")
-	case <-time.After(stormLength()):
+	case <-time.After(d):
 	}
-	close(stop)
+	close(s.stop)
 	select {
-	case <-stormed:
+	case <-s.stormed:
 	case <-time.After(stormDeadline):
 		t.Fatalf("storm goroutines still running %v after the stop: deadlock?\n%s", stormDeadline, dumpGoroutines())
 	}
-
 	var total int64
 	var counts string
 	for op := range s.ops {
@@ -246,19 +257,46 @@ func TestListenerControlStorm(t *testing.T) {
 		counts += fmt.Sprintf(" %s %d,", stormOpNames[op], n)
 	}
 	t.Logf("%v storm: %d control calls (%s), %d listeners replaced, %d dials completed, %d accepted",
-		stormLength(), total, counts[1:len(counts)-1], s.created.Load(), dials.Load(), s.accepted.Load())
-	if s.accepted.Load() == 0 {
-		t.Error("no connection was accepted during the storm")
-	}
+		d, total, counts[1:len(counts)-1], s.created.Load(), s.dials.Load(), s.accepted.Load())
 	if n := s.badFD.Load(); n != 0 {
 		t.Errorf("%d accepted descriptors could not be closed", n)
+	}
+}
+
+// waitDispatch waits for Dispatch to return after Base.Close.
+func (s *runningStorm) waitDispatch() {
+	select {
+	case err := <-s.dispatched:
+		if err != nil {
+			s.t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		s.t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	}
+}
+
+func TestListenerControlStorm(t *testing.T) {
+	before := takeResources(t)
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := startListenerStorm(t, b, false)
+	select {
+	case err := <-s.dispatched:
+		t.Fatalf("Dispatch returned during the storm: %v", err)
+	default:
+	}
+	s.stopAfter(stormLength())
+	if s.accepted.Load() == 0 {
+		t.Error("no connection was accepted during the storm")
 	}
 
 	// Whatever state the storm left, Enable and a callback bring every
 	// listener back.
 	for i := range s.slots {
-		l := s.slots[i].Load()
-		serveOne(t, l)
+		serveOne(t, s.slots[i].Load())
 	}
 	for i := range s.slots {
 		if err := s.slots[i].Load().Close(); err != nil {
@@ -268,13 +306,39 @@ func TestListenerControlStorm(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-dispatched:
-		if err != nil {
-			t.Fatal(err)
+	s.waitDispatch()
+	checkResources(t, before)
+}
+
+// Base.Close in the middle of a storm: it ends Dispatch and closes what is
+// open, calls racing with it return nil or ErrClosed, and afterwards every
+// listener is closed with nothing left behind.
+func TestBaseCloseDuringStorm(t *testing.T) {
+	before := takeResources(t)
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startListenerStorm(t, b, true)
+	closed := make(chan error, 1)
+	time.AfterFunc(stormLength()/3, func() { closed <- b.Close() })
+	if err := <-closed; err != nil {
+		t.Fatalf("Base.Close during the storm: %v", err)
+	}
+	s.waitDispatch()
+	// Calls keep coming after the close.
+	s.stopAfter(stormLength() / 3)
+	for i := range s.slots {
+		l := s.slots[i].Load()
+		if err := l.Enable(); err != ErrClosed {
+			t.Errorf("slot %d: Enable after Base.Close: %v, want ErrClosed", i, err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+		if fd := l.FD(); fd != -1 {
+			t.Errorf("slot %d: FD() after Base.Close: %d, want -1", i, fd)
+		}
+	}
+	if err := b.Close(); err != ErrClosed {
+		t.Errorf("second Base.Close: %v, want ErrClosed", err)
 	}
 	checkResources(t, before)
 }
