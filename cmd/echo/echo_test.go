@@ -529,8 +529,11 @@ func TestIdle(t *testing.T) {
 		// A large -max-pending keeps the slow reader's echo in the server
 		// with reading still enabled.
 		p := startEcho(t, "-engine", engine, "-idle", idle.String(), "-max-pending", strconv.Itoa(64<<20))
-		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
+		// The server's idle timer starts when it accepts, which may be
+		// before a later dial returns: time the quiet client from before
+		// its own dial.
 		start := time.Now()
+		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
 		active := 2 * idle // how long busy and slow keep going
 
 		// The quiet client does nothing: it is closed after the period.
