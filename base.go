@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/cgo"
 	"runtime/debug"
 	"sync"
@@ -71,6 +72,9 @@ type Base struct {
 	// breakOnLoop is set on the loop goroutine when a callback calls
 	// LoopBreak or Close, so that objects stop their own loops too.
 	breakOnLoop bool
+	// lastYield is when the loop goroutine last went through the Go
+	// scheduler (loop-owned; see yieldIfDue).
+	lastYield time.Duration
 }
 
 type loopTask struct {
@@ -259,6 +263,11 @@ func (b *Base) onWake() {
 //
 // If a callback panics, the loop stops, no further callback of the base runs,
 // and Dispatch panics with a *CallbackPanic that holds the value and stack.
+//
+// While libevent waits for events, the goroutine sits in a cgo call and
+// keeps its P. With no idle P the Go runtime takes that P away after about
+// 20 µs and hands it to another thread, and each callback must win one back:
+// a busy server should run with GOMAXPROCS above its number of loops.
 func (b *Base) Dispatch() error {
 	b.mu.Lock()
 	if b.closed {
@@ -463,3 +472,25 @@ func (b *Base) callbackPanicked(v any) {
 // stopped reports whether a callback panicked in the running Dispatch, in
 // which case no further callback may run. Loop goroutine only.
 func (b *Base) stopped() bool { return b.panicked != nil }
+
+// yieldEvery is how often a busy loop goroutine passes through the Go
+// scheduler; the runtime's limit is 10 ms (forcePreemptNS).
+const yieldEvery = 5 * time.Millisecond
+
+var clockStart = time.Now()
+
+// yieldIfDue runs on the loop goroutine as a callback starts. A goroutine
+// that has not been through the Go scheduler for 10 ms looks to the runtime
+// like one hogging its P: sysmon then takes the P from the loop thread while
+// it waits in epoll_wait, wakes another thread to hold it, and goes back to
+// polling every 20 µs; each callback must then get a P back. On a loop's CPU
+// that is thousands of context switches a second. Passing through the
+// scheduler every few milliseconds, between callbacks, avoids all of it.
+func (b *Base) yieldIfDue() {
+	now := time.Since(clockStart)
+	if now-b.lastYield < yieldEvery {
+		return
+	}
+	b.lastYield = now
+	runtime.Gosched()
+}

@@ -386,6 +386,7 @@ func (be *BufferEvent) CPtr() unsafe.Pointer {
 }
 
 func (be *BufferEvent) onRead() {
+	be.base.yieldIfDue()
 	cb := be.readCb
 	if cb == nil || be.base.stopped() {
 		return
@@ -395,6 +396,7 @@ func (be *BufferEvent) onRead() {
 }
 
 func (be *BufferEvent) onWrite() {
+	be.base.yieldIfDue()
 	cb := be.writeCb
 	if cb == nil || be.base.stopped() {
 		return
@@ -404,6 +406,7 @@ func (be *BufferEvent) onWrite() {
 }
 
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
+	be.base.yieldIfDue()
 	cb := be.eventCb
 	if cb == nil || be.base.stopped() {
 		return

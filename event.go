@@ -275,6 +275,7 @@ func (ev *Event) CPtr() unsafe.Pointer {
 
 // onEvent runs on the loop when the event fires.
 func (ev *Event) onEvent(fd int, what Events) {
+	ev.base.yieldIfDue()
 	cb := ev.cb
 	if cb == nil || ev.base.stopped() {
 		return

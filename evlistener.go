@@ -425,6 +425,7 @@ func (l *Listener) CPtr() unsafe.Pointer {
 
 // onAccept runs on the loop for each accepted connection.
 func (l *Listener) onAccept(fd int, sa unsafe.Pointer, n int) {
+	l.base.yieldIfDue()
 	cb := l.cb
 	if cb == nil || l.base.stopped() {
 		// Unreachable: libevent calls back only while a callback is
