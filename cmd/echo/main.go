@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -76,6 +77,14 @@ func run(args []string, stderr io.Writer) int {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)
 
+	// Each loop waits for events inside a cgo call and keeps its P. With
+	// no idle P the runtime takes that P away within 20 µs and wakes a
+	// thread to hold it, and the loop must win a P back for every callback:
+	// on a one-CPU run, a context switch or two per message. One P per loop
+	// and one more for the rest keeps a P idle.
+	if runtime.GOMAXPROCS(0) < cfg.loops+1 {
+		runtime.GOMAXPROCS(cfg.loops + 1)
+	}
 	srv, err := listen(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "echo: %v\n", err)
