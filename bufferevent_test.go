@@ -523,13 +523,7 @@ func TestBufferEventCallbackAllocs(t *testing.T) {
 	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 	be.Enable(EvRead | EvWrite)
 	dispatching(t, b)
-	msg, got := make([]byte, 64), make([]byte, 64)
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	allocs := testing.AllocsPerRun(1000, func() {
-		peer.Write(msg)
-		io.ReadFull(peer, got)
-	})
-	if allocs != 0 {
+	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per echoed message, want 0", allocs)
 	}
 }
@@ -544,13 +538,7 @@ func BenchmarkBufferEventEcho(b *testing.B) {
 	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 	be.Enable(EvRead | EvWrite)
 	dispatching(b, base)
-	msg, got := make([]byte, 64), make([]byte, 64)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		peer.Write(msg)
-		io.ReadFull(peer, got)
-	}
+	benchEcho(b, peer)
 }
 
 // goToC reads how many calls from Go to C the process has made.
@@ -576,12 +564,7 @@ func TestCgoCallsPerMessage(t *testing.T) {
 			be.Enable(EvRead | EvWrite)
 		}, 1},
 		{"Event callback with read and write", func(t *testing.T, b *Base, fd int) {
-			buf := make([]byte, 4096)
-			ev, err := NewEvent(b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
-				if n, err := syscall.Read(fd, buf); err == nil {
-					syscall.Write(fd, buf[:n])
-				}
-			})
+			ev, err := NewEvent(b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,7 +2,6 @@ package evlistener
 
 import (
 	"errors"
-	"io"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -288,20 +287,9 @@ func TestEventCallbackAllocs(t *testing.T) {
 	b := newBase(t)
 	fd, peer := tcpPair(t)
 	defer syscall.Close(fd)
-	buf := make([]byte, 256) // not in the callback: syscall.Read leaks it under -race
-	newEvent(t, b, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
-		if n, err := syscall.Read(fd, buf); err == nil {
-			syscall.Write(fd, buf[:n])
-		}
-	}).Add(0)
+	newEvent(t, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 256))).Add(0)
 	dispatching(t, b)
-	msg, got := make([]byte, 64), make([]byte, 64)
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	allocs := testing.AllocsPerRun(1000, func() {
-		peer.Write(msg)
-		io.ReadFull(peer, got)
-	})
-	if allocs != 0 {
+	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per message, want 0", allocs)
 	}
 }
@@ -313,18 +301,7 @@ func BenchmarkEventEcho(b *testing.B) {
 	base := newBase(b)
 	fd, peer := tcpPair(b)
 	defer syscall.Close(fd)
-	buf := make([]byte, 4096)
-	newEvent(b, base, fd, EvRead|EvPersist, func(ev *Event, fd int, what Events) {
-		if n, err := syscall.Read(fd, buf); err == nil {
-			syscall.Write(fd, buf[:n])
-		}
-	}).Add(0)
+	newEvent(b, base, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(0)
 	dispatching(b, base)
-	msg, got := make([]byte, 64), make([]byte, 64)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		peer.Write(msg)
-		io.ReadFull(peer, got)
-	}
+	benchEcho(b, peer)
 }

@@ -1,6 +1,7 @@
 package evlistener
 
 import (
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -101,4 +102,36 @@ func dispatching(t testing.TB, b *Base) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// readWriteEcho is an event callback that echoes with read and write
+// straight from the callback. buf is made outside it: syscall.Read leaks
+// its argument under -race.
+func readWriteEcho(buf []byte) EventFunc {
+	return func(ev *Event, fd int, what Events) {
+		if n, err := syscall.Read(fd, buf); err == nil {
+			syscall.Write(fd, buf[:n])
+		}
+	}
+}
+
+// echoAllocs reports the allocations per 64-byte ping-pong through peer.
+func echoAllocs(peer *net.TCPConn) float64 {
+	msg, got := make([]byte, 64), make([]byte, 64)
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	return testing.AllocsPerRun(1000, func() {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
+	})
+}
+
+// benchEcho runs b.N 64-byte ping-pongs through peer.
+func benchEcho(b *testing.B, peer *net.TCPConn) {
+	msg, got := make([]byte, 64), make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		peer.Write(msg)
+		io.ReadFull(peer, got)
+	}
 }
