@@ -294,9 +294,15 @@ func (be *BufferEvent) setTimeouts(read, write time.Duration) error {
 	return nil
 }
 
-// EchoInput moves everything in the input buffer to the output buffer
-// (evbuffer_add_buffer: the data is not copied) and returns how many bytes
-// the output then holds.
+// EchoInput sends everything in the input buffer back to the peer and
+// returns how many bytes then wait in the output buffer. When the output
+// buffer is empty and writing is enabled it writes the input to the socket
+// at once (evbuffer_write), saving the loop the round of adding and removing
+// its write event; what the socket does not take, and everything when output
+// is already waiting, moves to the output buffer (evbuffer_add_buffer: no
+// copy), so the bytes go out in order either way. A write error leaves the
+// data in the output buffer, where libevent's own write reports it to the
+// event callback.
 func (be *BufferEvent) EchoInput() (pending int, err error) {
 	if be.base.onLoop() {
 		return be.echoInput()

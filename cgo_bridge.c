@@ -176,10 +176,23 @@ void evl_bev_free(struct evl_bev *c)
 	free(c);
 }
 
+/* The echo step: the input goes back to the peer. When nothing is already
+ * waiting in the output buffer and writing is enabled, the input is written
+ * to the socket at once (evbuffer_write), as libevent's write callback would
+ * on the next turn of the loop, but without adding and removing the write
+ * event; what the socket does not take, or anything when output is waiting,
+ * is appended to the output buffer (no copy), in order. A write error leaves
+ * the data queued: libevent's own write then reports it to the event
+ * callback. Returns the bytes waiting in the output buffer. */
 size_t evl_bev_echo(struct bufferevent *bev)
 {
+	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer *out = bufferevent_get_output(bev);
-	evbuffer_add_buffer(out, bufferevent_get_input(bev));
+	if (evbuffer_get_length(out) == 0 &&
+	    (bufferevent_get_enabled(bev) & EV_WRITE))
+		(void)evbuffer_write(in, bufferevent_getfd(bev));
+	if (evbuffer_get_length(in) > 0)
+		evbuffer_add_buffer(out, in);
 	return evbuffer_get_length(out);
 }
 

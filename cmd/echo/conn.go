@@ -14,8 +14,9 @@ const defaultEngine = "event"
 
 // bufferEventConn is a client served by a buffer event, as in the libevent
 // book: libevent reads into the input buffer; the read callback, in Go,
-// moves it to the output buffer with one call into C (EchoInput) and
-// decides on back-pressure; libevent writes the output back.
+// sends it back with one call into C (EchoInput: written at once when
+// nothing is waiting, else queued in the output buffer, which libevent
+// writes) and decides on back-pressure.
 type bufferEventConn struct {
 	lp *loop
 	be *evlistener.BufferEvent
