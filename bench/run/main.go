@@ -3,9 +3,11 @@
 //
 // For each workload and round it starts every server in turn (pinned to CPU
 // 0), waits for its "echo: listening on HOST:PORT" line, runs bin/load
-// against it (pinned to CPU 1), and stops it with SIGTERM. Rounds are
-// interleaved (A B C, B C A, …) so that a slow spell on a shared machine
-// hits every server alike. It reports per server and workload the median
+// against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
+// right next to the one it is compared with (cecho and echo-bufferevent,
+// crawecho and echo-event, goecho, echo and gnetecho), and every other round
+// runs the list backwards (A B C, C B A, …): a machine whose speed drifts
+// then hits both sides of a ratio alike, first one way, then the other. It reports per server and workload the median
 // over rounds, and for each pair of servers the median of the per-round
 // ratios: only ratios from one run mean anything.
 //
@@ -27,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -162,12 +165,16 @@ func main() {
 		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
 		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
 
+	order := runOrder(servers)
 	var runs []runRecord
 	done := map[string]int{} // rounds run per workload
 	round := func(w string) {
 		r := done[w]
-		for i := range servers {
-			s := servers[(i+r)%len(servers)] // rotate who goes first
+		for i := range order {
+			s := order[i]
+			if r%2 == 1 {
+				s = order[len(order)-1-i]
+			}
 			rec := runOne(cfg, s, w, r)
 			if rec.timingOnly() && rec.OtherCores > cfg.quiet {
 				fmt.Fprintf(os.Stderr, "run: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
@@ -293,6 +300,27 @@ func splitList(s string) []string {
 func fatal(err error) {
 	fmt.Fprintf(os.Stderr, "run: %v\n", err)
 	os.Exit(1)
+}
+
+// runOrder puts each server next to the one its ratio is taken against;
+// servers it does not know keep their place at the end.
+func runOrder(servers []server) []server {
+	rank := map[string]int{}
+	for i, name := range []string{"cecho", "echo-bufferevent", "crawecho", "echo-event", "goecho", "echo", "gnetecho"} {
+		rank[name] = i + 1
+	}
+	order := slices.Clone(servers)
+	slices.SortStableFunc(order, func(a, b server) int {
+		ra, rb := rank[a.Name], rank[b.Name]
+		if ra == 0 {
+			ra = len(rank) + 1
+		}
+		if rb == 0 {
+			rb = len(rank) + 1
+		}
+		return ra - rb
+	})
+	return order
 }
 
 // chooseServers lists the servers to run. The library's echo server counts

@@ -175,3 +175,18 @@ func TestStallsAloneAreTimingFailures(t *testing.T) {
 		t.Errorf("a successful retry is not a failed run")
 	}
 }
+
+func TestRunOrderPutsComparedServersSideBySide(t *testing.T) {
+	var servers []server
+	for _, n := range []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "other"} {
+		servers = append(servers, server{Name: n})
+	}
+	var got []string
+	for _, s := range runOrder(servers) {
+		got = append(got, s.Name)
+	}
+	want := "cecho echo-bufferevent crawecho echo-event goecho echo gnetecho other"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("run order %v, want %s", got, want)
+	}
+}
