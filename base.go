@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/cgo"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -30,8 +29,9 @@ var (
 
 // UsePthreads installs libevent's pthread locking (evthread_use_pthreads).
 // NewBase calls it; C code that creates event bases before any Go code runs
-// must call it first, or those bases cannot be woken from other threads. It
-// is safe to call more than once and from any goroutine.
+// must call it first, or those bases have no locks for C's own threads. The
+// binding itself does not rely on them (see BaseNoLock). It is safe to call
+// more than once and from any goroutine.
 func UsePthreads() error {
 	pthreadsOnce.Do(func() {
 		if C.evthread_use_pthreads() != 0 {
@@ -46,8 +46,8 @@ func UsePthreads() error {
 // objects on the base.
 type Base struct {
 	ptr   *C.struct_event_base
-	wake  *C.struct_event // runs queued work on the loop thread
-	h     cgo.Handle
+	wake  *C.struct_evl_wake // runs queued work on the loop thread
+	h     handle
 	owned bool // event_base_free on Close
 
 	// loopG is the goroutine running Dispatch, 0 when none does.
@@ -91,14 +91,55 @@ type openObject struct {
 }
 
 // NewBase creates an event base (event_base_new) with libevent's pthread
-// locking enabled, so that it can be driven from any goroutine.
+// locking enabled, so that C code in the program may use it from its own
+// threads too. Go code needs no locks: see NewBaseWithFlags.
 func NewBase() (*Base, error) {
+	return NewBaseWithFlags(0)
+}
+
+// BaseFlag is a set of event base options. Each constant has the value of
+// the EVENT_BASE_FLAG_* bit of libevent 2.1 it stands for.
+type BaseFlag int
+
+const (
+	// BaseNoLock creates the base without libevent's locks
+	// (EVENT_BASE_FLAG_NOLOCK). Every method of the binding stays safe
+	// from any goroutine: all of them run libevent on the loop thread, or
+	// while no loop runs, and wake the loop without libevent's help. What
+	// it rules out is C code using the base (CPtr) from a thread of its
+	// own while Dispatch runs. Saves a lock and an unlock around every
+	// callback and every event operation.
+	BaseNoLock BaseFlag = 0x01
+	// BaseIgnoreEnv ignores the EVENT_NO* environment variables that
+	// disable backends (EVENT_BASE_FLAG_IGNORE_ENV).
+	BaseIgnoreEnv BaseFlag = 0x02
+	// BaseNoCacheTime reads the clock for every timeout instead of once
+	// per loop iteration (EVENT_BASE_FLAG_NO_CACHE_TIME).
+	BaseNoCacheTime BaseFlag = 0x08
+	// BaseEPollUseChangelist batches epoll_ctl changes made within one
+	// loop iteration (EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST).
+	BaseEPollUseChangelist BaseFlag = 0x10
+	// BasePreciseTimer uses the most precise monotonic clock
+	// (EVENT_BASE_FLAG_PRECISE_TIMER).
+	BasePreciseTimer BaseFlag = 0x20
+)
+
+const knownBaseFlags = BaseNoLock | BaseIgnoreEnv | BaseNoCacheTime | BaseEPollUseChangelist | BasePreciseTimer
+
+// NewBaseWithFlags creates an event base with options
+// (event_base_new_with_config and event_config_set_flag); 0 is NewBase.
+// libevent's pthread locking is set up first either way (UsePthreads), so
+// that bases C creates later have locks.
+func NewBaseWithFlags(flags BaseFlag) (*Base, error) {
+	if rest := flags &^ knownBaseFlags; rest != 0 {
+		return nil, fmt.Errorf("evlistener: NewBaseWithFlags: unknown flags %#x", int(rest))
+	}
 	if err := UsePthreads(); err != nil {
 		return nil, err
 	}
-	p := C.event_base_new()
+	p := C.evl_base_new(C.int(flags))
 	if p == nil {
-		return nil, errors.New("evlistener: event_base_new failed")
+		return nil, errors.New("evlistener: event_base_new_with_config failed")
 	}
 	b, err := adoptBase(p, true)
 	if err != nil {
@@ -113,13 +154,12 @@ func NewBase() (*Base, error) {
 // Go's own internal event, but leaves the event_base to its owner, who frees
 // it (event_base_free) only after Close has returned.
 //
-// A base has the locks and the wake-up channel that calls from other
-// goroutines need only if it was created after libevent's threading was set
-// up: call UsePthreads before C creates its first base (C may call
-// evthread_use_pthreads itself instead, but only before any base exists,
-// NewBase's included). libevent offers no way to check this afterwards. On a
-// base created without locks, call methods of the Base and of objects on it
-// only from their callbacks or while no Dispatch runs.
+// The Go side needs no libevent locks: while Dispatch runs, calls from other
+// goroutines are handed to the loop thread through the binding's own
+// wake-up. C code that uses the base from threads of its own needs them: it
+// must have been created after libevent's threading was set up (UsePthreads,
+// or evthread_use_pthreads from C before any base exists, NewBase's
+// included). libevent offers no way to check this afterwards.
 //
 // Run the loop either with Dispatch or from C, not both. While C runs it
 // (event_base_dispatch from C), Go callbacks run on C's thread, and methods
@@ -347,19 +387,16 @@ func (b *Base) LoopExit(after time.Duration) error {
 	if after < 0 {
 		after = 0
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return ErrClosed
-	}
 	tv := C.struct_timeval{
 		tv_sec:  C.time_t(after / time.Second),
 		tv_usec: C.suseconds_t((after % time.Second) / time.Microsecond),
 	}
-	if C.event_base_loopexit(b.ptr, &tv) != 0 {
-		return errors.New("evlistener: event_base_loopexit failed")
-	}
-	return nil
+	return b.call(func() error {
+		if C.event_base_loopexit(b.ptr, &tv) != 0 {
+			return errors.New("evlistener: event_base_loopexit failed")
+		}
+		return nil
+	})
 }
 
 // Close closes every listener and buffer event still open on the base, then
@@ -399,7 +436,7 @@ func (b *Base) free() {
 	for _, o := range b.openObjects() {
 		o.close()
 	}
-	C.event_free(b.wake)
+	C.evl_wake_free(b.wake)
 	// Forget the pointer before event_base_free: a concurrent
 	// event_base_new may get the same address at once.
 	liveBases.Lock()

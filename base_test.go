@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,9 @@ func idleListener(t testing.TB, b *Base) *Listener {
 	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
 }
 
-func TestDispatchReturns(t *testing.T) {
+func TestDispatchReturns(t *testing.T) { forEachBaseKind(t, dispatchReturns) }
+
+func dispatchReturns(t *testing.T, flags BaseFlag) {
 	t.Run("with nothing pending", func(t *testing.T) {
 		for _, tc := range []struct {
 			name  string
@@ -48,7 +51,7 @@ func TestDispatchReturns(t *testing.T) {
 			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				b := newBase(t)
+				b := newBaseFlags(t, flags)
 				tc.setup(t, b)
 				start := time.Now()
 				if err := dispatch(t, b); err != nil {
@@ -62,7 +65,7 @@ func TestDispatchReturns(t *testing.T) {
 	})
 
 	t.Run("on LoopBreak from another goroutine, promptly", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		var lat []time.Duration
 		for range 20 {
@@ -87,7 +90,7 @@ func TestDispatchReturns(t *testing.T) {
 	// would go on with every queued connection; Dispatch returns after
 	// the callback that called LoopBreak, and the next one resumes.
 	t.Run("on LoopBreak inside a callback, after that callback", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		n := 0
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			n++
@@ -115,7 +118,7 @@ func TestDispatchReturns(t *testing.T) {
 	// starting, the loop clears its break flag: a LoopBreak landing there
 	// must still end this Dispatch.
 	t.Run("on LoopBreak racing with the start of Dispatch", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		for i := range 300 {
 			r := goDispatch(b)
@@ -134,7 +137,7 @@ func TestDispatchReturns(t *testing.T) {
 	})
 
 	t.Run("LoopBreak with no Dispatch running does not affect a later one", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		n := 0
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			n++
@@ -156,7 +159,7 @@ func TestDispatchReturns(t *testing.T) {
 	})
 
 	t.Run("on LoopExit's timer", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		const after = 50 * time.Millisecond
 		start := time.Now()
@@ -173,7 +176,7 @@ func TestDispatchReturns(t *testing.T) {
 	})
 
 	t.Run("a pending LoopExit keeps Dispatch running", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		const after = 30 * time.Millisecond
 		start := time.Now()
 		if err := b.LoopExit(after); err != nil {
@@ -188,7 +191,7 @@ func TestDispatchReturns(t *testing.T) {
 	})
 
 	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		r := startDispatch(t, b)
 		if err := b.LoopExit(0); err != nil {
@@ -281,7 +284,9 @@ func TestNewBindInsideCallback(t *testing.T) {
 	}
 }
 
-func TestBaseClose(t *testing.T) {
+func TestBaseClose(t *testing.T) { forEachBaseKind(t, baseClose) }
+
+func baseClose(t *testing.T, flags BaseFlag) {
 	// checkClosed asserts what a closed base and its listener report.
 	checkClosed := func(t *testing.T, b *Base, l *Listener, addr net.Addr) {
 		t.Helper()
@@ -308,7 +313,7 @@ func TestBaseClose(t *testing.T) {
 	}
 
 	t.Run("with no Dispatch running", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		l := idleListener(t, b)
 		addr := l.Addr()
 		handles := liveHandles()
@@ -322,7 +327,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("while Dispatch runs on another goroutine", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		l := idleListener(t, b)
 		addr := l.Addr()
 		r := startDispatch(t, b)
@@ -341,7 +346,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("while a callback runs", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		k := newBlocker(t)
 		calls := 0
 		l := callbackSources[0].make(t, b, k.block, &calls)
@@ -369,7 +374,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("inside a callback", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		var inCb error
 		var fdInCb int
 		calls := 0
@@ -405,7 +410,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("while a callback that panics runs", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		k := newBlocker(t)
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			k.block()
@@ -433,7 +438,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("from several goroutines at once", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		r := startDispatch(t, b)
 		const n = 8
@@ -465,7 +470,7 @@ func TestBaseClose(t *testing.T) {
 	})
 
 	t.Run("NewBind on a closed base", func(t *testing.T) {
-		b := newBase(t)
+		b := newBaseFlags(t, flags)
 		b.Close()
 		if _, err := NewBind(b, nil, 0, -1, "tcp", "127.0.0.1:0"); err == nil {
 			t.Fatal("NewBind on a closed base succeeded")
@@ -475,8 +480,10 @@ func TestBaseClose(t *testing.T) {
 
 // Methods called from another goroutine while Dispatch runs are handed to
 // the loop; their effect is visible when they return.
-func TestCallsWhileDispatchRuns(t *testing.T) {
-	b := newBase(t)
+func TestCallsWhileDispatchRuns(t *testing.T) { forEachBaseKind(t, callsWhileDispatchRuns) }
+
+func callsWhileDispatchRuns(t *testing.T, flags BaseFlag) {
+	b := newBaseFlags(t, flags)
 	accepted := make(chan struct{}, 10)
 	l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
 		syscall.Close(fd)
@@ -511,4 +518,34 @@ func TestCallsWhileDispatchRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	stillQueued(t, c)
+}
+
+func TestNewBaseWithFlags(t *testing.T) {
+	t.Run("unknown flags", func(t *testing.T) {
+		checkNoLeaks(t)
+		for _, f := range []BaseFlag{0x04, 0x40, 0x100, -1} { // 0x04: IOCP, Windows only
+			b, err := NewBaseWithFlags(f)
+			if err == nil {
+				b.Close()
+				t.Fatalf("NewBaseWithFlags(%#x) succeeded", int(f))
+			}
+			if !strings.Contains(err.Error(), "unknown flags") {
+				t.Fatalf("NewBaseWithFlags(%#x): %v", int(f), err)
+			}
+		}
+	})
+	// The flags reach event_config: EVENT_NOEPOLL steers libevent away
+	// from epoll unless the base ignores the environment.
+	t.Run("BaseIgnoreEnv", func(t *testing.T) {
+		if m := newBase(t).Method(); m != "epoll" {
+			t.Skipf("the default backend here is %q, not epoll", m)
+		}
+		t.Setenv("EVENT_NOEPOLL", "1")
+		if m := newBase(t).Method(); m == "epoll" {
+			t.Fatal("EVENT_NOEPOLL=1 left NewBase on epoll")
+		}
+		if m := newBaseFlags(t, BaseIgnoreEnv|BaseNoLock).Method(); m != "epoll" {
+			t.Fatalf("with BaseIgnoreEnv the backend is %q, want epoll", m)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package evlistener
 
 import (
 	"net"
-	"runtime/cgo"
 	"syscall"
 	"testing"
 	"time"
@@ -149,7 +148,7 @@ func BenchmarkHandleLookup(b *testing.B) {
 	b.ReportAllocs()
 	var l *Listener
 	for i := 0; i < b.N; i++ {
-		l = cgo.Handle(uintptr(h)).Value().(*Listener)
+		l = h.value().(*Listener)
 	}
 	_ = l
 }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"runtime/cgo"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -110,7 +109,7 @@ type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 // waits. From the loop goroutine they cost one cgo call and no allocation.
 type BufferEvent struct {
 	base        *Base
-	h           cgo.Handle
+	h           handle
 	fd          int
 	closeOnFree bool
 	closed      atomic.Bool

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h> /* EVLIST_INTERNAL, as libevent marks its own */
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <event2/util.h>
@@ -19,9 +20,19 @@
 #error "evlistener needs libevent 2.1 or newer (pkg-config libevent_core)"
 #endif
 
-/* Base: an internal event that runs queued Go work on the loop thread. */
-struct event *evl_wake_new(struct event_base *base, uintptr_t h);
-void evl_wake(struct event *ev);
+/* Base: event_base_new_with_config with these EVENT_BASE_FLAG_* flags. */
+struct event_base *evl_base_new(int flags);
+
+/* Base: an internal event that runs queued Go work on the loop thread
+ * (goBaseWake), and evl_wake, which any thread may call to make it fire. */
+struct evl_wake {
+	struct event *ev;
+	int rfd, wfd;
+	uintptr_t h;
+};
+struct evl_wake *evl_wake_new(struct event_base *base, uintptr_t h);
+void evl_wake(struct evl_wake *w);
+void evl_wake_free(struct evl_wake *w);
 
 /* A timer that calls goTimer(h). */
 struct event *evl_timer_new(struct event_base *base, uintptr_t h);

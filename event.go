@@ -8,7 +8,6 @@ import "C"
 import (
 	"errors"
 	"os"
-	"runtime/cgo"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,7 +80,7 @@ type EventFunc func(ev *Event, fd int, what Events)
 // closes the events still open on the base.
 type Event struct {
 	base   *Base
-	h      cgo.Handle
+	h      handle
 	fd     int
 	closed atomic.Bool
 	cptr   unsafe.Pointer

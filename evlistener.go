@@ -19,7 +19,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime/cgo"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,7 +55,7 @@ const (
 // and Close cancel a pending retry; Enable retries at once.
 type Listener struct {
 	base    *Base
-	h       cgo.Handle
+	h       handle
 	network string   // "tcp" or "unix", for errors
 	fd      int      // the listening socket
 	addr    net.Addr // its bound address

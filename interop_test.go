@@ -207,6 +207,37 @@ func TestFromCPtr(t *testing.T) {
 		}
 	})
 
+	// The binding's own wake-up needs no libevent lock: calls from
+	// another goroutine while Dispatch runs reach the loop thread.
+	t.Run("a base without locks, used from another goroutine", func(t *testing.T) {
+		b := adopt(t, cBase(t, ctest.NewBaseNoLock))
+		accepted := make(chan struct{}, 4)
+		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+			syscall.Close(fd)
+			accepted <- struct{}{}
+		}, Disabled)
+		if err := b.LoopExit(time.Hour); err != nil { // keeps Dispatch running
+			t.Fatal(err)
+		}
+		r := startDispatch(t, b)
+		waitFor(t, "Dispatch to run", func() bool { return isRunning(b) })
+		if err := l.Enable(); err != nil {
+			t.Fatal(err)
+		}
+		c := dial(t, l.Addr())
+		recv(t, accepted, "the accept callback")
+		readEOF(t, c)
+		if err := l.Disable(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.LoopBreak(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("nil", func(t *testing.T) {
 		if b, err := FromCPtr(nil); err == nil {
 			b.Close()

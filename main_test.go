@@ -125,8 +125,14 @@ func (p *helperProcess) wait(t *testing.T, d time.Duration) {
 // watchdog prints every goroutine's stack and ends the run.
 func newBase(t testing.TB) *Base {
 	t.Helper()
+	return newBaseFlags(t, 0)
+}
+
+// newBaseFlags is newBase with NewBaseWithFlags(flags).
+func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
+	t.Helper()
 	watchdog(t)
-	b, err := NewBase()
+	b, err := NewBaseWithFlags(flags)
 	if err != nil {
 		t.Fatal(err)
 	}

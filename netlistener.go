@@ -8,7 +8,6 @@ import "C"
 import (
 	"errors"
 	"net"
-	"runtime/cgo"
 	"sync"
 	"syscall"
 	"time"
@@ -95,7 +94,7 @@ type netListener struct {
 	paused bool  // l was disabled because the queue is full
 
 	// Owned by the loop, like the Listener's own fields.
-	h      cgo.Handle
+	h      handle
 	timer  *C.struct_event // pending while paused: a disabled listener alone would let Dispatch return
 	timing bool
 }

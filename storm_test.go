@@ -29,6 +29,13 @@ const (
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
 
+// forEachBaseKind runs test on a base with libevent's locks and on one
+// without (BaseNoLock): calls from other goroutines must be as safe on both.
+func forEachBaseKind(t *testing.T, test func(*testing.T, BaseFlag)) {
+	t.Run("locked", func(t *testing.T) { test(t, 0) })
+	t.Run("BaseNoLock", func(t *testing.T) { test(t, BaseNoLock) })
+}
+
 func stormLength() time.Duration {
 	if testing.Short() {
 		return time.Second
@@ -275,9 +282,11 @@ func (s *runningStorm) waitDispatch() {
 	}
 }
 
-func TestListenerControlStorm(t *testing.T) {
+func TestListenerControlStorm(t *testing.T) { forEachBaseKind(t, listenerControlStorm) }
+
+func listenerControlStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBase()
+	b, err := NewBaseWithFlags(flags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,9 +322,11 @@ func TestListenerControlStorm(t *testing.T) {
 // Base.Close in the middle of a storm: it ends Dispatch and closes what is
 // open, calls racing with it return nil or ErrClosed, and afterwards every
 // listener is closed with nothing left behind.
-func TestBaseCloseDuringStorm(t *testing.T) {
+func TestBaseCloseDuringStorm(t *testing.T) { forEachBaseKind(t, baseCloseDuringStorm) }
+
+func baseCloseDuringStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBase()
+	b, err := NewBaseWithFlags(flags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,9 +589,11 @@ func (s *bufferEventStorm) client(slot int, stop <-chan struct{}) int64 {
 	}
 }
 
-func TestBufferEventControlStorm(t *testing.T) {
+func TestBufferEventControlStorm(t *testing.T) { forEachBaseKind(t, bufferEventControlStorm) }
+
+func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBase()
+	b, err := NewBaseWithFlags(flags)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,47 +18,46 @@ package evlistener
 import "C"
 
 import (
-	"runtime/cgo"
 	"syscall"
 	"unsafe"
 )
 
 //export goBaseWake
 func goBaseWake(h C.uintptr_t) {
-	cgo.Handle(h).Value().(*Base).onWake()
+	handle(h).value().(*Base).onWake()
 }
 
 //export goTimer
 func goTimer(h C.uintptr_t) {
-	cgo.Handle(h).Value().(interface{ onTimer() }).onTimer()
+	handle(h).value().(interface{ onTimer() }).onTimer()
 }
 
 //export goListenerAccept
 func goListenerAccept(h C.uintptr_t, fd C.evutil_socket_t, sa *C.struct_sockaddr, socklen C.int) {
-	cgo.Handle(h).Value().(*Listener).onAccept(int(fd), unsafe.Pointer(sa), int(socklen))
+	handle(h).value().(*Listener).onAccept(int(fd), unsafe.Pointer(sa), int(socklen))
 }
 
 //export goListenerError
 func goListenerError(h C.uintptr_t, err C.int) {
-	cgo.Handle(h).Value().(*Listener).onAcceptError(syscall.Errno(err))
+	handle(h).value().(*Listener).onAcceptError(syscall.Errno(err))
 }
 
 //export goBufferEventRead
 func goBufferEventRead(h C.uintptr_t) {
-	cgo.Handle(h).Value().(*BufferEvent).onRead()
+	handle(h).value().(*BufferEvent).onRead()
 }
 
 //export goBufferEventWrite
 func goBufferEventWrite(h C.uintptr_t) {
-	cgo.Handle(h).Value().(*BufferEvent).onWrite()
+	handle(h).value().(*BufferEvent).onWrite()
 }
 
 //export goBufferEventEvent
 func goBufferEventEvent(h C.uintptr_t, what C.short, err C.int) {
-	cgo.Handle(h).Value().(*BufferEvent).onEvent(BEVEvent(what), syscall.Errno(err))
+	handle(h).value().(*BufferEvent).onEvent(BEVEvent(what), syscall.Errno(err))
 }
 
 //export goEvent
 func goEvent(h C.uintptr_t, fd C.evutil_socket_t, what C.short) {
-	cgo.Handle(h).Value().(*Event).onEvent(int(fd), Events(what))
+	handle(h).value().(*Event).onEvent(int(fd), Events(what))
 }

@@ -39,7 +39,11 @@ func newBufferEventConn(lp *loop, fd int) (conn, error) {
 	be.SetWatermark(evlistener.EvWrite, cfg.maxPending/2, 0)
 	// Idle: nothing arrived, or nothing could be sent, for that long.
 	be.SetTimeouts(cfg.idle, cfg.idle)
-	if err := be.Enable(evlistener.EvRead | evlistener.EvWrite); err != nil {
+	// Writing is enabled from the start (libevent's default), and its
+	// event is added only once output waits; enabling it here would add it
+	// now, wake the loop for a writable socket with nothing to write and
+	// remove it again: two epoll_ctl calls per connection for nothing.
+	if err := be.Enable(evlistener.EvRead); err != nil {
 		be.Close()
 		return nil, err
 	}

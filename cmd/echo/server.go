@@ -65,7 +65,7 @@ func listen(cfg config, stderr io.Writer) (*server, error) {
 	}
 	port := cfg.port
 	for i := 0; i < cfg.loops; i++ {
-		base, err := evlistener.NewBase()
+		base, err := evlistener.NewBaseWithFlags(evlistener.BaseNoLock)
 		if err != nil {
 			srv.shutdown()
 			return nil, err
