@@ -65,7 +65,7 @@ type Base struct {
 	done     chan struct{}
 
 	objMu sync.Mutex
-	objs  map[*openObject]struct{}
+	objs  openObject // the list head: objs.next is the first open object
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
@@ -83,11 +83,14 @@ type loopTask struct {
 	done taskDone
 }
 
-// openObject is what a listener or buffer event registers on its base so
-// that Base.Close can close it. close runs on the loop, or with no loop
-// running, and must not call back into the base's loop machinery.
+// openObject links a listener, buffer event or event into the list of open
+// objects of its base, so that Base.Close can close it. Each object embeds
+// one, so registering allocates nothing. closeOnLoop runs on the loop, or
+// with no loop running, and must not call back into the base's loop
+// machinery.
 type openObject struct {
-	close func()
+	prev, next *openObject
+	obj        interface{ closeOnLoop() error }
 }
 
 // NewBase creates an event base (event_base_new) with libevent's pthread
@@ -187,7 +190,8 @@ var liveBases struct {
 }
 
 func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
-	b := &Base{ptr: p, owned: owned, objs: make(map[*openObject]struct{})}
+	b := &Base{ptr: p, owned: owned}
+	b.objs.prev, b.objs.next = &b.objs, &b.objs
 	liveBases.Lock()
 	defer liveBases.Unlock()
 	if liveBases.m[p] != nil {
@@ -434,7 +438,7 @@ func (b *Base) Close() error {
 // free releases everything. It runs with b.mu held and no loop running.
 func (b *Base) free() {
 	for _, o := range b.openObjects() {
-		o.close()
+		o.obj.closeOnLoop()
 	}
 	C.evl_wake_free(b.wake)
 	// Forget the pointer before event_base_free: a concurrent
@@ -449,25 +453,30 @@ func (b *Base) free() {
 	deleteHandle(b.h)
 }
 
-func (b *Base) register(close func()) *openObject {
-	o := &openObject{close: close}
+// register links o, embedded in obj, into the base's list.
+func (b *Base) register(o *openObject, obj interface{ closeOnLoop() error }) {
 	b.objMu.Lock()
-	b.objs[o] = struct{}{}
+	o.obj = obj
+	o.prev, o.next = b.objs.prev, &b.objs
+	b.objs.prev.next = o
+	b.objs.prev = o
 	b.objMu.Unlock()
-	return o
 }
 
 func (b *Base) unregister(o *openObject) {
 	b.objMu.Lock()
-	delete(b.objs, o)
+	if o.next != nil {
+		o.prev.next, o.next.prev = o.next, o.prev
+		o.prev, o.next, o.obj = nil, nil, nil
+	}
 	b.objMu.Unlock()
 }
 
 func (b *Base) openObjects() []*openObject {
 	b.objMu.Lock()
 	defer b.objMu.Unlock()
-	list := make([]*openObject, 0, len(b.objs))
-	for o := range b.objs {
+	var list []*openObject
+	for o := b.objs.next; o != &b.objs; o = o.next {
 		list = append(list, o)
 	}
 	return list

@@ -118,7 +118,7 @@ type BufferEvent struct {
 	// Owned by the loop (see Base.call).
 	ctx     *C.struct_evl_bev
 	ptr     *C.struct_bufferevent
-	obj     *openObject
+	obj     openObject
 	readCb  DataFunc
 	writeCb DataFunc
 	eventCb BufferEventFunc
@@ -141,26 +141,33 @@ func NewBufferEvent(b *Base, fd int, opts BEVOption) (*BufferEvent, error) {
 	}
 	be := &BufferEvent{base: b, fd: fd, closeOnFree: opts&BEVOptCloseOnFree != 0}
 	be.h = newHandle(be)
-	err := b.call(func() error {
-		// The binding closes fd itself: libevent would close it only when
-		// its finalizer runs, on a later turn of the loop.
-		c := C.evl_bev_new(b.ptr, C.int(fd), C.int(opts&^BEVOptCloseOnFree), C.uintptr_t(be.h))
-		if c == nil {
-			return errors.New("evlistener: bufferevent_socket_new failed")
-		}
-		be.ctx = c
-		be.ptr = c.bev
-		be.cptr = unsafe.Pointer(c.bev)
-		be.in = Buffer{be: be, ptr: C.bufferevent_get_input(c.bev)}
-		be.out = Buffer{be: be, ptr: C.bufferevent_get_output(c.bev)}
-		be.obj = b.register(func() { be.closeOnLoop() })
-		return nil
-	})
+	var err error
+	if b.onLoop() { // no closure to allocate
+		err = be.open(opts)
+	} else {
+		err = b.call(func() error { return be.open(opts) })
+	}
 	if err != nil {
 		deleteHandle(be.h)
 		return nil, err
 	}
 	return be, nil
+}
+
+func (be *BufferEvent) open(opts BEVOption) error {
+	// The binding closes fd itself: libevent would close it only when its
+	// finalizer runs, on a later turn of the loop.
+	c := C.evl_bev_new(be.base.ptr, C.int(be.fd), C.int(opts&^BEVOptCloseOnFree), C.uintptr_t(be.h))
+	if c == nil {
+		return errors.New("evlistener: bufferevent_socket_new failed")
+	}
+	be.ctx = c
+	be.ptr = c.bev
+	be.cptr = unsafe.Pointer(c.bev)
+	be.in = Buffer{be: be, ptr: c.in}
+	be.out = Buffer{be: be, ptr: c.out}
+	be.base.register(&be.obj, be)
+	return nil
 }
 
 // SetCallbacks sets the read, write and event callbacks
@@ -363,7 +370,7 @@ func (be *BufferEvent) closeOnLoop() error {
 	}
 	be.ctx, be.ptr = nil, nil
 	be.in.ptr, be.out.ptr = nil, nil
-	be.base.unregister(be.obj)
+	be.base.unregister(&be.obj)
 	deleteHandle(be.h)
 	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 	return nil

@@ -242,6 +242,8 @@ struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
 		free(c);
 		return NULL;
 	}
+	c->in = bufferevent_get_input(c->bev);
+	c->out = bufferevent_get_output(c->bev);
 	bufferevent_setcb(c->bev, bev_read_cb, bev_write_cb, bev_event_cb, c);
 	return c;
 }

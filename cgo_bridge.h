@@ -65,6 +65,7 @@ int evl_event_add(struct event_base *base, struct event *ev, int64_t usec);
 #define EVL_BEV_EVENT 4
 struct evl_bev {
 	struct bufferevent *bev;
+	struct evbuffer *in, *out; /* its input and output buffers */
 	uintptr_t h;
 	int cbs;     /* the EVL_BEV_* callbacks Go has set */
 };

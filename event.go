@@ -87,7 +87,7 @@ type Event struct {
 
 	// Owned by the loop (see Base.call).
 	ptr *C.struct_event
-	obj *openObject
+	obj openObject
 	cb  EventFunc
 }
 
@@ -113,14 +113,12 @@ func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
 	}
 	ev := &Event{base: b, fd: fd, cb: cb}
 	ev.h = newHandle(ev)
-	err := b.call(func() error {
-		p := C.evl_event_new(b.ptr, C.int(fd), C.short(what), C.uintptr_t(ev.h))
-		if p == nil {
-			return errors.New("evlistener: event_new failed")
-		}
-		ev.opened(p)
-		return nil
-	})
+	var err error
+	if b.onLoop() { // no closure to allocate
+		err = ev.open(what)
+	} else {
+		err = b.call(func() error { return ev.open(what) })
+	}
 	if err != nil {
 		deleteHandle(ev.h)
 		return nil, err
@@ -134,10 +132,19 @@ func NewTimer(b *Base, cb EventFunc) (*Event, error) {
 	return NewEvent(b, -1, 0, cb)
 }
 
+func (ev *Event) open(what Events) error {
+	p := C.evl_event_new(ev.base.ptr, C.int(ev.fd), C.short(what), C.uintptr_t(ev.h))
+	if p == nil {
+		return errors.New("evlistener: event_new failed")
+	}
+	ev.opened(p)
+	return nil
+}
+
 func (ev *Event) opened(p *C.struct_event) {
 	ev.ptr = p
 	ev.cptr = unsafe.Pointer(p)
-	ev.obj = ev.base.register(func() { ev.closeOnLoop() })
+	ev.base.register(&ev.obj, ev)
 }
 
 // usec converts a timeout for the C side: <= 0 means none (-1).
@@ -245,7 +252,7 @@ func (ev *Event) closeOnLoop() error {
 	// callback returns (event_process_active_single_queue), so it can go.
 	C.event_free(ev.ptr)
 	ev.ptr = nil
-	ev.base.unregister(ev.obj)
+	ev.base.unregister(&ev.obj)
 	deleteHandle(ev.h)
 	ev.cb = nil
 	return nil

@@ -66,7 +66,7 @@ type Listener struct {
 	// Owned by the loop: touched only on the loop goroutine, or under the
 	// base's lock while no loop runs (see Base.call).
 	ptr                 *C.struct_evconnlistener
-	obj                 *openObject
+	obj                 openObject
 	timer               *C.struct_event // back-off retry
 	cb                  AcceptFunc
 	errCb               ErrorFunc
@@ -187,7 +187,7 @@ func (l *Listener) opened(p *C.struct_evconnlistener) {
 	l.cptr = unsafe.Pointer(p)
 	l.fd = int(C.evconnlistener_get_fd(p))
 	l.addr = sockname(l.fd)
-	l.obj = l.base.register(func() { l.closeOnLoop() })
+	l.base.register(&l.obj, l)
 }
 
 func cbArg(cb AcceptFunc) C.int {
@@ -269,7 +269,7 @@ func (l *Listener) closeOnLoop() error {
 	if l.unlink != "" {
 		syscall.Unlink(l.unlink)
 	}
-	l.base.unregister(l.obj)
+	l.base.unregister(&l.obj)
 	deleteHandle(l.h)
 	l.cb, l.errCb = nil, nil
 	if f := l.onClose; f != nil {
