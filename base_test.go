@@ -2,7 +2,10 @@ package evlistener
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -548,4 +551,103 @@ func TestNewBaseWithFlags(t *testing.T) {
 			t.Fatalf("with BaseIgnoreEnv the backend is %q, want epoll", m)
 		}
 	})
+}
+
+func TestBusyPoll(t *testing.T) {
+	// fireOnce runs Dispatch on a locked thread with a timer that fires at
+	// once and a LoopExit far away, and returns the loop thread's id once
+	// the timer's callback ran, and the running Dispatch.
+	fireOnce := func(t *testing.T, b *Base) (tid int, r *running) {
+		t.Helper()
+		tids := make(chan int, 1)
+		tm, err := NewTimer(b, func(*Event, int, Events) { tids <- syscall.Gettid() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tm.Close() })
+		if err := tm.Add(time.Microsecond); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.LoopExit(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		r = &running{done: make(chan struct{})}
+		go func() {
+			// The thread stays the loop's: its state can be read.
+			runtime.LockOSThread()
+			defer close(r.done)
+			defer func() { r.pan = recover() }()
+			r.err = b.Dispatch()
+		}()
+		return recv(t, tids, "the timer callback"), r
+	}
+	stop := func(t *testing.T, b *Base, r *running) {
+		t.Helper()
+		if err := b.LoopBreak(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("polls after a callback", func(t *testing.T) {
+		b := newBaseFlags(t, BaseNoLock)
+		if err := b.SetBusyPoll(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		_, r := fireOnce(t, b)
+		stop(t, b, r)
+		if b.polls == 0 {
+			t.Fatal("Dispatch did not poll after the callback")
+		}
+	})
+	t.Run("off by default", func(t *testing.T) {
+		b := newBase(t)
+		_, r := fireOnce(t, b)
+		stop(t, b, r)
+		if b.polls != 0 {
+			t.Fatalf("Dispatch polled %d times without SetBusyPoll", b.polls)
+		}
+	})
+	t.Run("sleeps once the window has passed", func(t *testing.T) {
+		b := newBase(t)
+		if err := b.SetBusyPoll(time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		tid, r := fireOnce(t, b)
+		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
+		stop(t, b, r)
+	})
+	t.Run("closed base", func(t *testing.T) {
+		b := newBase(t)
+		b.Close()
+		if err := b.SetBusyPoll(time.Second); err != ErrClosed {
+			t.Fatalf("SetBusyPoll on a closed base: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// inBlockingEpollWait reports whether thread tid of this process is in an
+// epoll wait with a timeout other than 0 (libevent's loop asleep, not
+// polling), from /proc/self/task/TID/syscall: "NR arg1 arg2 ... sp pc".
+func inBlockingEpollWait(t *testing.T, tid int) bool {
+	t.Helper()
+	line, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(line))
+	if len(f) < 5 {
+		return false // "running", or not in a system call
+	}
+	waits := map[string][]string{
+		"amd64": {"232", "281", "441"}, // epoll_wait, epoll_pwait, epoll_pwait2
+		"arm64": {"22", "441"},         // epoll_pwait, epoll_pwait2
+	}[runtime.GOARCH]
+	if waits == nil {
+		t.Skipf("epoll syscall numbers of %s not listed", runtime.GOARCH)
+	}
+	// The timeout is the fourth argument (a pointer for epoll_pwait2).
+	return slices.Contains(waits, f[0]) && f[4] != "0x0"
 }

@@ -128,11 +128,25 @@ func newBase(t testing.TB) *Base {
 	return newBaseFlags(t, 0)
 }
 
-// newBaseFlags is newBase with NewBaseWithFlags(flags).
+// testBusyPoll is not a libevent flag: openBase turns it into
+// SetBusyPoll(time.Hour), so that Dispatch polls without ever sleeping
+// once a callback has run.
+const testBusyPoll BaseFlag = 1 << 30
+
+// openBase is NewBaseWithFlags, and SetBusyPoll with testBusyPoll.
+func openBase(flags BaseFlag) (*Base, error) {
+	b, err := NewBaseWithFlags(flags &^ testBusyPoll)
+	if err == nil && flags&testBusyPoll != 0 {
+		err = b.SetBusyPoll(time.Hour)
+	}
+	return b, err
+}
+
+// newBaseFlags is newBase with openBase(flags).
 func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
 	t.Helper()
 	watchdog(t)
-	b, err := NewBaseWithFlags(flags)
+	b, err := openBase(flags)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,14 @@ const (
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
 
-// forEachBaseKind runs test on a base with libevent's locks and on one
-// without (BaseNoLock): calls from other goroutines must be as safe on both.
+// forEachBaseKind runs test on a base with libevent's locks, on one without
+// (BaseNoLock), and on one whose Dispatch busy-polls (SetBusyPoll): calls
+// from other goroutines must be as safe, and Dispatch must end the same way,
+// on all of them.
 func forEachBaseKind(t *testing.T, test func(*testing.T, BaseFlag)) {
 	t.Run("locked", func(t *testing.T) { test(t, 0) })
 	t.Run("BaseNoLock", func(t *testing.T) { test(t, BaseNoLock) })
+	t.Run("busy poll", func(t *testing.T) { test(t, BaseNoLock|testBusyPoll) })
 }
 
 func stormLength() time.Duration {
@@ -286,7 +289,7 @@ func TestListenerControlStorm(t *testing.T) { forEachBaseKind(t, listenerControl
 
 func listenerControlStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBaseWithFlags(flags)
+	b, err := openBase(flags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +329,7 @@ func TestBaseCloseDuringStorm(t *testing.T) { forEachBaseKind(t, baseCloseDuring
 
 func baseCloseDuringStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBaseWithFlags(flags)
+	b, err := openBase(flags)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +596,7 @@ func TestBufferEventControlStorm(t *testing.T) { forEachBaseKind(t, bufferEventC
 
 func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	before := takeResources(t)
-	b, err := NewBaseWithFlags(flags)
+	b, err := openBase(flags)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -224,6 +224,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-max-conns", "-1", port}, "-max-conns"},
 		{[]string{"-max-pending", "0", port}, "-max-pending"},
 		{[]string{"-idle", "-1s", port}, "-idle"},
+		{[]string{"-busy-poll", "-1us", port}, "-busy-poll"},
+		{[]string{"-busy-poll", "2s", port}, "-busy-poll"},
 		{[]string{"-no-such-flag", port}, "no-such-flag"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
