@@ -113,8 +113,8 @@ type config struct {
 
 func main() {
 	binDir := flag.String("bin", "bin", "directory holding the servers and load")
-	rounds := flag.Int("rounds", 3, "interleaved rounds per workload")
-	dur := flag.Duration("d", time.Second, "measuring window per run")
+	rounds := flag.Int("rounds", 6, "interleaved rounds per workload (even: as many forward as backward)")
+	dur := flag.Duration("d", 600*time.Millisecond, "measuring window per run")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
 	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
