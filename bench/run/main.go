@@ -5,7 +5,7 @@
 // 0), waits for its "echo: listening on HOST:PORT" line, runs bin/load
 // against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
 // right next to the one it is compared with (cecho and echo-bufferevent,
-// crawecho and echo-event, goecho, echo and gnetecho), and every other round
+// crawecho and echo-event, echo-nopoll, goecho, echo and gnetecho), and every other round
 // runs the list backwards (A B C, C B A, …): a machine whose speed drifts
 // then hits both sides of a ratio alike, first one way, then the other. It reports per server and workload the median
 // over rounds, and for each pair of servers the median of the per-round
@@ -306,7 +306,7 @@ func fatal(err error) {
 // servers it does not know keep their place at the end.
 func runOrder(servers []server) []server {
 	rank := map[string]int{}
-	for i, name := range []string{"cecho", "echo-bufferevent", "crawecho", "echo-event", "goecho", "echo", "gnetecho"} {
+	for i, name := range []string{"cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho"} {
 		rank[name] = i + 1
 	}
 	order := slices.Clone(servers)
@@ -338,9 +338,10 @@ func chooseServers(binDir, cmdEcho string, only []string) ([]server, []string, e
 			server{Name: "echo-bufferevent", Bin: "echo", Args: []string{"-engine", "bufferevent"}},
 			server{Name: "echo-event", Bin: "echo", Args: []string{"-engine", "event"}},
 			server{Name: "echo", Bin: "echo"},
+			server{Name: "echo-nopoll", Bin: "echo", Args: []string{"-busy-poll", "0"}},
 		)
 	} else {
-		notes = append(notes, fmt.Sprintf("skip: %s does not exist yet; echo-bufferevent, echo-event and echo are not benchmarked", cmdEcho))
+		notes = append(notes, fmt.Sprintf("skip: %s does not exist yet; echo-bufferevent, echo-event, echo and echo-nopoll are not benchmarked", cmdEcho))
 	}
 	if len(only) > 0 {
 		var kept []server

@@ -25,6 +25,11 @@ var pairSpecs = []pairSpec{
 	{Num: "echo-event", Den: "crawecho", Target: 0.95},
 	{Num: "echo", Den: "goecho", Target: 1.0, EchoOnly: true},
 	{Num: "echo", Den: "gnetecho", Target: 1.0, EchoOnly: true},
+	// The default engine without busy polling: what the binding gives
+	// before cmd/echo trades CPU time for latency.
+	{Num: "echo-nopoll", Den: "crawecho"},
+	{Num: "echo-nopoll", Den: "goecho"},
+	{Num: "echo-nopoll", Den: "gnetecho"},
 	{Num: "crawecho", Den: "goecho"},
 	{Num: "cecho", Den: "goecho"},
 	{Num: "gnetecho", Den: "goecho"},

@@ -178,14 +178,14 @@ func TestStallsAloneAreTimingFailures(t *testing.T) {
 
 func TestRunOrderPutsComparedServersSideBySide(t *testing.T) {
 	var servers []server
-	for _, n := range []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "other"} {
+	for _, n := range []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "echo-nopoll", "other"} {
 		servers = append(servers, server{Name: n})
 	}
 	var got []string
 	for _, s := range runOrder(servers) {
 		got = append(got, s.Name)
 	}
-	want := "cecho echo-bufferevent crawecho echo-event goecho echo gnetecho other"
+	want := "cecho echo-bufferevent crawecho echo-event echo-nopoll goecho echo gnetecho other"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("run order %v, want %s", got, want)
 	}

@@ -18,6 +18,7 @@ var colours = map[string]string{
 	"echo-bufferevent": "#E69F00",
 	"echo-event":       "#D55E00",
 	"echo":             "#CC79A7",
+	"echo-nopoll":      "#F0E442",
 }
 
 func colour(i int, name string) string {
