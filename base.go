@@ -76,8 +76,10 @@ type Base struct {
 	// scheduler (loop-owned; see yieldIfDue).
 	lastYield time.Duration
 	// callbacks counts the Go callbacks run on the loop goroutine, polls
-	// the turns pollLoop took without sleeping (loop-owned).
+	// the turns pollLoop took without sleeping; firstCallback is when the
+	// first callback of pollLoop's current turn started (loop-owned).
 	callbacks, polls uint64
+	firstCallback    time.Duration
 
 	busyPoll atomic.Int64 // a time.Duration; see SetBusyPoll
 }
@@ -544,7 +546,11 @@ var clockStart = time.Now()
 // scheduler every few milliseconds, between callbacks, avoids all of it.
 func (b *Base) yieldIfDue() {
 	b.callbacks++
-	b.yieldIfDueAt(time.Since(clockStart))
+	now := time.Since(clockStart)
+	if b.firstCallback == 0 {
+		b.firstCallback = now
+	}
+	b.yieldIfDueAt(now)
 }
 
 func (b *Base) yieldIfDueAt(now time.Duration) {
@@ -562,8 +568,10 @@ func (b *Base) yieldIfDueAt(now time.Duration) {
 // microseconds of the last answer: polling catches it without the thread
 // falling asleep and being woken, which is much of the latency of a round
 // trip, at the price of CPU time spent polling (at most d per burst of
-// activity). The Go runtime's scheduler spins in the same way before it
-// parks a thread. It takes effect from the next Dispatch; it may be called
+// activity). The window adapts: while work keeps coming later than d after
+// the last, it halves each time, so that a loop whose work comes seldom
+// soon stops polling; work within d restores it. The Go runtime's
+// scheduler spins in the same way before it parks a thread. It takes effect from the next Dispatch; it may be called
 // from any goroutine.
 func (b *Base) SetBusyPoll(d time.Duration) error {
 	b.mu.Lock()
@@ -576,16 +584,23 @@ func (b *Base) SetBusyPoll(d time.Duration) error {
 }
 
 // pollLoop is event_base_dispatch with busy polling: one turn of the loop
-// at a time (event_base_loop), without blocking (EVLOOP_NONBLOCK) while a
-// callback ran less than spin ago, blocking (EVLOOP_ONCE) otherwise. It
-// returns as event_base_dispatch does: 1 when nothing is pending, -1 on a
-// backend error, 0 after LoopBreak or LoopExit.
+// at a time (event_base_loop), without blocking (EVLOOP_NONBLOCK) while the
+// last callback ran less than a polling window ago, blocking (EVLOOP_ONCE)
+// otherwise. It returns as event_base_dispatch does: 1 when nothing is
+// pending, -1 on a backend error, 0 after LoopBreak or LoopExit.
+//
+// The window adapts. Work that came within spin of the last would have
+// been caught by polling: the window is spin. Work that came later was not:
+// the window halves, so that a loop whose work comes seldom soon stops
+// spending CPU time on polls that find nothing.
 func (b *Base) pollLoop(spin time.Duration) C.int {
+	w := pollWindow{spin: spin, window: spin}
 	lastActive := time.Since(clockStart) - spin
 	for {
 		n := b.callbacks
+		b.firstCallback = 0
 		mode := C.int(C.EVLOOP_ONCE)
-		if now := time.Since(clockStart); now-lastActive < spin {
+		if now := time.Since(clockStart); now-lastActive < w.window {
 			mode = C.EVLOOP_NONBLOCK
 			b.polls++
 			b.yieldIfDueAt(now) // no callback may run for a while
@@ -598,7 +613,22 @@ func (b *Base) pollLoop(spin time.Duration) C.int {
 			return 0
 		}
 		if b.callbacks != n {
+			w.workAfter(b.firstCallback - lastActive)
 			lastActive = time.Since(clockStart)
 		}
+	}
+}
+
+// pollWindow is how long pollLoop polls after the last work: spin at most.
+type pollWindow struct {
+	spin, window time.Duration
+}
+
+// workAfter adapts the window to work that came gap after the last.
+func (w *pollWindow) workAfter(gap time.Duration) {
+	if gap <= w.spin {
+		w.window = w.spin // polling would have caught it
+	} else {
+		w.window /= 2
 	}
 }

@@ -619,6 +619,30 @@ func TestBusyPoll(t *testing.T) {
 		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
 		stop(t, b, r)
 	})
+	t.Run("the window", func(t *testing.T) {
+		w := pollWindow{spin: 64 * time.Microsecond, window: 64 * time.Microsecond}
+		for i, step := range []struct {
+			gap, want time.Duration
+		}{
+			{10 * time.Microsecond, 64 * time.Microsecond}, // caught by polling: stays
+			{time.Millisecond, 32 * time.Microsecond},      // seldom: halves
+			{time.Second, 16 * time.Microsecond},
+			{65 * time.Microsecond, 8 * time.Microsecond},
+			{64 * time.Microsecond, 64 * time.Microsecond}, // within spin: restored
+			{time.Millisecond, 32 * time.Microsecond},
+		} {
+			w.workAfter(step.gap)
+			if w.window != step.want {
+				t.Fatalf("step %d: work %v after the last: window %v, want %v", i, step.gap, w.window, step.want)
+			}
+		}
+		for range 64 {
+			w.workAfter(time.Second)
+		}
+		if w.window != 0 {
+			t.Fatalf("window %v after 64 seldom bursts, want 0", w.window)
+		}
+	})
 	t.Run("closed base", func(t *testing.T) {
 		b := newBase(t)
 		b.Close()
