@@ -594,6 +594,11 @@ func (b *Base) SetBusyPoll(d time.Duration) error {
 // the window halves, so that a loop whose work comes seldom soon stops
 // spending CPU time on polls that find nothing.
 func (b *Base) pollLoop(spin time.Duration) C.int {
+	// Between turns the goroutine is in Go, where the scheduler could move
+	// it to another thread: libevent and C callbacks would no longer see
+	// one loop thread, as they do in event_base_dispatch.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	w := pollWindow{spin: spin, window: spin}
 	lastActive := time.Since(clockStart) - spin
 	for {
