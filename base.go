@@ -75,11 +75,11 @@ type Base struct {
 	// lastYield is when the loop goroutine last went through the Go
 	// scheduler (loop-owned; see yieldIfDue).
 	lastYield time.Duration
-	// callbacks counts the Go callbacks run on the loop goroutine, polls
-	// the turns pollLoop took without sleeping; firstCallback is when the
-	// first callback of pollLoop's current turn started (loop-owned).
-	callbacks, polls uint64
-	firstCallback    time.Duration
+	// firstCallback is when the first Go callback of pollLoop's current
+	// turn started, 0 while none has; polls counts the turns pollLoop took
+	// without sleeping (loop-owned).
+	firstCallback time.Duration
+	polls         uint64
 
 	busyPoll atomic.Int64 // a time.Duration; see SetBusyPoll
 }
@@ -545,7 +545,6 @@ var clockStart = time.Now()
 // that is thousands of context switches a second. Passing through the
 // scheduler every few milliseconds, between callbacks, avoids all of it.
 func (b *Base) yieldIfDue() {
-	b.callbacks++
 	now := time.Since(clockStart)
 	if b.firstCallback == 0 {
 		b.firstCallback = now
@@ -602,7 +601,6 @@ func (b *Base) pollLoop(spin time.Duration) C.int {
 	w := pollWindow{spin: spin, window: spin}
 	lastActive := time.Since(clockStart) - spin
 	for {
-		n := b.callbacks
 		b.firstCallback = 0
 		mode := C.int(C.EVLOOP_ONCE)
 		if now := time.Since(clockStart); now-lastActive < w.window {
@@ -617,7 +615,7 @@ func (b *Base) pollLoop(spin time.Duration) C.int {
 		if C.event_base_got_break(b.ptr) != 0 || C.event_base_got_exit(b.ptr) != 0 {
 			return 0
 		}
-		if b.callbacks != n {
+		if b.firstCallback != 0 { // Go callbacks ran
 			w.workAfter(b.firstCallback - lastActive)
 			lastActive = time.Since(clockStart)
 		}

@@ -74,12 +74,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 		for range 20 {
 			r := startDispatch(t, b)
 			start := time.Now()
-			if err := b.LoopBreak(); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.wait(t); err != nil {
-				t.Fatal(err)
-			}
+			r.breakAndWait(t, b)
 			lat = append(lat, time.Since(start))
 		}
 		slices.Sort(lat)
@@ -130,12 +125,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 					t.Fatalf("round %d: Dispatch returned before LoopBreak: %v", i, r.err)
 				}
 			}
-			if err := b.LoopBreak(); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.wait(t); err != nil {
-				t.Fatal(err)
-			}
+			r.breakAndWait(t, b)
 		}
 	})
 
@@ -217,12 +207,7 @@ func TestDispatchTwice(t *testing.T) {
 	if r.finished() {
 		t.Fatal("the first Dispatch ended")
 	}
-	if err := b.LoopBreak(); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.wait(t); err != nil {
-		t.Fatal(err)
-	}
+	r.breakAndWait(t, b)
 	// Dispatch runs again once the first returned.
 	if err := b.LoopExit(0); err != nil {
 		t.Fatal(err)
@@ -444,27 +429,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 		b := newBaseFlags(t, flags)
 		idleListener(t, b)
 		r := startDispatch(t, b)
-		const n = 8
-		start := make(chan struct{})
-		errs := make(chan error, n)
-		for range n {
-			go func() {
-				<-start
-				errs <- b.Close()
-			}()
-		}
-		close(start)
-		nils := 0
-		for range n {
-			switch err := recv(t, errs, "Base.Close"); err {
-			case nil:
-				nils++
-			case ErrClosed:
-			default:
-				t.Fatalf("Close = %v", err)
-			}
-		}
-		if nils != 1 {
+		if nils := closeAtOnce(t, 8, b.Close); nils != 1 {
 			t.Fatalf("%d Close calls returned nil, want 1", nils)
 		}
 		if err := r.wait(t); err != nil {
@@ -514,12 +479,7 @@ func callsWhileDispatchRuns(t *testing.T, flags BaseFlag) {
 	c2 := dial(t, l2.Addr())
 	recv(t, accepted, "the accept on a listener made during Dispatch")
 	readEOF(t, c2)
-	if err := b.LoopBreak(); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.wait(t); err != nil {
-		t.Fatal(err)
-	}
+	r.breakAndWait(t, b)
 	stillQueued(t, c)
 }
 
@@ -581,15 +541,6 @@ func TestBusyPoll(t *testing.T) {
 		}()
 		return recv(t, tids, "the timer callback"), r
 	}
-	stop := func(t *testing.T, b *Base, r *running) {
-		t.Helper()
-		if err := b.LoopBreak(); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.wait(t); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	t.Run("polls after a callback", func(t *testing.T) {
 		b := newBaseFlags(t, BaseNoLock)
@@ -597,7 +548,7 @@ func TestBusyPoll(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, r := fireOnce(t, b)
-		stop(t, b, r)
+		r.breakAndWait(t, b)
 		if b.polls == 0 {
 			t.Fatal("Dispatch did not poll after the callback")
 		}
@@ -605,7 +556,7 @@ func TestBusyPoll(t *testing.T) {
 	t.Run("off by default", func(t *testing.T) {
 		b := newBase(t)
 		_, r := fireOnce(t, b)
-		stop(t, b, r)
+		r.breakAndWait(t, b)
 		if b.polls != 0 {
 			t.Fatalf("Dispatch polled %d times without SetBusyPoll", b.polls)
 		}
@@ -617,7 +568,7 @@ func TestBusyPoll(t *testing.T) {
 		}
 		tid, r := fireOnce(t, b)
 		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
-		stop(t, b, r)
+		r.breakAndWait(t, b)
 	})
 	t.Run("the window", func(t *testing.T) {
 		w := pollWindow{spin: 64 * time.Microsecond, window: 64 * time.Microsecond}

@@ -137,14 +137,10 @@ func (ev *Event) open(what Events) error {
 	if p == nil {
 		return errors.New("evlistener: event_new failed")
 	}
-	ev.opened(p)
-	return nil
-}
-
-func (ev *Event) opened(p *C.struct_event) {
 	ev.ptr = p
 	ev.cptr = unsafe.Pointer(p)
 	ev.base.register(&ev.obj, ev)
+	return nil
 }
 
 // usec converts a timeout for the C side: <= 0 means none (-1).

@@ -505,27 +505,7 @@ func TestClose(t *testing.T) {
 			if loop {
 				r = startDispatch(t, b) // the listener keeps it alive
 			}
-			const n = 8
-			start := make(chan struct{})
-			errs := make(chan error, n)
-			for range n {
-				go func() {
-					<-start
-					errs <- l.Close()
-				}()
-			}
-			close(start)
-			nils := 0
-			for range n {
-				switch err := recv(t, errs, "Close"); err {
-				case nil:
-					nils++
-				case ErrClosed:
-				default:
-					t.Fatalf("Close = %v", err)
-				}
-			}
-			if nils != 1 {
+			if nils := closeAtOnce(t, 8, l.Close); nils != 1 {
 				t.Fatalf("dispatch running %v: %d Close calls returned nil, want 1", loop, nils)
 			}
 			if loop {

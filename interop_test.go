@@ -236,12 +236,7 @@ func TestFromCPtr(t *testing.T) {
 		if err := l.Disable(); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.LoopBreak(); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.wait(t); err != nil {
-			t.Fatal(err)
-		}
+		r.breakAndWait(t, b)
 	})
 
 	t.Run("nil", func(t *testing.T) {

@@ -243,6 +243,43 @@ func goDispatch(b *Base) *running {
 	return r
 }
 
+// breakAndWait ends the running Dispatch with LoopBreak and waits for it.
+func (r *running) breakAndWait(t testing.TB, b *Base) {
+	t.Helper()
+	if err := b.LoopBreak(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// closeAtOnce calls closeFn from n goroutines released together and
+// returns how many calls returned nil; any error but ErrClosed fails the
+// test.
+func closeAtOnce(t testing.TB, n int, closeFn func() error) (nils int) {
+	t.Helper()
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			<-start
+			errs <- closeFn()
+		}()
+	}
+	close(start)
+	for range n {
+		switch err := recv(t, errs, "Close"); err {
+		case nil:
+			nils++
+		case ErrClosed:
+		default:
+			t.Fatalf("Close = %v", err)
+		}
+	}
+	return nils
+}
+
 func (r *running) finished() bool {
 	select {
 	case <-r.done:
