@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -244,6 +245,31 @@ func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	return s
 }
 
+// endStorm closes stop and waits for stormed, closed once every storm
+// goroutine has returned; goroutines that do not return are a deadlock,
+// reported with every stack.
+func endStorm(t *testing.T, stop, stormed chan struct{}) {
+	t.Helper()
+	close(stop)
+	select {
+	case <-stormed:
+	case <-time.After(stormDeadline):
+		t.Fatalf("storm goroutines still running %v after the stop: deadlock?\n%s", stormDeadline, dumpGoroutines())
+	}
+}
+
+// opCounts totals a storm's per-operation counters and lists them as
+// "Name n, Name n".
+func opCounts(ops []atomic.Int64, names []string) (total int64, list string) {
+	parts := make([]string, len(ops))
+	for op := range ops {
+		n := ops[op].Load()
+		total += n
+		parts[op] = fmt.Sprintf("%s %d", names[op], n)
+	}
+	return total, strings.Join(parts, ", ")
+}
+
 // stopAfter lets the storm run for d, stops it and waits for its
 // goroutines, failing with every stack if they do not return.
 func (s *runningStorm) stopAfter(d time.Duration) {
@@ -253,21 +279,10 @@ func (s *runningStorm) stopAfter(d time.Duration) {
 		t.Fatal("storm goroutines returned before they were stopped")
 	case <-time.After(d):
 	}
-	close(s.stop)
-	select {
-	case <-s.stormed:
-	case <-time.After(stormDeadline):
-		t.Fatalf("storm goroutines still running %v after the stop: deadlock?\n%s", stormDeadline, dumpGoroutines())
-	}
-	var total int64
-	var counts string
-	for op := range s.ops {
-		n := s.ops[op].Load()
-		total += n
-		counts += fmt.Sprintf(" %s %d,", stormOpNames[op], n)
-	}
+	endStorm(t, s.stop, s.stormed)
+	total, counts := opCounts(s.ops[:], stormOpNames[:])
 	t.Logf("%v storm: %d control calls (%s), %d listeners replaced, %d dials completed, %d accepted",
-		d, total, counts[1:len(counts)-1], s.created.Load(), s.dials.Load(), s.accepted.Load())
+		d, total, counts, s.created.Load(), s.dials.Load(), s.accepted.Load())
 	if n := s.badFD.Load(); n != 0 {
 		t.Errorf("%d accepted descriptors could not be closed", n)
 	}
@@ -649,22 +664,10 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 		t.Fatal("storm goroutines returned before they were stopped")
 	case <-time.After(stormLength()):
 	}
-	close(stop)
-	select {
-	case <-stormed:
-	case <-time.After(stormDeadline):
-		t.Fatalf("storm goroutines still running %v after the stop: deadlock?\n%s", stormDeadline, dumpGoroutines())
-	}
-
-	var total int64
-	var counts string
-	for op := range s.ops {
-		n := s.ops[op].Load()
-		total += n
-		counts += fmt.Sprintf(" %s %d,", bevStormOpNames[op], n)
-	}
+	endStorm(t, stop, stormed)
+	total, counts := opCounts(s.ops[:], bevStormOpNames[:])
 	t.Logf("%v storm: %d control calls (%s), %d buffer events opened, %d bytes echoed, %d received by clients",
-		stormLength(), total, counts[1:len(counts)-1], s.created.Load(), s.echoed.Load(), received.Load())
+		stormLength(), total, counts, s.created.Load(), s.echoed.Load(), received.Load())
 	if received.Load() == 0 {
 		t.Error("no data came back during the storm")
 	}
