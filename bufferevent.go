@@ -326,7 +326,7 @@ func (be *BufferEvent) echoInput() (int, error) {
 	if be.closed.Load() {
 		return 0, ErrClosed
 	}
-	return int(C.evl_bev_echo(be.ptr)), nil
+	return int(C.evl_bev_echo(be.ctx)), nil
 }
 
 // Read reads from the input buffer (bufferevent_read); see Buffer.Read.

@@ -264,13 +264,12 @@ void evl_bev_free(struct evl_bev *c)
  * is appended to the output buffer (no copy), in order. A write error leaves
  * the data queued: libevent's own write then reports it to the event
  * callback. Returns the bytes waiting in the output buffer. */
-size_t evl_bev_echo(struct bufferevent *bev)
+size_t evl_bev_echo(struct evl_bev *c)
 {
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer *out = bufferevent_get_output(bev);
+	struct evbuffer *in = c->in, *out = c->out;
 	if (evbuffer_get_length(out) == 0 &&
-	    (bufferevent_get_enabled(bev) & EV_WRITE))
-		(void)evbuffer_write(in, bufferevent_getfd(bev));
+	    (bufferevent_get_enabled(c->bev) & EV_WRITE))
+		(void)evbuffer_write(in, bufferevent_getfd(c->bev));
 	if (evbuffer_get_length(in) > 0)
 		evbuffer_add_buffer(out, in);
 	return evbuffer_get_length(out);

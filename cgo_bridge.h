@@ -72,7 +72,7 @@ struct evl_bev {
 struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
 	uintptr_t h);
 void evl_bev_free(struct evl_bev *c);
-size_t evl_bev_echo(struct bufferevent *bev);
+size_t evl_bev_echo(struct evl_bev *c);
 int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 	int64_t read_usec, int64_t write_usec);
 
