@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,12 +59,16 @@ type Base struct {
 	freed    bool
 	running  bool
 	breakReq bool
-	queue    []*loopTask
-	resume   []func() // run by the next Dispatch, on the loop
+	queue    []*loopTask // work handed to the loop (see Base.call)
+	resume   []func()    // run by the next Dispatch, on the loop
 	done     chan struct{}
 
+	// pending is set while queue holds work or breakReq is set: every
+	// callback looks at it as it ends (see handoff.go).
+	pending atomic.Bool
+
 	objMu sync.Mutex
-	objs  openObject // the list head: objs.next is the first open object
+	objs  openLink // the list head: objs.next is the first open object
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
@@ -82,22 +85,6 @@ type Base struct {
 	polls         uint64
 
 	busyPoll atomic.Int64 // a time.Duration; see SetBusyPoll
-}
-
-type loopTask struct {
-	fn   func() error
-	err  error
-	done taskDone
-}
-
-// openObject links a listener, buffer event or event into the list of open
-// objects of its base, so that Base.Close can close it. Each object embeds
-// one, so registering allocates nothing. closeOnLoop runs on the loop, or
-// with no loop running, and must not call back into the base's loop
-// machinery.
-type openObject struct {
-	prev, next *openObject
-	obj        interface{ closeOnLoop() error }
 }
 
 // NewBase creates an event base (event_base_new) with libevent's pthread
@@ -247,64 +234,6 @@ func (b *Base) onLoop() bool {
 	return g != 0 && g == goid.Get()
 }
 
-// call runs fn on the loop thread and returns its error. From the loop
-// goroutine (a callback) it runs fn at once. With no Dispatch running it
-// runs fn on the caller's goroutine, under the base's lock. Otherwise it
-// hands fn to the loop, wakes it and waits: libevent 2.1.12 deadlocks when
-// evconnlistener_disable or _free run on another thread during a callback
-// (libevent issue #1224), and bufferevents share the hazard.
-func (b *Base) call(fn func() error) error {
-	if b.onLoop() {
-		return fn()
-	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	if !b.running {
-		defer b.mu.Unlock()
-		return fn()
-	}
-	t := taskPool.Get().(*loopTask)
-	t.fn = fn
-	b.queue = append(b.queue, t)
-	C.evl_wake(b.wake)
-	b.mu.Unlock()
-	t.done.wait()
-	err := t.err
-	t.fn, t.err = nil, nil
-	taskPool.Put(t)
-	return err
-}
-
-var taskPool = sync.Pool{New: func() any {
-	t := new(loopTask)
-	t.done.init()
-	return t
-}}
-
-func runTasks(q []*loopTask) {
-	for _, t := range q {
-		t.err = t.fn()
-		t.done.signal()
-	}
-}
-
-// onWake runs on the loop thread when the wake event fires.
-func (b *Base) onWake() {
-	b.mu.Lock()
-	q := b.queue
-	b.queue = nil
-	brk := b.breakReq
-	b.breakReq = false
-	b.mu.Unlock()
-	runTasks(q)
-	if brk {
-		C.event_base_loopbreak(b.ptr)
-	}
-}
-
 // Dispatch runs the event loop on the calling goroutine
 // (event_base_dispatch) until nothing is pending, LoopBreak or LoopExit ends
 // it, or Close is called. It returns nil in all these cases; it returns an
@@ -353,6 +282,7 @@ func (b *Base) Dispatch() error {
 	runTasks(b.queue) // work handed over while the loop was stopping
 	b.queue = nil
 	b.breakReq = false
+	b.pending.Store(false)
 	p := b.panicked
 	b.panicked = nil
 	b.breakOnLoop = false
@@ -372,13 +302,14 @@ func (b *Base) Dispatch() error {
 }
 
 // LoopBreak makes a running Dispatch return promptly, after the callback that
-// runs now, if any (event_base_loopbreak). A break that lands while Dispatch
-// is starting is not lost. With no Dispatch running it does nothing and
-// returns nil. It may be called from any goroutine.
+// runs now, if any (event_base_loopbreak): no further callback starts, not
+// even one for a connection already waiting in a listener's backlog, however
+// many arrive. A break that lands while Dispatch is starting is not lost.
+// With no Dispatch running it does nothing and returns nil. It may be called
+// from any goroutine, and returns without waiting for the loop.
 func (b *Base) LoopBreak() error {
 	if b.onLoop() {
-		C.event_base_loopbreak(b.ptr)
-		b.breakOnLoop = true
+		b.breakLoop()
 		return nil
 	}
 	b.mu.Lock()
@@ -388,9 +319,9 @@ func (b *Base) LoopBreak() error {
 	}
 	if b.running {
 		// event_base_loop clears its break flag when it starts, so the
-		// break is delivered from inside the loop by the wake event.
+		// break is delivered from inside the loop (runPending).
 		b.breakReq = true
-		C.evl_wake(b.wake)
+		b.requestLocked()
 	}
 	return nil
 }
@@ -434,13 +365,12 @@ func (b *Base) Close() error {
 		return nil
 	}
 	if b.onLoop() {
-		C.event_base_loopbreak(b.ptr)
-		b.breakOnLoop = true
+		b.breakLoop()
 		b.mu.Unlock()
 		return nil
 	}
 	b.breakReq = true
-	C.evl_wake(b.wake)
+	b.requestLocked()
 	done := b.done
 	b.mu.Unlock()
 	<-done
@@ -450,7 +380,7 @@ func (b *Base) Close() error {
 // free releases everything. It runs with b.mu held and no loop running.
 func (b *Base) free() {
 	for _, o := range b.openObjects() {
-		o.obj.closeOnLoop()
+		o.obj.close()
 	}
 	C.evl_wake_free(b.wake)
 	// Forget the pointer before event_base_free: a concurrent
@@ -465,8 +395,18 @@ func (b *Base) free() {
 	deleteHandle(b.h)
 }
 
+// openLink links a listener, buffer event or event into the list of open
+// objects of its base, so that Base.Close can close it. Each object embeds
+// one, so registering allocates nothing. Base.Close calls close on the loop,
+// or with no loop running; close must not call back into the base's loop
+// machinery.
+type openLink struct {
+	prev, next *openLink
+	obj        closer
+}
+
 // register links o, embedded in obj, into the base's list.
-func (b *Base) register(o *openObject, obj interface{ closeOnLoop() error }) {
+func (b *Base) register(o *openLink, obj closer) {
 	b.objMu.Lock()
 	o.obj = obj
 	o.prev, o.next = b.objs.prev, &b.objs
@@ -475,7 +415,7 @@ func (b *Base) register(o *openObject, obj interface{ closeOnLoop() error }) {
 	b.objMu.Unlock()
 }
 
-func (b *Base) unregister(o *openObject) {
+func (b *Base) unregister(o *openLink) {
 	b.objMu.Lock()
 	if o.next != nil {
 		o.prev.next, o.next.prev = o.next, o.prev
@@ -484,10 +424,10 @@ func (b *Base) unregister(o *openObject) {
 	b.objMu.Unlock()
 }
 
-func (b *Base) openObjects() []*openObject {
+func (b *Base) openObjects() []*openLink {
 	b.objMu.Lock()
 	defer b.objMu.Unlock()
-	var list []*openObject
+	var list []*openLink
 	for o := b.objs.next; o != &b.objs; o = o.next {
 		list = append(list, o)
 	}
@@ -500,64 +440,6 @@ func (b *Base) resumeOnDispatch(f func()) {
 	b.mu.Lock()
 	b.resume = append(b.resume, f)
 	b.mu.Unlock()
-}
-
-// CallbackPanic is the value Dispatch panics with when a callback panicked.
-type CallbackPanic struct {
-	Value any    // the callback's panic value
-	Stack []byte // the stack where it panicked
-}
-
-func (p *CallbackPanic) Error() string {
-	return fmt.Sprintf("evlistener: callback panicked: %v\n\n%s", p.Value, p.Stack)
-}
-
-// Unwrap returns the panic value when it is an error.
-func (p *CallbackPanic) Unwrap() error {
-	err, _ := p.Value.(error)
-	return err
-}
-
-// callbackPanicked records a recovered panic and stops the loop. It runs on
-// the loop goroutine, in a trampoline's deferred recover.
-func (b *Base) callbackPanicked(v any) {
-	if b.panicked == nil {
-		b.panicked = &CallbackPanic{Value: v, Stack: debug.Stack()}
-	}
-	C.event_base_loopbreak(b.ptr)
-}
-
-// stopped reports whether a callback panicked in the running Dispatch, in
-// which case no further callback may run. Loop goroutine only.
-func (b *Base) stopped() bool { return b.panicked != nil }
-
-// yieldEvery is how often a busy loop goroutine passes through the Go
-// scheduler; the runtime's limit is 10 ms (forcePreemptNS).
-const yieldEvery = 5 * time.Millisecond
-
-var clockStart = time.Now()
-
-// yieldIfDue runs on the loop goroutine as a callback starts. A goroutine
-// that has not been through the Go scheduler for 10 ms looks to the runtime
-// like one hogging its P: sysmon then takes the P from the loop thread while
-// it waits in epoll_wait, wakes another thread to hold it, and goes back to
-// polling every 20 µs; each callback must then get a P back. On a loop's CPU
-// that is thousands of context switches a second. Passing through the
-// scheduler every few milliseconds, between callbacks, avoids all of it.
-func (b *Base) yieldIfDue() {
-	now := time.Since(clockStart)
-	if b.firstCallback == 0 {
-		b.firstCallback = now
-	}
-	b.yieldIfDueAt(now)
-}
-
-func (b *Base) yieldIfDueAt(now time.Duration) {
-	if now-b.lastYield < yieldEvery {
-		return
-	}
-	b.lastYield = now
-	runtime.Gosched()
 }
 
 // SetBusyPoll makes Dispatch keep polling for events, without sleeping, for

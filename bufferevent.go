@@ -15,7 +15,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -108,17 +107,12 @@ type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 // another thread during a callback (libevent_obsolete#105), and the caller
 // waits. From the loop goroutine they cost one cgo call and no allocation.
 type BufferEvent struct {
-	base        *Base
-	h           handle
-	fd          int
+	object
 	closeOnFree bool
-	closed      atomic.Bool
-	cptr        unsafe.Pointer
 
 	// Owned by the loop (see Base.call).
 	ctx     *C.struct_evl_bev
 	ptr     *C.struct_bufferevent
-	obj     openObject
 	readCb  DataFunc
 	writeCb DataFunc
 	eventCb BufferEventFunc
@@ -139,16 +133,8 @@ func NewBufferEvent(b *Base, fd int, opts BEVOption) (*BufferEvent, error) {
 	if rest := opts &^ knownBEVOptions; rest != 0 {
 		return nil, errors.New("evlistener: NewBufferEvent: unknown options 0x" + strconv.FormatUint(uint64(rest), 16))
 	}
-	be := &BufferEvent{base: b, fd: fd, closeOnFree: opts&BEVOptCloseOnFree != 0}
-	be.h = newHandle(be)
-	var err error
-	if b.onLoop() { // no closure to allocate
-		err = be.open(opts)
-	} else {
-		err = b.call(func() error { return be.open(opts) })
-	}
-	if err != nil {
-		deleteHandle(be.h)
+	be := &BufferEvent{closeOnFree: opts&BEVOptCloseOnFree != 0}
+	if err := newObject(b, be, fd, (*BufferEvent).open, opts); err != nil {
 		return nil, err
 	}
 	return be, nil
@@ -163,55 +149,46 @@ func (be *BufferEvent) open(opts BEVOption) error {
 	}
 	be.ctx = c
 	be.ptr = c.bev
-	be.cptr = unsafe.Pointer(c.bev)
 	be.in = Buffer{be: be, ptr: c.in}
 	be.out = Buffer{be: be, ptr: c.out}
-	be.base.register(&be.obj, be)
+	be.opened(be, unsafe.Pointer(c.bev))
 	return nil
+}
+
+// bevCallbacks are the arguments of SetCallbacks.
+type bevCallbacks struct {
+	read, write DataFunc
+	event       BufferEventFunc
 }
 
 // SetCallbacks sets the read, write and event callbacks
 // (bufferevent_setcb); any of them may be nil. On a closed buffer event it
 // does nothing.
 func (be *BufferEvent) SetCallbacks(read, write DataFunc, event BufferEventFunc) {
-	if be.base.onLoop() {
-		be.setCallbacks(read, write, event)
-		return
-	}
-	be.base.call(func() error { be.setCallbacks(read, write, event); return nil })
+	do1(be, (*BufferEvent).setCallbacks, bevCallbacks{read, write, event})
 }
 
-func (be *BufferEvent) setCallbacks(read, write DataFunc, event BufferEventFunc) {
-	if be.closed.Load() {
-		return
+func (be *BufferEvent) setCallbacks(cbs bevCallbacks) error {
+	be.readCb, be.writeCb, be.eventCb = cbs.read, cbs.write, cbs.event
+	var set C.int
+	if cbs.read != nil {
+		set |= C.EVL_BEV_READ
 	}
-	be.readCb, be.writeCb, be.eventCb = read, write, event
-	var cbs C.int
-	if read != nil {
-		cbs |= C.EVL_BEV_READ
+	if cbs.write != nil {
+		set |= C.EVL_BEV_WRITE
 	}
-	if write != nil {
-		cbs |= C.EVL_BEV_WRITE
+	if cbs.event != nil {
+		set |= C.EVL_BEV_EVENT
 	}
-	if event != nil {
-		cbs |= C.EVL_BEV_EVENT
-	}
-	be.ctx.cbs = cbs
+	be.ctx.cbs = set
+	return nil
 }
 
 // Enable starts reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_enable).
-func (be *BufferEvent) Enable(what Events) error {
-	if be.base.onLoop() {
-		return be.enable(what)
-	}
-	return be.base.call(func() error { return be.enable(what) })
-}
+func (be *BufferEvent) Enable(what Events) error { return do1(be, (*BufferEvent).enable, what) }
 
 func (be *BufferEvent) enable(what Events) error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
 	if r, errno := C.bufferevent_enable(be.ptr, C.short(what)); r != 0 {
 		return os.NewSyscallError("bufferevent_enable", errnoOr(errno, syscall.EINVAL))
 	}
@@ -220,17 +197,9 @@ func (be *BufferEvent) enable(what Events) error {
 
 // Disable stops reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_disable). Data already read stays in the input buffer.
-func (be *BufferEvent) Disable(what Events) error {
-	if be.base.onLoop() {
-		return be.disable(what)
-	}
-	return be.base.call(func() error { return be.disable(what) })
-}
+func (be *BufferEvent) Disable(what Events) error { return do1(be, (*BufferEvent).disable, what) }
 
 func (be *BufferEvent) disable(what Events) error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
 	if C.bufferevent_disable(be.ptr, C.short(what)) != 0 {
 		return errors.New("evlistener: bufferevent_disable failed")
 	}
@@ -240,19 +209,18 @@ func (be *BufferEvent) disable(what Events) error {
 // Enabled reports which of EvRead and EvWrite are enabled
 // (bufferevent_get_enabled); 0 once closed.
 func (be *BufferEvent) Enabled() Events {
-	if be.base.onLoop() {
-		return be.enabled()
-	}
-	var what Events
-	be.base.call(func() error { what = be.enabled(); return nil })
+	what, _ := get(be, (*BufferEvent).enabled)
 	return what
 }
 
-func (be *BufferEvent) enabled() Events {
-	if be.closed.Load() {
-		return 0
-	}
-	return Events(C.bufferevent_get_enabled(be.ptr))
+func (be *BufferEvent) enabled() (Events, error) {
+	return Events(C.bufferevent_get_enabled(be.ptr)), nil
+}
+
+// watermark is the argument of SetWatermark.
+type watermark struct {
+	what      Events
+	low, high int
 }
 
 // SetWatermark sets the low and high watermarks of reading (EvRead) and/or
@@ -264,19 +232,16 @@ func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
 	if low < 0 || high < 0 || (high != 0 && high < low) {
 		return errors.New("evlistener: SetWatermark: want 0 <= low <= high, or high == 0")
 	}
-	if be.base.onLoop() {
-		return be.setWatermark(what, low, high)
-	}
-	return be.base.call(func() error { return be.setWatermark(what, low, high) })
+	return do1(be, (*BufferEvent).setWatermark, watermark{what, low, high})
 }
 
-func (be *BufferEvent) setWatermark(what Events, low, high int) error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
-	C.bufferevent_setwatermark(be.ptr, C.short(what), C.size_t(low), C.size_t(high))
+func (be *BufferEvent) setWatermark(w watermark) error {
+	C.bufferevent_setwatermark(be.ptr, C.short(w.what), C.size_t(w.low), C.size_t(w.high))
 	return nil
 }
+
+// timeouts is the argument of SetTimeouts.
+type timeouts struct{ read, write time.Duration }
 
 // SetTimeouts sets the read and write timeouts (bufferevent_set_timeouts);
 // 0 means none. The read timeout passes when reading is enabled and nothing
@@ -284,17 +249,11 @@ func (be *BufferEvent) setWatermark(what Events, low, high int) error {
 // nothing could be written for that long; either calls the event callback
 // with BEVEventTimeout and disables that direction.
 func (be *BufferEvent) SetTimeouts(read, write time.Duration) error {
-	if be.base.onLoop() {
-		return be.setTimeouts(read, write)
-	}
-	return be.base.call(func() error { return be.setTimeouts(read, write) })
+	return do1(be, (*BufferEvent).setTimeouts, timeouts{read, write})
 }
 
-func (be *BufferEvent) setTimeouts(read, write time.Duration) error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
-	if C.evl_bev_set_timeouts(be.base.ptr, be.ptr, C.int64_t(usec(read)), C.int64_t(usec(write))) != 0 {
+func (be *BufferEvent) setTimeouts(t timeouts) error {
+	if C.evl_bev_set_timeouts(be.base.ptr, be.ptr, C.int64_t(usec(t.read)), C.int64_t(usec(t.write))) != 0 {
 		return errors.New("evlistener: bufferevent_set_timeouts failed")
 	}
 	return nil
@@ -310,22 +269,10 @@ func (be *BufferEvent) setTimeouts(read, write time.Duration) error {
 // data in the output buffer, where libevent's own write reports it to the
 // event callback.
 func (be *BufferEvent) EchoInput() (pending int, err error) {
-	if be.base.onLoop() {
-		return be.echoInput()
-	}
-	var n int
-	err = be.base.call(func() error {
-		var err error
-		n, err = be.echoInput()
-		return err
-	})
-	return n, err
+	return get(be, (*BufferEvent).echoInput)
 }
 
 func (be *BufferEvent) echoInput() (int, error) {
-	if be.closed.Load() {
-		return 0, ErrClosed
-	}
 	return int(C.evl_bev_echo(be.ctx)), nil
 }
 
@@ -349,17 +296,9 @@ func (be *BufferEvent) Output() *Buffer { return &be.out }
 // not sent. Once Close returns no callback of the buffer event starts;
 // called inside one of its callbacks, it takes effect as the callback
 // returns. Later calls return ErrClosed.
-func (be *BufferEvent) Close() error {
-	if be.base.onLoop() {
-		return be.closeOnLoop()
-	}
-	return be.base.call(be.closeOnLoop)
-}
+func (be *BufferEvent) Close() error { return do(be, (*BufferEvent).close) }
 
-func (be *BufferEvent) closeOnLoop() error {
-	if be.closed.Load() {
-		return ErrClosed
-	}
+func (be *BufferEvent) close() error {
 	be.closed.Store(true)
 	// bufferevent_free clears the callbacks first, and inside a callback
 	// libevent holds a reference until it returns: no callback reaches the
@@ -370,57 +309,26 @@ func (be *BufferEvent) closeOnLoop() error {
 	}
 	be.ctx, be.ptr = nil, nil
 	be.in.ptr, be.out.ptr = nil, nil
-	be.base.unregister(&be.obj)
-	deleteHandle(be.h)
+	be.release()
 	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 	return nil
 }
 
-// FD returns the socket (bufferevent_getfd), or -1 once closed.
-func (be *BufferEvent) FD() int {
-	if be.closed.Load() {
-		return -1
-	}
-	return be.fd
-}
-
-// Base returns the base the buffer event runs on (bufferevent_get_base).
-func (be *BufferEvent) Base() *Base { return be.base }
-
-// CPtr returns the struct bufferevent * for C code in the same program, or
-// nil once closed. C code must not free it or change its callbacks, and
-// must use it only on the loop thread.
-func (be *BufferEvent) CPtr() unsafe.Pointer {
-	if be.closed.Load() {
-		return nil
-	}
-	return be.cptr
-}
-
 func (be *BufferEvent) onRead() {
-	be.base.yieldIfDue()
-	cb := be.readCb
-	if cb == nil || be.base.stopped() {
-		return
+	if cb := be.readCb; cb != nil {
+		be.base.callback(func() { cb(be) })
 	}
-	defer be.base.recoverCallback()
-	cb(be)
 }
 
 func (be *BufferEvent) onWrite() {
-	be.base.yieldIfDue()
-	cb := be.writeCb
-	if cb == nil || be.base.stopped() {
-		return
+	if cb := be.writeCb; cb != nil {
+		be.base.callback(func() { cb(be) })
 	}
-	defer be.base.recoverCallback()
-	cb(be)
 }
 
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
-	be.base.yieldIfDue()
 	cb := be.eventCb
-	if cb == nil || be.base.stopped() {
+	if cb == nil {
 		return
 	}
 	var err error
@@ -431,8 +339,7 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 		}
 		err = os.NewSyscallError(op, errnoOr(errno, syscall.EIO))
 	}
-	defer be.base.recoverCallback()
-	cb(be, what, err)
+	be.base.callback(func() { cb(be, what, err) })
 }
 
 // Buffer is one of the two buffers of a buffer event (struct evbuffer).
@@ -444,21 +351,17 @@ type Buffer struct {
 	ptr *C.struct_evbuffer // owned by the loop
 }
 
+// header makes a Buffer's methods run as its buffer event's do.
+func (buf *Buffer) header() *object { return &buf.be.object }
+
 // Len returns how many bytes the buffer holds (evbuffer_get_length).
 func (buf *Buffer) Len() int {
-	if buf.be.base.onLoop() {
-		return buf.length()
-	}
-	var n int
-	buf.be.base.call(func() error { n = buf.length(); return nil })
+	n, _ := get(buf, (*Buffer).length)
 	return n
 }
 
-func (buf *Buffer) length() int {
-	if buf.be.closed.Load() {
-		return 0
-	}
-	return int(C.evbuffer_get_length(buf.ptr))
+func (buf *Buffer) length() (int, error) {
+	return int(C.evbuffer_get_length(buf.ptr)), nil
 }
 
 // Read moves up to len(p) bytes from the front of the buffer into p
@@ -466,24 +369,19 @@ func (buf *Buffer) length() int {
 // does: more data may arrive later.
 func (buf *Buffer) Read(p []byte) (int, error) {
 	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return 0, ErrClosed
+		}
 		return buf.read(p)
 	}
-	// Through a copy, so that p does not escape to the heap on the
-	// loop's path.
+	// Through a copy: p, handed to the loop, would escape to the heap, also
+	// on the loop's path.
 	tmp := make([]byte, len(p))
-	var n int
-	err := buf.be.base.call(func() error {
-		var err error
-		n, err = buf.read(tmp)
-		return err
-	})
+	n, err := get1(buf, (*Buffer).read, tmp)
 	return copy(p, tmp[:n]), err
 }
 
 func (buf *Buffer) read(p []byte) (int, error) {
-	if buf.be.closed.Load() {
-		return 0, ErrClosed
-	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -500,24 +398,16 @@ func (buf *Buffer) read(p []byte) (int, error) {
 // Write appends a copy of p to the buffer (evbuffer_add).
 func (buf *Buffer) Write(p []byte) (int, error) {
 	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return 0, ErrClosed
+		}
 		return buf.write(p)
 	}
-	// Through a copy, so that p does not escape to the heap on the
-	// loop's path.
-	tmp := append([]byte(nil), p...)
-	var n int
-	err := buf.be.base.call(func() error {
-		var err error
-		n, err = buf.write(tmp)
-		return err
-	})
-	return n, err
+	// Through a copy, as in Read.
+	return get1(buf, (*Buffer).write, append([]byte(nil), p...))
 }
 
 func (buf *Buffer) write(p []byte) (int, error) {
-	if buf.be.closed.Load() {
-		return 0, ErrClosed
-	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -535,20 +425,11 @@ func (buf *Buffer) MoveTo(dst *Buffer) (int, error) {
 	if dst == nil || dst.be.base != buf.be.base {
 		return 0, errors.New("evlistener: MoveTo: buffers on different bases")
 	}
-	if buf.be.base.onLoop() {
-		return buf.moveTo(dst)
-	}
-	var n int
-	err := buf.be.base.call(func() error {
-		var err error
-		n, err = buf.moveTo(dst)
-		return err
-	})
-	return n, err
+	return get1(buf, (*Buffer).moveTo, dst)
 }
 
 func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
-	if buf.be.closed.Load() || dst.be.closed.Load() {
+	if dst.be.closed.Load() {
 		return 0, ErrClosed
 	}
 	if buf == dst {
@@ -567,16 +448,10 @@ func (buf *Buffer) Drain(n int) error {
 	if n < 0 {
 		return errors.New("evlistener: Drain: negative count")
 	}
-	if buf.be.base.onLoop() {
-		return buf.drain(n)
-	}
-	return buf.be.base.call(func() error { return buf.drain(n) })
+	return do1(buf, (*Buffer).drain, n)
 }
 
 func (buf *Buffer) drain(n int) error {
-	if buf.be.closed.Load() {
-		return ErrClosed
-	}
 	if C.evbuffer_drain(buf.ptr, C.size_t(n)) != 0 {
 		return errors.New("evlistener: evbuffer_drain failed")
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -79,15 +78,10 @@ type EventFunc func(ev *Event, fd int, what Events)
 // resources until Close, also after a non-persistent event fired; Base.Close
 // closes the events still open on the base.
 type Event struct {
-	base   *Base
-	h      handle
-	fd     int
-	closed atomic.Bool
-	cptr   unsafe.Pointer
+	object
 
 	// Owned by the loop (see Base.call).
 	ptr *C.struct_event
-	obj openObject
 	cb  EventFunc
 }
 
@@ -111,16 +105,8 @@ func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
 	if fd < 0 && what&(EvRead|EvWrite|EvClosed) != 0 {
 		return nil, os.NewSyscallError("event_new", syscall.EBADF)
 	}
-	ev := &Event{base: b, fd: fd, cb: cb}
-	ev.h = newHandle(ev)
-	var err error
-	if b.onLoop() { // no closure to allocate
-		err = ev.open(what)
-	} else {
-		err = b.call(func() error { return ev.open(what) })
-	}
-	if err != nil {
-		deleteHandle(ev.h)
+	ev := &Event{cb: cb}
+	if err := newObject(b, ev, fd, (*Event).open, what); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -138,8 +124,7 @@ func (ev *Event) open(what Events) error {
 		return errors.New("evlistener: event_new failed")
 	}
 	ev.ptr = p
-	ev.cptr = unsafe.Pointer(p)
-	ev.base.register(&ev.obj, ev)
+	ev.opened(ev, unsafe.Pointer(p))
 	return nil
 }
 
@@ -158,17 +143,9 @@ func usec(d time.Duration) int64 {
 // with EvTimeout once that much time passed without the event firing (a
 // persistent event's timeout restarts each time it fires); 0 means no
 // timeout. Adding a pending event again resets its timeout.
-func (ev *Event) Add(timeout time.Duration) error {
-	if ev.base.onLoop() {
-		return ev.add(timeout)
-	}
-	return ev.base.call(func() error { return ev.add(timeout) })
-}
+func (ev *Event) Add(timeout time.Duration) error { return do1(ev, (*Event).add, timeout) }
 
 func (ev *Event) add(timeout time.Duration) error {
-	if ev.closed.Load() {
-		return ErrClosed
-	}
 	if r, errno := C.evl_event_add(ev.base.ptr, ev.ptr, C.int64_t(usec(timeout))); r != 0 {
 		return os.NewSyscallError("event_add", errnoOr(errno, syscall.EINVAL))
 	}
@@ -178,17 +155,9 @@ func (ev *Event) add(timeout time.Duration) error {
 // Del makes the event non-pending (event_del): it does not fire until the
 // next Add. Called from another goroutine while the event's callback runs,
 // it returns after the callback.
-func (ev *Event) Del() error {
-	if ev.base.onLoop() {
-		return ev.del()
-	}
-	return ev.base.call(ev.del)
-}
+func (ev *Event) Del() error { return do(ev, (*Event).del) }
 
 func (ev *Event) del() error {
-	if ev.closed.Load() {
-		return ErrClosed
-	}
 	if C.event_del(ev.ptr) != 0 {
 		return errors.New("evlistener: event_del failed")
 	}
@@ -198,17 +167,9 @@ func (ev *Event) del() error {
 // Active makes the event fire with what as if its condition had happened
 // (event_active), pending or not. The callback runs on the loop goroutine,
 // later, never inside Active.
-func (ev *Event) Active(what Events) error {
-	if ev.base.onLoop() {
-		return ev.active(what)
-	}
-	return ev.base.call(func() error { return ev.active(what) })
-}
+func (ev *Event) Active(what Events) error { return do1(ev, (*Event).active, what) }
 
 func (ev *Event) active(what Events) error {
-	if ev.closed.Load() {
-		return ErrClosed
-	}
 	C.event_active(ev.ptr, C.int(what), 0)
 	return nil
 }
@@ -216,81 +177,34 @@ func (ev *Event) active(what Events) error {
 // Pending reports whether the event is pending or active for any of the
 // conditions in what (event_pending); false once closed.
 func (ev *Event) Pending(what Events) bool {
-	if ev.base.onLoop() {
-		return ev.pending(what)
-	}
-	var pending bool
-	ev.base.call(func() error { pending = ev.pending(what); return nil })
+	pending, _ := get1(ev, (*Event).pending, what)
 	return pending
 }
 
-func (ev *Event) pending(what Events) bool {
-	return !ev.closed.Load() && C.event_pending(ev.ptr, C.short(what), nil) != 0
+func (ev *Event) pending(what Events) (bool, error) {
+	return C.event_pending(ev.ptr, C.short(what), nil) != 0, nil
 }
 
 // Close frees the event (event_free); it does not close the file
 // descriptor. Once Close returns no callback of the event starts; called
 // inside the event's own callback, it takes effect as the callback returns.
 // Later calls return ErrClosed.
-func (ev *Event) Close() error {
-	if ev.base.onLoop() {
-		return ev.closeOnLoop()
-	}
-	return ev.base.call(ev.closeOnLoop)
-}
+func (ev *Event) Close() error { return do(ev, (*Event).close) }
 
-func (ev *Event) closeOnLoop() error {
-	if ev.closed.Load() {
-		return ErrClosed
-	}
+func (ev *Event) close() error {
 	ev.closed.Store(true)
 	// Inside its own callback libevent no longer reads the event once the
 	// callback returns (event_process_active_single_queue), so it can go.
 	C.event_free(ev.ptr)
 	ev.ptr = nil
-	ev.base.unregister(&ev.obj)
-	deleteHandle(ev.h)
+	ev.release()
 	ev.cb = nil
 	return nil
 }
 
-// FD returns the event's file descriptor, or -1 for a timer or once closed.
-func (ev *Event) FD() int {
-	if ev.closed.Load() {
-		return -1
-	}
-	return ev.fd
-}
-
-// Base returns the base the event belongs to (event_get_base).
-func (ev *Event) Base() *Base { return ev.base }
-
-// CPtr returns the struct event * for C code in the same program, or nil
-// once closed. C code may read it (event_get_fd, event_pending) but must
-// not add, delete or free it: Go owns the event.
-func (ev *Event) CPtr() unsafe.Pointer {
-	if ev.closed.Load() {
-		return nil
-	}
-	return ev.cptr
-}
-
 // onEvent runs on the loop when the event fires.
 func (ev *Event) onEvent(fd int, what Events) {
-	ev.base.yieldIfDue()
-	cb := ev.cb
-	if cb == nil || ev.base.stopped() {
-		return
-	}
-	defer ev.base.recoverCallback()
-	cb(ev, fd, what)
-}
-
-// recoverCallback is deferred around the callbacks of events and buffer
-// events: a panic must not unwind through libevent's C frames. It stops the
-// loop, and Dispatch re-panics.
-func (b *Base) recoverCallback() {
-	if v := recover(); v != nil {
-		b.callbackPanicked(v)
+	if cb := ev.cb; cb != nil {
+		ev.base.callback(func() { cb(ev, fd, what) })
 	}
 }

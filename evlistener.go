@@ -19,7 +19,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -54,19 +53,14 @@ const (
 // until an accept succeeds. Connections wait in the backlog meanwhile. Disable
 // and Close cancel a pending retry; Enable retries at once.
 type Listener struct {
-	base    *Base
-	h       handle
+	object
 	network string   // "tcp" or "unix", for errors
-	fd      int      // the listening socket
 	addr    net.Addr // its bound address
 	unlink  string   // unix socket path to remove on Close
-	cptr    unsafe.Pointer
-	closed  atomic.Bool
 
 	// Owned by the loop: touched only on the loop goroutine, or under the
 	// base's lock while no loop runs (see Base.call).
 	ptr                 *C.struct_evconnlistener
-	obj                 openObject
 	timer               *C.struct_event // back-off retry
 	cb                  AcceptFunc
 	errCb               ErrorFunc
@@ -103,18 +97,8 @@ func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, er
 	if err := syscall.SetNonblock(fd, true); err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: os.NewSyscallError("fcntl", err)}
 	}
-	l := newListener(b, cb, flags, network)
-	err = b.call(func() error {
-		p, errno := C.evl_listener_new(b.ptr, C.uintptr_t(l.h), cbArg(cb),
-			C.uint(flags|ThreadSafe), C.int(clampBacklog(backlog)), C.int(fd))
-		if p == nil {
-			return os.NewSyscallError("evconnlistener_new", errnoOr(errno, syscall.EINVAL))
-		}
-		l.opened(p)
-		return nil
-	})
-	if err != nil {
-		deleteHandle(l.h)
+	l := newListener(cb, flags, network)
+	if err := newObject(b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
 	}
 	if l.addr == nil {
@@ -148,22 +132,11 @@ func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address s
 	if err != nil {
 		return nil, opErr(nil, err)
 	}
-	l := newListener(b, cb, flags, network)
+	l := newListener(cb, flags, network)
 	if network != "unix" {
 		l.network = "tcp"
 	}
-	err = b.call(func() error {
-		p, errno := C.evl_listener_new_bind(b.ptr, C.uintptr_t(l.h), cbArg(cb),
-			C.uint(flags|ThreadSafe), C.int(clampBacklog(backlog)),
-			(*C.struct_sockaddr)(unsafe.Pointer(&ba.raw)), C.int(ba.len))
-		if p == nil {
-			return os.NewSyscallError("evconnlistener_new_bind", errnoOr(errno, syscall.EINVAL))
-		}
-		l.opened(p)
-		return nil
-	})
-	if err != nil {
-		deleteHandle(l.h)
+	if err := newObject(b, l, -1, (*Listener).open, listenArgs{flags: flags, backlog: backlog, bind: ba}); err != nil {
 		return nil, opErr(ba.addr, err)
 	}
 	if ua, ok := ba.addr.(*net.UnixAddr); ok {
@@ -175,19 +148,41 @@ func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address s
 	return l, nil
 }
 
-func newListener(b *Base, cb AcceptFunc, flags Flag, network string) *Listener {
-	l := &Listener{base: b, network: network, cb: cb, enabled: flags&Disabled == 0, fd: -1}
-	l.h = newHandle(l)
-	return l
+func newListener(cb AcceptFunc, flags Flag, network string) *Listener {
+	return &Listener{network: network, cb: cb, enabled: flags&Disabled == 0}
 }
 
-// opened records the new evconnlistener. It runs on the loop.
-func (l *Listener) opened(p *C.struct_evconnlistener) {
+// listenArgs are the arguments of open: with bind, NewBind's; without,
+// New's, whose socket is the listener's fd.
+type listenArgs struct {
+	flags   Flag
+	backlog int
+	bind    *bindAddr
+}
+
+// open creates the evconnlistener (evconnlistener_new or _new_bind). It
+// runs on the loop.
+func (l *Listener) open(a listenArgs) error {
+	flags, backlog := C.uint(a.flags|ThreadSafe), C.int(clampBacklog(a.backlog))
+	var p *C.struct_evconnlistener
+	var errno error
+	if a.bind == nil {
+		p, errno = C.evl_listener_new(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog, C.int(l.fd))
+		if p == nil {
+			return os.NewSyscallError("evconnlistener_new", errnoOr(errno, syscall.EINVAL))
+		}
+	} else {
+		p, errno = C.evl_listener_new_bind(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog,
+			(*C.struct_sockaddr)(unsafe.Pointer(&a.bind.raw)), C.int(a.bind.len))
+		if p == nil {
+			return os.NewSyscallError("evconnlistener_new_bind", errnoOr(errno, syscall.EINVAL))
+		}
+	}
 	l.ptr = p
-	l.cptr = unsafe.Pointer(p)
 	l.fd = int(C.evconnlistener_get_fd(p))
 	l.addr = sockname(l.fd)
-	l.base.register(&l.obj, l)
+	l.opened(l, unsafe.Pointer(p))
+	return nil
 }
 
 func cbArg(cb AcceptFunc) C.int {
@@ -245,17 +240,9 @@ func checkListenFD(fd int) (string, net.Addr, error) {
 // is closed (when called inside the listener's own callback, as that callback
 // returns). It may be called from any goroutine and inside the listener's
 // callbacks; later calls return ErrClosed.
-func (l *Listener) Close() error {
-	if l.base.onLoop() {
-		return l.closeOnLoop()
-	}
-	return l.base.call(l.closeOnLoop)
-}
+func (l *Listener) Close() error { return do(l, (*Listener).close) }
 
-func (l *Listener) closeOnLoop() error {
-	if l.closed.Load() {
-		return ErrClosed
-	}
+func (l *Listener) close() error {
 	l.closed.Store(true)
 	if l.timer != nil {
 		C.event_free(l.timer)
@@ -269,8 +256,7 @@ func (l *Listener) closeOnLoop() error {
 	if l.unlink != "" {
 		syscall.Unlink(l.unlink)
 	}
-	l.base.unregister(&l.obj)
-	deleteHandle(l.h)
+	l.release()
 	l.cb, l.errCb = nil, nil
 	if f := l.onClose; f != nil {
 		l.onClose = nil
@@ -281,17 +267,9 @@ func (l *Listener) closeOnLoop() error {
 
 // Enable resumes accepting (evconnlistener_enable), at once also when a
 // back-off pause is pending. It may be called from any goroutine.
-func (l *Listener) Enable() error {
-	if l.base.onLoop() {
-		return l.enableOnLoop()
-	}
-	return l.base.call(l.enableOnLoop)
-}
+func (l *Listener) Enable() error { return do(l, (*Listener).enable) }
 
-func (l *Listener) enableOnLoop() error {
-	if l.closed.Load() {
-		return ErrClosed
-	}
+func (l *Listener) enable() error {
 	l.enabled = true
 	l.pausedUntilDispatch = false
 	l.cancelBackoff()
@@ -304,17 +282,9 @@ func (l *Listener) enableOnLoop() error {
 // Disable stops accepting (evconnlistener_disable); connections wait in the
 // kernel backlog. Called inside the accept callback it stops the accept
 // loop at once. It may be called from any goroutine.
-func (l *Listener) Disable() error {
-	if l.base.onLoop() {
-		return l.disableOnLoop()
-	}
-	return l.base.call(l.disableOnLoop)
-}
+func (l *Listener) Disable() error { return do(l, (*Listener).disable) }
 
-func (l *Listener) disableOnLoop() error {
-	if l.closed.Load() {
-		return ErrClosed
-	}
+func (l *Listener) disable() error {
 	l.enabled = false
 	l.pausedUntilDispatch = false
 	l.cancelBackoff()
@@ -328,22 +298,9 @@ func (l *Listener) disableOnLoop() error {
 // pauses accepting, without accepting and dropping a connection as
 // libevent's set_cb(NULL) would. It may be called from any goroutine; on a
 // closed listener it does nothing.
-func (l *Listener) SetCallback(cb AcceptFunc) {
-	set := func() error {
-		if l.closed.Load() {
-			return ErrClosed
-		}
-		l.setCallback(cb)
-		return nil
-	}
-	if l.base.onLoop() {
-		set()
-		return
-	}
-	l.base.call(set)
-}
+func (l *Listener) SetCallback(cb AcceptFunc) { do1(l, (*Listener).setCallback, cb) }
 
-func (l *Listener) setCallback(cb AcceptFunc) {
+func (l *Listener) setCallback(cb AcceptFunc) error {
 	had := l.cb != nil
 	l.cb = cb
 	switch {
@@ -361,6 +318,7 @@ func (l *Listener) setCallback(cb AcceptFunc) {
 			C.evconnlistener_enable(l.ptr)
 		}
 	}
+	return nil
 }
 
 // active reports whether libevent's side should be enabled now. It never
@@ -373,32 +331,12 @@ func (l *Listener) active() bool {
 // (evconnlistener_set_error_cb); nil removes it. The back-off happens either
 // way. It may be called from any goroutine; on a closed listener it does
 // nothing.
-func (l *Listener) SetErrorCallback(cb ErrorFunc) {
-	set := func() error {
-		if l.closed.Load() {
-			return ErrClosed
-		}
-		l.errCb = cb
-		return nil
-	}
-	if l.base.onLoop() {
-		set()
-		return
-	}
-	l.base.call(set)
-}
+func (l *Listener) SetErrorCallback(cb ErrorFunc) { do1(l, (*Listener).setErrorCallback, cb) }
 
-// FD returns the listening socket (evconnlistener_get_fd), or -1 once the
-// listener is closed.
-func (l *Listener) FD() int {
-	if l.closed.Load() {
-		return -1
-	}
-	return l.fd
+func (l *Listener) setErrorCallback(cb ErrorFunc) error {
+	l.errCb = cb
+	return nil
 }
-
-// Base returns the base the listener runs on (evconnlistener_get_base).
-func (l *Listener) Base() *Base { return l.base }
 
 // Addr returns the address the listener is bound to, with port 0 resolved,
 // or nil once the listener is closed.
@@ -409,37 +347,31 @@ func (l *Listener) Addr() net.Addr {
 	return l.addr
 }
 
-// CPtr returns the struct evconnlistener * for C code in the same program,
-// or nil once the listener is closed. C code may read it
-// (evconnlistener_get_fd, _get_base) but must enable, disable, free it or
-// set its callbacks only through the Listener's methods: the Listener keeps
-// state that libevent does not (back-off, pause, the handle its callbacks
-// need), and does these operations on the loop thread (libevent issue #1224).
-func (l *Listener) CPtr() unsafe.Pointer {
-	if l.closed.Load() {
-		return nil
-	}
-	return l.cptr
-}
-
 // onAccept runs on the loop for each accepted connection.
 func (l *Listener) onAccept(fd int, sa unsafe.Pointer, n int) {
-	l.base.yieldIfDue()
 	cb := l.cb
-	if cb == nil || l.base.stopped() {
+	if cb == nil {
 		// Unreachable: libevent calls back only while a callback is
-		// set, and a panic disables the listener before its next
-		// accept. Nothing can take the socket, so do not leak it.
+		// set. Nothing can take the socket, so do not leak it.
 		syscall.Close(fd)
 		return
 	}
 	l.delay = 0
-	defer l.recoverCallback(fd)
-	cb(l, fd, sockaddrToAddr(sa, n))
+	addr := sockaddrToAddr(sa, n)
+	if !l.base.callback(func() { cb(l, fd, addr) }) {
+		// It panicked (or a callback before it did, and the loop is
+		// stopping): the socket is nobody's now.
+		syscall.Close(fd)
+		if !l.closed.Load() {
+			l.pauseUntilDispatch()
+		}
+		return
+	}
 	if l.base.breakOnLoop && !l.closed.Load() {
-		// The callback called LoopBreak or Base.Close. libevent breaks
-		// its loop only between events, and its accept loop would go
-		// on taking every queued connection first.
+		// The callback, or work handed to the loop as it ended, called
+		// LoopBreak or Base.Close. libevent breaks its loop only
+		// between events, and its accept loop would go on taking every
+		// queued connection first.
 		l.pauseUntilDispatch()
 	}
 }
@@ -464,11 +396,13 @@ func (l *Listener) onAcceptError(errno syscall.Errno) {
 	l.backingOff = true
 	C.evl_timer_add(l.timer, C.int64_t(l.delay/time.Microsecond))
 	cb := l.errCb
-	if cb == nil || l.base.stopped() {
+	if cb == nil {
 		return
 	}
-	defer l.recoverCallback(-1)
-	cb(l, &net.OpError{Op: "accept", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("accept", errno)})
+	err := &net.OpError{Op: "accept", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("accept", errno)}
+	if !l.base.callback(func() { cb(l, err) }) && !l.closed.Load() {
+		l.pauseUntilDispatch()
+	}
 }
 
 // onTimer ends a back-off pause.
@@ -487,23 +421,6 @@ func (l *Listener) cancelBackoff() {
 		C.event_del(l.timer)
 		l.backingOff = false
 	}
-}
-
-// recoverCallback is deferred around user callbacks: a panic must not unwind
-// through libevent's C frames. It closes the accepted socket (fd >= 0), pauses
-// the listener until the next Dispatch and stops the loop, which re-panics.
-func (l *Listener) recoverCallback(fd int) {
-	v := recover()
-	if v == nil {
-		return
-	}
-	if fd >= 0 {
-		syscall.Close(fd)
-	}
-	if !l.closed.Load() {
-		l.pauseUntilDispatch()
-	}
-	l.base.callbackPanicked(v)
 }
 
 // pauseUntilDispatch stops libevent's accept loop now (it checks the

@@ -65,7 +65,7 @@ func NetListener(l *Listener, queue int) net.Listener {
 		}
 		l.onClose = nl.closeOnLoop
 		l.setCallback(nl.onAccept)
-		return l.enableOnLoop()
+		return l.enable()
 	})
 	if errors.Is(err, ErrClosed) {
 		err = net.ErrClosed
@@ -117,7 +117,7 @@ func (nl *netListener) onAccept(l *Listener, fd int, addr net.Addr) {
 	if full {
 		// Inside the accept callback this stops libevent's accept loop at
 		// once; the rest waits in the kernel backlog.
-		l.disableOnLoop()
+		l.disable()
 		nl.timing = true
 		C.evl_timer_add(nl.timer, C.int64_t(keepAlive/time.Microsecond))
 	}
@@ -139,7 +139,7 @@ func (nl *netListener) resumeOnLoop() error {
 		C.event_del(nl.timer)
 		nl.timing = false
 	}
-	return nl.l.enableOnLoop()
+	return nl.l.enable()
 }
 
 // Accept waits for the next connection and returns it as a net.Conn.

@@ -24,7 +24,7 @@ import (
 
 //export goBaseWake
 func goBaseWake(h C.uintptr_t) {
-	handle(h).value().(*Base).onWake()
+	handle(h).value().(*Base).runPending()
 }
 
 //export goTimer

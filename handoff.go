@@ -1,0 +1,260 @@
+package evlistener
+
+/*
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The loop hand-off. libevent 2.1 is safe only on the loop thread:
+// evconnlistener_disable and _free deadlock when another thread calls them
+// during a callback (libevent issue #1224), and buffer events share the
+// hazard (libevent_obsolete#105). So every method runs its libevent work,
+// its loop half, on the loop goroutine: directly when called there (from a
+// callback), under the base's lock when no Dispatch runs, and otherwise
+// handed to the loop, which runs it and wakes the caller.
+//
+// Handed-over work runs after the callback that runs now, never after a
+// backlog: every Go callback ends by looking at one atomic flag and runs
+// what is pending (Base.callback), so neither libevent's accept loop, which
+// goes on accepting while connections are queued, nor a long queue of
+// active events keeps it waiting. With no callback running, the wake-up
+// event runs it.
+//
+// Public methods are one call of do, do1, get or get1 with a method
+// expression for the loop half, (*Listener).enable say: a method value or
+// a closure would escape to the loop's queue and be allocated on every
+// call, also on the loop path, which allocates nothing.
+
+// do runs f(o), o's loop half of a method, on the loop and returns its
+// error; ErrClosed once o is closed, without calling f.
+func do[O loopObject](o O, f func(O) error) error {
+	h := o.header()
+	if h.base.onLoop() {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		return f(o)
+	}
+	return h.base.call(func() error {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		return f(o)
+	})
+}
+
+// do1 is do for a loop half with an argument.
+func do1[O loopObject, A any](o O, f func(O, A) error, a A) error {
+	h := o.header()
+	if h.base.onLoop() {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		return f(o, a)
+	}
+	return h.base.call(func() error {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		return f(o, a)
+	})
+}
+
+// get is do for a loop half with a result, which is zero once o is
+// closed.
+func get[O loopObject, R any](o O, f func(O) (R, error)) (R, error) {
+	h := o.header()
+	if h.base.onLoop() {
+		if h.closed.Load() {
+			var zero R
+			return zero, ErrClosed
+		}
+		return f(o)
+	}
+	return getHandedOff(h, o, f)
+}
+
+// getHandedOff is get's way through the hand-off, apart so that r, which
+// the closure writes, is allocated only on this path.
+func getHandedOff[O loopObject, R any](h *object, o O, f func(O) (R, error)) (r R, err error) {
+	err = h.base.call(func() error {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		var err error
+		r, err = f(o)
+		return err
+	})
+	return r, err
+}
+
+// get1 is get for a loop half with an argument.
+func get1[O loopObject, A, R any](o O, f func(O, A) (R, error), a A) (R, error) {
+	h := o.header()
+	if h.base.onLoop() {
+		if h.closed.Load() {
+			var zero R
+			return zero, ErrClosed
+		}
+		return f(o, a)
+	}
+	return get1HandedOff(h, o, f, a)
+}
+
+func get1HandedOff[O loopObject, A, R any](h *object, o O, f func(O, A) (R, error), a A) (r R, err error) {
+	err = h.base.call(func() error {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		var err error
+		r, err = f(o, a)
+		return err
+	})
+	return r, err
+}
+
+// call runs fn on the loop goroutine and returns its error: at once from
+// the loop goroutine (a callback); with no Dispatch running, on the
+// caller's goroutine under the base's lock, so that no Dispatch starts in
+// the middle of it; otherwise handed to the loop, while the caller waits.
+func (b *Base) call(fn func() error) error {
+	if b.onLoop() {
+		return fn()
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if !b.running {
+		defer b.mu.Unlock()
+		return fn()
+	}
+	t := taskPool.Get().(*loopTask)
+	t.fn = fn
+	b.queue = append(b.queue, t)
+	b.requestLocked()
+	b.mu.Unlock()
+	t.done.wait()
+	err := t.err
+	t.fn, t.err = nil, nil
+	taskPool.Put(t)
+	return err
+}
+
+// requestLocked tells the loop that work is pending: the flag that every
+// callback looks at as it ends, and, the first time, a wake-up for a loop
+// that waits in the kernel. b.mu is held.
+func (b *Base) requestLocked() {
+	if !b.pending.Load() {
+		b.pending.Store(true)
+		C.evl_wake(b.wake)
+	}
+}
+
+// runPending runs the work handed to the loop, and delivers a LoopBreak or
+// Close asked for from another goroutine. It runs on the loop goroutine:
+// as a callback ends, and from the wake-up event.
+func (b *Base) runPending() {
+	b.mu.Lock()
+	q := b.queue
+	b.queue = nil
+	brk := b.breakReq
+	b.breakReq = false
+	b.pending.Store(false)
+	b.mu.Unlock()
+	runTasks(q)
+	if brk {
+		b.breakLoop()
+	}
+}
+
+type loopTask struct {
+	fn   func() error
+	err  error
+	done taskDone
+}
+
+var taskPool = sync.Pool{New: func() any {
+	return &loopTask{done: taskDone{ch: make(chan struct{}, 1)}}
+}}
+
+func runTasks(q []*loopTask) {
+	for _, t := range q {
+		t.err = t.fn()
+		t.done.signal()
+	}
+}
+
+// taskDone tells the goroutine that handed work to the loop that the work
+// is done. The waiter first spins for a while, yielding its P between
+// looks, and then parks on a channel; the loop's signal is an atomic store,
+// and a channel send only when the waiter parked.
+//
+// Parking alone is slow: the goroutine the loop readies goes to the run
+// queue of the loop thread's P, which then sits in a cgo call (epoll_wait)
+// until another thread steals the goroutine or sysmon takes the P back,
+// tens of microseconds later (55 µs a hand-off measured here, against 14 µs
+// for a waiter blocked in futex(2)). A blocking system call per waiter is
+// fast but holds an OS thread each: 10,000 waiters end the process. A
+// spinning waiter sees the signal within a fraction of a microsecond, and
+// holds no thread of its own; at most GOMAXPROCS-1 goroutines spin at once,
+// so that the loop thread and the spinners never compete for the last P,
+// and all other waiters park at once.
+type taskDone struct {
+	state atomic.Uint32
+	ch    chan struct{} // capacity 1; a send only to a parked waiter
+}
+
+const (
+	taskWaiting uint32 = iota
+	taskDoneState
+	taskParked
+)
+
+// spinFor bounds a waiter's spinning: a hand-off to a loop that waits in
+// the kernel takes about 10 µs; a loop busy in a callback takes as long as
+// the callback, and spinning through that would only burn CPU time.
+const spinFor = 50 * time.Microsecond
+
+// spinners counts the goroutines spinning in taskDone.wait.
+var spinners atomic.Int32
+
+func (d *taskDone) wait() {
+	if !d.spin() && d.state.CompareAndSwap(taskWaiting, taskParked) {
+		<-d.ch
+	}
+	d.state.Store(taskWaiting) // ready for reuse
+}
+
+// spin waits up to spinFor for the signal and reports whether it came.
+func (d *taskDone) spin() bool {
+	if int(spinners.Add(1)) >= runtime.GOMAXPROCS(0) {
+		spinners.Add(-1)
+		return false
+	}
+	defer spinners.Add(-1)
+	start := time.Now()
+	for i := 1; ; i++ {
+		if d.state.Load() == taskDoneState {
+			return true
+		}
+		if i%16 == 0 && time.Since(start) > spinFor {
+			return false
+		}
+		runtime.Gosched()
+	}
+}
+
+func (d *taskDone) signal() {
+	if d.state.Swap(taskDoneState) == taskParked {
+		d.ch <- struct{}{}
+	}
+}
