@@ -67,7 +67,8 @@ func runHelper(name string) int {
 	return 0
 }
 
-// helperProcess starts the test binary in helper mode name. The child's
+// startHelper starts the test binary in helper mode name, with env added
+// to its environment. The child's
 // stdin and stdout are pipes; its stderr goes to the test log on failure.
 type helperProcess struct {
 	cmd    *exec.Cmd
@@ -76,10 +77,10 @@ type helperProcess struct {
 	stderr strings.Builder
 }
 
-func startHelper(t *testing.T, name string) *helperProcess {
+func startHelper(t *testing.T, name string, env ...string) *helperProcess {
 	t.Helper()
 	p := &helperProcess{cmd: exec.Command(os.Args[0], "-test.run=^$")}
-	p.cmd.Env = append(os.Environ(), helperEnv+"="+name)
+	p.cmd.Env = append(append(os.Environ(), helperEnv+"="+name), env...)
 	p.cmd.Stderr = &p.stderr
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
