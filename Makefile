@@ -1,5 +1,5 @@
 # make run   — the echo server on 127.0.0.1:9876 (ARGS="-addr 0.0.0.0 9000" to change)
-# make test  — installs what is missing, then vet, gofmt, race and cgocheck2 tests
+# make test  — installs what is missing, then vet, gofmt, race and cgocheck2 tests, GOMAXPROCS=1 and 2
 # make bench — reference servers against cmd/echo, pinned; writes bench/results.svg
 # make asan  — the tests built with -asan: AddressSanitizer on the C side, leak check at exit
 # make fuzz  — each fuzz target for FUZZTIME runs (about 10s each here) from testdata/fuzz; make test runs both
@@ -28,9 +28,13 @@ vet: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out" >&2; exit 1; fi
 
+# The suite runs with GOMAXPROCS=1 and 2 as well as the machine's default
+# (the race run): the loop hand-off must hold when the loop thread and its
+# callers share one P, and when each has one.
 test: vet
 	$(GO) test -race -count=1 ./...
-	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./...
+	GOMAXPROCS=2 GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./...
+	GOMAXPROCS=1 $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory asan fuzz
 
 # Allocation counts hold for the normal build, which the race and cgocheck2
