@@ -105,8 +105,6 @@ type bindAddr struct {
 	addr net.Addr // what errors and Addr report
 }
 
-var errUnknownNetwork = errors.New("unknown network")
-
 // resolveBind turns network and address, as net.Listen takes them, into a
 // socket address. Host names are resolved; an empty host means all local
 // addresses ("::" dual-stack for "tcp", as net.Listen does).

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"math/rand"
+	"crypto/rand"
 	"net"
 	"runtime/metrics"
 	"sync"
