@@ -2,9 +2,9 @@ package evlistener
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
-	"crypto/rand"
 	"net"
 	"runtime/metrics"
 	"sync"
