@@ -9,7 +9,6 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,28 +16,6 @@ import (
 
 	"github.com/evlistener/evlistener/internal/goid"
 )
-
-// ErrClosed is returned by methods of a listener or base that was closed.
-var ErrClosed = errors.New("evlistener: use of closed listener or base")
-
-var (
-	pthreadsOnce sync.Once
-	pthreadsErr  error
-)
-
-// UsePthreads installs libevent's pthread locking (evthread_use_pthreads).
-// NewBase calls it; C code that creates event bases before any Go code runs
-// must call it first, or those bases have no locks for C's own threads. The
-// binding itself does not rely on them (see BaseNoLock). It is safe to call
-// more than once and from any goroutine.
-func UsePthreads() error {
-	pthreadsOnce.Do(func() {
-		if C.evthread_use_pthreads() != 0 {
-			pthreadsErr = errors.New("evlistener: evthread_use_pthreads failed")
-		}
-	})
-	return pthreadsErr
-}
 
 // Base is a libevent event_base: one event loop, run by Dispatch. Every
 // method may be called from any goroutine, including from callbacks of
@@ -82,7 +59,7 @@ type Base struct {
 	// turn started, 0 while none has; polls counts the turns pollLoop took
 	// without sleeping (loop-owned).
 	firstCallback time.Duration
-	polls         uint64
+	polls         atomic.Uint64 // read by tests while the loop runs
 
 	busyPoll atomic.Int64 // a time.Duration; see SetBusyPoll
 }
@@ -93,35 +70,6 @@ type Base struct {
 func NewBase() (*Base, error) {
 	return NewBaseWithFlags(0)
 }
-
-// BaseFlag is a set of event base options. Each constant has the value of
-// the EVENT_BASE_FLAG_* bit of libevent 2.1 it stands for.
-type BaseFlag int
-
-const (
-	// BaseNoLock creates the base without libevent's locks
-	// (EVENT_BASE_FLAG_NOLOCK). Every method of the binding stays safe
-	// from any goroutine: all of them run libevent on the loop thread, or
-	// while no loop runs, and wake the loop without libevent's help. What
-	// it rules out is C code using the base (CPtr) from a thread of its
-	// own while Dispatch runs. Saves a lock and an unlock around every
-	// callback and every event operation.
-	BaseNoLock BaseFlag = 0x01
-	// BaseIgnoreEnv ignores the EVENT_NO* environment variables that
-	// disable backends (EVENT_BASE_FLAG_IGNORE_ENV).
-	BaseIgnoreEnv BaseFlag = 0x02
-	// BaseNoCacheTime reads the clock for every timeout instead of once
-	// per loop iteration (EVENT_BASE_FLAG_NO_CACHE_TIME).
-	BaseNoCacheTime BaseFlag = 0x08
-	// BaseEPollUseChangelist batches epoll_ctl changes made within one
-	// loop iteration (EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST).
-	BaseEPollUseChangelist BaseFlag = 0x10
-	// BasePreciseTimer uses the most precise monotonic clock
-	// (EVENT_BASE_FLAG_PRECISE_TIMER).
-	BasePreciseTimer BaseFlag = 0x20
-)
-
-const knownBaseFlags = BaseNoLock | BaseIgnoreEnv | BaseNoCacheTime | BaseEPollUseChangelist | BasePreciseTimer
 
 // NewBaseWithFlags creates an event base with options
 // (event_base_new_with_config and event_config_set_flag); 0 is NewBase.
@@ -144,36 +92,6 @@ func NewBaseWithFlags(flags BaseFlag) (*Base, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// FromCPtr adopts p, a struct event_base * created by C code in the same
-// program. Close on the returned Base closes what Go opened on it and frees
-// Go's own internal event, but leaves the event_base to its owner, who frees
-// it (event_base_free) only after Close has returned.
-//
-// The Go side needs no libevent locks: while Dispatch runs, calls from other
-// goroutines are handed to the loop thread through the binding's own
-// wake-up. C code that uses the base from threads of its own needs them: it
-// must have been created after libevent's threading was set up (UsePthreads,
-// or evthread_use_pthreads from C before any base exists, NewBase's
-// included). libevent offers no way to check this afterwards.
-//
-// Run the loop either with Dispatch or from C, not both. While C runs it
-// (event_base_dispatch from C), Go callbacks run on C's thread, and methods
-// of Go objects on the base must be called from those callbacks or while the
-// loop is stopped: a call from another goroutine would run on that thread
-// and can deadlock libevent 2.1 (issue #1224).
-//
-// FromCPtr returns an error for nil, and for a base that already has an open
-// Base (from NewBase or FromCPtr): two Bases would run two loops on it.
-func FromCPtr(p unsafe.Pointer) (*Base, error) {
-	if p == nil {
-		return nil, errors.New("evlistener: FromCPtr: nil event_base")
-	}
-	// No UsePthreads here: the base's locking was fixed when C created
-	// it, and evthread_use_pthreads after a base exists fails when C set
-	// other lock callbacks, and aborts the process in libevent's debug mode.
-	return adoptBase((*C.struct_event_base)(p), false)
 }
 
 // liveBases maps each event_base with an open Base to it, so that a base is
@@ -395,125 +313,10 @@ func (b *Base) free() {
 	deleteHandle(b.h)
 }
 
-// openLink links a listener, buffer event or event into the list of open
-// objects of its base, so that Base.Close can close it. Each object embeds
-// one, so registering allocates nothing. Base.Close calls close on the loop,
-// or with no loop running; close must not call back into the base's loop
-// machinery.
-type openLink struct {
-	prev, next *openLink
-	obj        closer
-}
-
-// register links o, embedded in obj, into the base's list.
-func (b *Base) register(o *openLink, obj closer) {
-	b.objMu.Lock()
-	o.obj = obj
-	o.prev, o.next = b.objs.prev, &b.objs
-	b.objs.prev.next = o
-	b.objs.prev = o
-	b.objMu.Unlock()
-}
-
-func (b *Base) unregister(o *openLink) {
-	b.objMu.Lock()
-	if o.next != nil {
-		o.prev.next, o.next.prev = o.next, o.prev
-		o.prev, o.next, o.obj = nil, nil, nil
-	}
-	b.objMu.Unlock()
-}
-
-func (b *Base) openObjects() []*openLink {
-	b.objMu.Lock()
-	defer b.objMu.Unlock()
-	var list []*openLink
-	for o := b.objs.next; o != &b.objs; o = o.next {
-		list = append(list, o)
-	}
-	return list
-}
-
 // resumeOnDispatch queues f to run on the loop when Dispatch next starts.
 // It is called on the loop goroutine.
 func (b *Base) resumeOnDispatch(f func()) {
 	b.mu.Lock()
 	b.resume = append(b.resume, f)
 	b.mu.Unlock()
-}
-
-// SetBusyPoll makes Dispatch keep polling for events, without sleeping, for
-// up to d after each turn of the loop that ran a Go callback, before it
-// waits in the kernel again; d <= 0 turns it off (the default). On a
-// request/response server the next request often arrives within
-// microseconds of the last answer: polling catches it without the thread
-// falling asleep and being woken, which is much of the latency of a round
-// trip, at the price of CPU time spent polling (at most d per burst of
-// activity). The window adapts: while work keeps coming later than d after
-// the last, it halves each time, so that a loop whose work comes seldom
-// soon stops polling; work within d restores it. The Go runtime's
-// scheduler spins in the same way before it parks a thread. It takes effect from the next Dispatch; it may be called
-// from any goroutine.
-func (b *Base) SetBusyPoll(d time.Duration) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return ErrClosed
-	}
-	b.busyPoll.Store(int64(max(d, 0)))
-	return nil
-}
-
-// pollLoop is event_base_dispatch with busy polling: one turn of the loop
-// at a time (event_base_loop), without blocking (EVLOOP_NONBLOCK) while the
-// last callback ran less than a polling window ago, blocking (EVLOOP_ONCE)
-// otherwise. It returns as event_base_dispatch does: 1 when nothing is
-// pending, -1 on a backend error, 0 after LoopBreak or LoopExit.
-//
-// The window adapts. Work that came within spin of the last would have
-// been caught by polling: the window is spin. Work that came later was not:
-// the window halves, so that a loop whose work comes seldom soon stops
-// spending CPU time on polls that find nothing.
-func (b *Base) pollLoop(spin time.Duration) C.int {
-	// Between turns the goroutine is in Go, where the scheduler could move
-	// it to another thread: libevent and C callbacks would no longer see
-	// one loop thread, as they do in event_base_dispatch.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	w := pollWindow{spin: spin, window: spin}
-	lastActive := time.Since(clockStart) - spin
-	for {
-		b.firstCallback = 0
-		mode := C.int(C.EVLOOP_ONCE)
-		if now := time.Since(clockStart); now-lastActive < w.window {
-			mode = C.EVLOOP_NONBLOCK
-			b.polls++
-			b.yieldIfDueAt(now) // no callback may run for a while
-		}
-		if rc := C.event_base_loop(b.ptr, mode); rc != 0 {
-			return rc
-		}
-		// event_base_loop clears these as it starts: look now.
-		if C.event_base_got_break(b.ptr) != 0 || C.event_base_got_exit(b.ptr) != 0 {
-			return 0
-		}
-		if b.firstCallback != 0 { // Go callbacks ran
-			w.workAfter(b.firstCallback - lastActive)
-			lastActive = time.Since(clockStart)
-		}
-	}
-}
-
-// pollWindow is how long pollLoop polls after the last work: spin at most.
-type pollWindow struct {
-	spin, window time.Duration
-}
-
-// workAfter adapts the window to work that came gap after the last.
-func (w *pollWindow) workAfter(gap time.Duration) {
-	if gap <= w.spin {
-		w.window = w.spin // polling would have caught it
-	} else {
-		w.window /= 2
-	}
 }

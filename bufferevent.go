@@ -1,88 +1,18 @@
 package evlistener
 
 /*
-#cgo noescape evbuffer_add
-#cgo nocallback evbuffer_add
-#cgo noescape evbuffer_remove
-#cgo nocallback evbuffer_remove
 #include "cgo_bridge.h"
 */
 import "C"
 
 import (
 	"errors"
-	"io"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
 )
-
-// BEVOption is a set of buffer event options. Each constant has the value of
-// the BEV_OPT_* bit of libevent 2.1 it stands for.
-type BEVOption int
-
-const (
-	// BEVOptCloseOnFree closes the socket when the buffer event is closed
-	// (BEV_OPT_CLOSE_ON_FREE).
-	BEVOptCloseOnFree BEVOption = 0x01
-	// BEVOptThreadSafe gives the buffer event a lock (BEV_OPT_THREADSAFE).
-	// The binding runs every operation on the loop thread, so it is not
-	// needed for calls from other goroutines.
-	BEVOptThreadSafe BEVOption = 0x02
-	// BEVOptDeferCallbacks runs the callbacks from the loop rather than
-	// from inside the I/O that caused them (BEV_OPT_DEFER_CALLBACKS).
-	BEVOptDeferCallbacks BEVOption = 0x04
-	// BEVOptUnlockCallbacks releases the buffer event's lock while deferred
-	// callbacks run (BEV_OPT_UNLOCK_CALLBACKS).
-	BEVOptUnlockCallbacks BEVOption = 0x08
-)
-
-const knownBEVOptions = BEVOptCloseOnFree | BEVOptThreadSafe | BEVOptDeferCallbacks | BEVOptUnlockCallbacks
-
-// BEVEvent is the set of conditions a buffer event reports to its event
-// callback. Each constant has the value of the BEV_EVENT_* bit of libevent
-// 2.1 it stands for.
-type BEVEvent int16
-
-const (
-	BEVEventReading   BEVEvent = 0x01 // while reading (BEV_EVENT_READING)
-	BEVEventWriting   BEVEvent = 0x02 // while writing (BEV_EVENT_WRITING)
-	BEVEventEOF       BEVEvent = 0x10 // end of stream (BEV_EVENT_EOF)
-	BEVEventError     BEVEvent = 0x20 // a read or write failed (BEV_EVENT_ERROR)
-	BEVEventTimeout   BEVEvent = 0x40 // a timeout passed (BEV_EVENT_TIMEOUT)
-	BEVEventConnected BEVEvent = 0x80 // a connect finished (BEV_EVENT_CONNECTED)
-)
-
-var bevEventNames = []struct {
-	bit  BEVEvent
-	name string
-}{
-	{BEVEventReading, "Reading"}, {BEVEventWriting, "Writing"}, {BEVEventEOF, "EOF"},
-	{BEVEventError, "Error"}, {BEVEventTimeout, "Timeout"}, {BEVEventConnected, "Connected"},
-}
-
-// String names the set bits joined by "|", as in "Reading|EOF"; other bits
-// are shown in hex, the empty set as "0".
-func (e BEVEvent) String() string {
-	if e == 0 {
-		return "0"
-	}
-	var parts []string
-	var known BEVEvent
-	for _, n := range bevEventNames {
-		known |= n.bit
-		if e&n.bit != 0 {
-			parts = append(parts, n.name)
-		}
-	}
-	if rest := e &^ known; rest != 0 {
-		parts = append(parts, "0x"+strconv.FormatUint(uint64(uint16(rest)), 16))
-	}
-	return strings.Join(parts, "|")
-}
 
 // DataFunc is the read or write callback of a buffer event
 // (bufferevent_data_cb). It runs on the loop goroutine: the read callback
@@ -340,120 +270,4 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 		err = os.NewSyscallError(op, errnoOr(errno, syscall.EIO))
 	}
 	be.base.callback(func() { cb(be, what, err) })
-}
-
-// Buffer is one of the two buffers of a buffer event (struct evbuffer).
-// Its methods may be called from any goroutine; like the buffer event's,
-// they run on the loop thread. Once the buffer event is closed they return
-// ErrClosed (Len returns 0).
-type Buffer struct {
-	be  *BufferEvent
-	ptr *C.struct_evbuffer // owned by the loop
-}
-
-// header makes a Buffer's methods run as its buffer event's do.
-func (buf *Buffer) header() *object { return &buf.be.object }
-
-// Len returns how many bytes the buffer holds (evbuffer_get_length).
-func (buf *Buffer) Len() int {
-	n, _ := get(buf, (*Buffer).length)
-	return n
-}
-
-func (buf *Buffer) length() (int, error) {
-	return int(C.evbuffer_get_length(buf.ptr)), nil
-}
-
-// Read moves up to len(p) bytes from the front of the buffer into p
-// (evbuffer_remove). An empty buffer gives 0, io.EOF, as bytes.Buffer
-// does: more data may arrive later.
-func (buf *Buffer) Read(p []byte) (int, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return 0, ErrClosed
-		}
-		return buf.read(p)
-	}
-	// Through a copy: p, handed to the loop, would escape to the heap, also
-	// on the loop's path.
-	tmp := make([]byte, len(p))
-	n, err := get1(buf, (*Buffer).read, tmp)
-	return copy(p, tmp[:n]), err
-}
-
-func (buf *Buffer) read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n := C.evbuffer_remove(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p)))
-	if n < 0 {
-		return 0, errors.New("evlistener: evbuffer_remove failed")
-	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	return int(n), nil
-}
-
-// Write appends a copy of p to the buffer (evbuffer_add).
-func (buf *Buffer) Write(p []byte) (int, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return 0, ErrClosed
-		}
-		return buf.write(p)
-	}
-	// Through a copy, as in Read.
-	return get1(buf, (*Buffer).write, append([]byte(nil), p...))
-}
-
-func (buf *Buffer) write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if C.evbuffer_add(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p))) != 0 {
-		return 0, errors.New("evlistener: evbuffer_add failed")
-	}
-	return len(p), nil
-}
-
-// MoveTo moves everything in buf to the end of dst (evbuffer_add_buffer):
-// the data is handed over, not copied, and buf is left empty. Both buffers
-// must belong to buffer events on the same base. It returns how many bytes
-// moved.
-func (buf *Buffer) MoveTo(dst *Buffer) (int, error) {
-	if dst == nil || dst.be.base != buf.be.base {
-		return 0, errors.New("evlistener: MoveTo: buffers on different bases")
-	}
-	return get1(buf, (*Buffer).moveTo, dst)
-}
-
-func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
-	if dst.be.closed.Load() {
-		return 0, ErrClosed
-	}
-	if buf == dst {
-		return 0, nil
-	}
-	n := int(C.evbuffer_get_length(buf.ptr))
-	if C.evbuffer_add_buffer(dst.ptr, buf.ptr) != 0 {
-		return 0, errors.New("evlistener: evbuffer_add_buffer failed")
-	}
-	return n, nil
-}
-
-// Drain discards up to n bytes from the front of the buffer
-// (evbuffer_drain).
-func (buf *Buffer) Drain(n int) error {
-	if n < 0 {
-		return errors.New("evlistener: Drain: negative count")
-	}
-	return do1(buf, (*Buffer).drain, n)
-}
-
-func (buf *Buffer) drain(n int) error {
-	if C.evbuffer_drain(buf.ptr, C.size_t(n)) != 0 {
-		return errors.New("evlistener: evbuffer_drain failed")
-	}
-	return nil
 }

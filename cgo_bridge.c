@@ -159,20 +159,6 @@ void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb)
 	evconnlistener_set_cb(lev, with_cb ? accept_cb : NULL, (void *)h);
 }
 
-/* For the benchmark of one accept callback: calls the accept trampoline n
- * times, as listener_read_cb would, with a loopback peer address. */
-void evl_bench_accept(uintptr_t h, int fd, int n)
-{
-	struct sockaddr_in sin;
-	int i;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(4242);
-	sin.sin_addr.s_addr = htonl(0x7f000001);
-	for (i = 0; i < n; i++)
-		accept_cb(NULL, fd, (struct sockaddr *)&sin, (int)sizeof(sin), (void *)h);
-}
-
 static void event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	goEvent((uintptr_t)arg, fd, what);

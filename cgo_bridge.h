@@ -46,9 +46,6 @@ struct evconnlistener *evl_listener_new_bind(struct event_base *base,
 	const struct sockaddr *sa, int socklen);
 void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb);
 
-/* Benchmarks only: n calls of the accept trampoline. */
-void evl_bench_accept(uintptr_t h, int fd, int n);
-
 /* Event: an event whose callback calls goEvent(h). */
 struct event *evl_event_new(struct event_base *base, int fd, short what,
 	uintptr_t h);

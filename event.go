@@ -8,60 +8,10 @@ import "C"
 import (
 	"errors"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
 )
-
-// Events is a set of event conditions. Each constant has the value of the
-// EV_* bit of libevent 2.1 it stands for. EV_SIGNAL is left out on purpose:
-// signals belong to os/signal, whose handlers libevent's would replace.
-type Events int16
-
-const (
-	// EvTimeout: the event's timeout passed (EV_TIMEOUT).
-	EvTimeout Events = 0x01
-	// EvRead: the file descriptor is readable (EV_READ).
-	EvRead Events = 0x02
-	// EvWrite: the file descriptor is writable (EV_WRITE).
-	EvWrite Events = 0x04
-	// EvPersist keeps the event pending after it fired (EV_PERSIST).
-	EvPersist Events = 0x10
-	// EvET asks for edge-triggered notification (EV_ET).
-	EvET Events = 0x20
-	// EvClosed: the peer closed the connection (EV_CLOSED; epoll only).
-	EvClosed Events = 0x80
-)
-
-const knownEvents = EvTimeout | EvRead | EvWrite | EvPersist | EvET | EvClosed
-
-var eventNames = []struct {
-	bit  Events
-	name string
-}{
-	{EvTimeout, "EvTimeout"}, {EvRead, "EvRead"}, {EvWrite, "EvWrite"},
-	{EvPersist, "EvPersist"}, {EvET, "EvET"}, {EvClosed, "EvClosed"},
-}
-
-// String names the set bits joined by "|", as in "EvRead|EvPersist"; other
-// bits are shown in hex, the empty set as "0".
-func (e Events) String() string {
-	if e == 0 {
-		return "0"
-	}
-	var parts []string
-	for _, n := range eventNames {
-		if e&n.bit != 0 {
-			parts = append(parts, n.name)
-		}
-	}
-	if rest := e &^ knownEvents; rest != 0 {
-		parts = append(parts, "0x"+strconv.FormatUint(uint64(uint16(rest)), 16))
-	}
-	return strings.Join(parts, "|")
-}
 
 // EventFunc is called on the loop goroutine when an Event fires
 // (event_callback_fn). fd is the event's file descriptor (-1 for a timer);
@@ -84,8 +34,6 @@ type Event struct {
 	ptr *C.struct_event
 	cb  EventFunc
 }
-
-var errNilCallback = errors.New("evlistener: nil callback")
 
 // NewEvent creates an event on fd (event_new). what holds the conditions to
 // wait for (EvRead, EvWrite, EvClosed), EvPersist to stay pending after

@@ -71,8 +71,6 @@ type Listener struct {
 	onClose             func() // set by NetListener; runs once, as the listener closes
 }
 
-var errNilBase = errors.New("evlistener: nil base")
-
 // New wraps fd, a bound stream socket, in a listener (evconnlistener_new).
 // The socket is made non-blocking. backlog > 0 is passed to listen(); a
 // negative backlog means libevent's default (128); 0 means fd already

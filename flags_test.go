@@ -36,13 +36,55 @@ func TestFlagString(t *testing.T) {
 	}
 }
 
-// The constants are libevent's LEV_OPT_* bits, so a Flag can be handed to C.
-func TestFlagValues(t *testing.T) {
-	for i, f := range []Flag{LeaveSocketsBlocking, CloseOnFree, CloseOnExec, Reuseable, ThreadSafe, Disabled, DeferredAccept, ReuseablePort, BindIPv6Only} {
-		if f != 1<<i {
-			t.Errorf("%v = %#x, want LEV_OPT bit %#x", f, uint(f), 1<<i)
+// Each set's constants come from libevent's headers; what a typo there
+// (two constants from one macro) or a constant without a name would break:
+// every named bit is one bit of its own, and the set of known bits is
+// exactly the named ones.
+func TestBitSets(t *testing.T) {
+	check := func(set string, known uint64, bits []uint64) {
+		t.Helper()
+		var seen uint64
+		for _, b := range bits {
+			if b == 0 || b&(b-1) != 0 {
+				t.Errorf("%s: %#x is not a single bit", set, b)
+			}
+			if seen&b != 0 {
+				t.Errorf("%s: bit %#x named twice", set, b)
+			}
+			seen |= b
+		}
+		if seen != known {
+			t.Errorf("%s: named bits %#x, known bits %#x", set, seen, known)
 		}
 	}
+	check("Flag", uint64(knownFlags), namedBits(flagNames))
+	check("BaseFlag", uint64(knownBaseFlags), namedBits(baseFlagNames))
+	check("BEVOption", uint64(knownBEVOptions), namedBits(bevOptionNames))
+	check("Events", uint64(knownEvents), namedBits(eventNames))
+	var bevKnown BEVEvent = BEVEventReading | BEVEventWriting | BEVEventEOF | BEVEventError | BEVEventTimeout | BEVEventConnected
+	check("BEVEvent", uint64(bevKnown), namedBits(bevEventNames))
+	for _, tc := range []struct {
+		s, want string
+	}{
+		{BaseNoLock.String(), "BaseNoLock"},
+		{(BaseNoLock | BasePreciseTimer | 0x400).String(), "BaseNoLock|BasePreciseTimer|0x400"},
+		{(BEVOptCloseOnFree | BEVOptDeferCallbacks).String(), "BEVOptCloseOnFree|BEVOptDeferCallbacks"},
+		{(BEVEventReading | BEVEventEOF).String(), "Reading|EOF"},
+		{Events(-1).String(), "EvTimeout|EvRead|EvWrite|EvPersist|EvET|EvClosed|0xff48"},
+		{Events(0).String(), "0"},
+	} {
+		if tc.s != tc.want {
+			t.Errorf("String() = %q, want %q", tc.s, tc.want)
+		}
+	}
+}
+
+func namedBits[T bits](names []bitName[T]) []uint64 {
+	var out []uint64
+	for _, n := range names {
+		out = append(out, uint64(n.bit))
+	}
+	return out
 }
 
 // What each flag does to the sockets, checked on the sockets themselves.

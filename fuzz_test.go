@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/evlistener/evlistener/internal/ctest"
 )
 
 // Fuzzing of what users pass at creation: NewBind's network and address
@@ -366,7 +368,7 @@ func closeListener(t *testing.T, l *Listener) {
 func FuzzSockaddrToAddr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, sa []byte) {
 		var got net.Addr
-		withCBytes(sa, func(p unsafe.Pointer) { got = sockaddrToAddr(p, len(sa)) })
+		ctest.WithCBytes(sa, func(p unsafe.Pointer) { got = sockaddrToAddr(p, len(sa)) })
 		if len(sa) < 2 {
 			if got != nil {
 				t.Fatalf("%d bytes gave %v", len(sa), got)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/ctest"
 )
 
 // helperEnv selects a helper mode when the test binary re-executes itself:
@@ -45,6 +47,16 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.Exit(code)
+}
+
+// enableLibeventDebugging turns on libevent's lock debugging and event
+// debug mode, after its pthread locking, before the first base.
+func enableLibeventDebugging() error {
+	if err := UsePthreads(); err != nil {
+		return err
+	}
+	ctest.EnableLibeventDebugging()
+	return nil
 }
 
 func runHelper(name string) int {

@@ -99,3 +99,42 @@ func (o *object) CPtr() unsafe.Pointer {
 	}
 	return o.cptr
 }
+
+// openLink links a listener, buffer event or event into the list of open
+// objects of its base, so that Base.Close can close it. Each object embeds
+// one, so registering allocates nothing. Base.Close calls close on the loop,
+// or with no loop running; close must not call back into the base's loop
+// machinery.
+type openLink struct {
+	prev, next *openLink
+	obj        closer
+}
+
+// register links o, embedded in obj, into the base's list.
+func (b *Base) register(o *openLink, obj closer) {
+	b.objMu.Lock()
+	o.obj = obj
+	o.prev, o.next = b.objs.prev, &b.objs
+	b.objs.prev.next = o
+	b.objs.prev = o
+	b.objMu.Unlock()
+}
+
+func (b *Base) unregister(o *openLink) {
+	b.objMu.Lock()
+	if o.next != nil {
+		o.prev.next, o.next.prev = o.next, o.prev
+		o.prev, o.next, o.obj = nil, nil, nil
+	}
+	b.objMu.Unlock()
+}
+
+func (b *Base) openObjects() []*openLink {
+	b.objMu.Lock()
+	defer b.objMu.Unlock()
+	var list []*openLink
+	for o := b.objs.next; o != &b.objs; o = o.next {
+		list = append(list, o)
+	}
+	return list
+}

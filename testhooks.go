@@ -1,0 +1,35 @@
+package evlistener
+
+/*
+#include <string.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include "cgo_bridge.h"
+
+extern void goListenerAccept(uintptr_t h, evutil_socket_t fd, struct sockaddr *sa, int socklen);
+
+// n calls of the accept trampoline, as listener_read_cb makes them, with a
+// loopback peer address.
+static void evl_bench_accept(uintptr_t h, int fd, int n)
+{
+	struct sockaddr_in sin;
+	int i;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(4242);
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	for (i = 0; i < n; i++)
+		goListenerAccept(h, fd, (struct sockaddr *)&sin, (int)sizeof(sin));
+}
+*/
+import "C"
+
+// The one hook that tests need inside the package's cgo: it calls an
+// exported trampoline from C, which a package of its own (internal/ctest,
+// where the rest of the tests' C lives) cannot link against.
+
+// benchAccept calls l's accept trampoline n times from C with fd, as
+// libevent's accept loop would: the cost of one C→Go accept callback.
+func benchAccept(l *Listener, fd, n int) {
+	C.evl_bench_accept(C.uintptr_t(l.h), C.int(fd), C.int(n))
+}
