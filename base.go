@@ -22,7 +22,7 @@ import (
 // objects on the base.
 type Base struct {
 	ptr   *C.struct_event_base
-	wake  *C.struct_evl_wake // runs queued work on the loop thread
+	wake  *wakeup // runs queued work on the loop thread
 	h     handle
 	owned bool // event_base_free on Close
 
@@ -110,11 +110,12 @@ func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
 		return nil, fmt.Errorf("evlistener: FromCPtr: event_base %p already has an open Base; share that one", p)
 	}
 	b.h = newHandle(b)
-	b.wake = C.evl_wake_new(p, C.uintptr_t(b.h))
-	if b.wake == nil {
+	w, err := newWakeup(p, b.h)
+	if err != nil {
 		deleteHandle(b.h)
-		return nil, errors.New("evlistener: event_new failed")
+		return nil, err
 	}
+	b.wake = w
 	if liveBases.m == nil {
 		liveBases.m = make(map[*C.struct_event_base]*Base)
 	}
@@ -300,7 +301,7 @@ func (b *Base) free() {
 	for _, o := range b.openObjects() {
 		o.obj.close()
 	}
-	C.evl_wake_free(b.wake)
+	b.wake.free()
 	// Forget the pointer before event_base_free: a concurrent
 	// event_base_new may get the same address at once.
 	liveBases.Lock()

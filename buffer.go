@@ -51,7 +51,7 @@ func (buf *Buffer) Read(p []byte) (int, error) {
 	// on the loop's path.
 	tmp := make([]byte, len(p))
 	n, err := get1(buf, (*Buffer).read, tmp)
-	return copy(p, tmp[:n]), err
+	return copy(p, tmp[:n]), err // io.EOF as it is, as io.Reader wants
 }
 
 func (buf *Buffer) read(p []byte) (int, error) {
@@ -60,7 +60,7 @@ func (buf *Buffer) read(p []byte) (int, error) {
 	}
 	n := C.evbuffer_remove(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p)))
 	if n < 0 {
-		return 0, errors.New("evlistener: evbuffer_remove failed")
+		return 0, opError("read", errors.New("evbuffer_remove failed"))
 	}
 	if n == 0 {
 		return 0, io.EOF
@@ -85,7 +85,7 @@ func (buf *Buffer) write(p []byte) (int, error) {
 		return 0, nil
 	}
 	if C.evbuffer_add(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p))) != 0 {
-		return 0, errors.New("evlistener: evbuffer_add failed")
+		return 0, opError("write", errors.New("evbuffer_add failed"))
 	}
 	return len(p), nil
 }
@@ -96,7 +96,7 @@ func (buf *Buffer) write(p []byte) (int, error) {
 // moved.
 func (buf *Buffer) MoveTo(dst *Buffer) (int, error) {
 	if dst == nil || dst.be.base != buf.be.base {
-		return 0, errors.New("evlistener: MoveTo: buffers on different bases")
+		return 0, opError("move", errors.New("buffers on different bases"))
 	}
 	return get1(buf, (*Buffer).moveTo, dst)
 }
@@ -110,7 +110,7 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 	}
 	n := int(C.evbuffer_get_length(buf.ptr))
 	if C.evbuffer_add_buffer(dst.ptr, buf.ptr) != 0 {
-		return 0, errors.New("evlistener: evbuffer_add_buffer failed")
+		return 0, opError("move", errors.New("evbuffer_add_buffer failed"))
 	}
 	return n, nil
 }
@@ -119,14 +119,14 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 // (evbuffer_drain).
 func (buf *Buffer) Drain(n int) error {
 	if n < 0 {
-		return errors.New("evlistener: Drain: negative count")
+		return opError("drain", errors.New("negative count"))
 	}
 	return do1(buf, (*Buffer).drain, n)
 }
 
 func (buf *Buffer) drain(n int) error {
 	if C.evbuffer_drain(buf.ptr, C.size_t(n)) != 0 {
-		return errors.New("evlistener: evbuffer_drain failed")
+		return opError("drain", errors.New("evbuffer_drain failed"))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"errors"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -24,8 +25,9 @@ type DataFunc func(be *BufferEvent)
 // BufferEventFunc is the event callback of a buffer event
 // (bufferevent_event_cb). It runs on the loop goroutine; what holds
 // BEVEventReading or BEVEventWriting and one of BEVEventEOF, BEVEventError or
-// BEVEventTimeout. libevent has already disabled that direction. err wraps
-// the errno (*os.SyscallError) with BEVEventError and is nil otherwise.
+// BEVEventTimeout. libevent has already disabled that direction. err is a
+// *net.OpError around the errno (errors.Is(err, syscall.ECONNRESET)) with
+// BEVEventError, and nil otherwise.
 type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 
 // BufferEvent is a libevent buffer event on a socket (struct bufferevent):
@@ -54,18 +56,19 @@ type BufferEvent struct {
 // With BEVOptCloseOnFree, Close closes fd; otherwise fd stays the caller's,
 // also when NewBufferEvent fails.
 func NewBufferEvent(b *Base, fd int, opts BEVOption) (*BufferEvent, error) {
+	const op = "new buffer event"
 	if b == nil {
-		return nil, errNilBase
+		return nil, opError(op, errNilBase)
 	}
 	if fd < 0 {
-		return nil, os.NewSyscallError("bufferevent_socket_new", syscall.EBADF)
+		return nil, opError(op, os.NewSyscallError("bufferevent_socket_new", syscall.EBADF))
 	}
 	if rest := opts &^ knownBEVOptions; rest != 0 {
-		return nil, errors.New("evlistener: NewBufferEvent: unknown options 0x" + strconv.FormatUint(uint64(rest), 16))
+		return nil, opError(op, errors.New("unknown options 0x"+strconv.FormatUint(uint64(rest), 16)))
 	}
 	be := &BufferEvent{closeOnFree: opts&BEVOptCloseOnFree != 0}
 	if err := newObject(b, be, fd, (*BufferEvent).open, opts); err != nil {
-		return nil, err
+		return nil, opError(op, err)
 	}
 	return be, nil
 }
@@ -75,7 +78,7 @@ func (be *BufferEvent) open(opts BEVOption) error {
 	// finalizer runs, on a later turn of the loop.
 	c := C.evl_bev_new(be.base.ptr, C.int(be.fd), C.int(opts&^BEVOptCloseOnFree), C.uintptr_t(be.h))
 	if c == nil {
-		return errors.New("evlistener: bufferevent_socket_new failed")
+		return errors.New("bufferevent_socket_new failed")
 	}
 	be.ctx = c
 	be.ptr = c.bev
@@ -116,7 +119,9 @@ func (be *BufferEvent) setCallbacks(cbs bevCallbacks) error {
 
 // Enable starts reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_enable).
-func (be *BufferEvent) Enable(what Events) error { return do1(be, (*BufferEvent).enable, what) }
+func (be *BufferEvent) Enable(what Events) error {
+	return opError("enable", do1(be, (*BufferEvent).enable, what))
+}
 
 func (be *BufferEvent) enable(what Events) error {
 	if r, errno := C.bufferevent_enable(be.ptr, C.short(what)); r != 0 {
@@ -127,11 +132,13 @@ func (be *BufferEvent) enable(what Events) error {
 
 // Disable stops reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_disable). Data already read stays in the input buffer.
-func (be *BufferEvent) Disable(what Events) error { return do1(be, (*BufferEvent).disable, what) }
+func (be *BufferEvent) Disable(what Events) error {
+	return opError("disable", do1(be, (*BufferEvent).disable, what))
+}
 
 func (be *BufferEvent) disable(what Events) error {
 	if C.bufferevent_disable(be.ptr, C.short(what)) != 0 {
-		return errors.New("evlistener: bufferevent_disable failed")
+		return errors.New("bufferevent_disable failed")
 	}
 	return nil
 }
@@ -160,9 +167,9 @@ type watermark struct {
 // output drains to low bytes; high is unused.
 func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
 	if low < 0 || high < 0 || (high != 0 && high < low) {
-		return errors.New("evlistener: SetWatermark: want 0 <= low <= high, or high == 0")
+		return opError("set watermark", errors.New("want 0 <= low <= high, or high == 0"))
 	}
-	return do1(be, (*BufferEvent).setWatermark, watermark{what, low, high})
+	return opError("set watermark", do1(be, (*BufferEvent).setWatermark, watermark{what, low, high}))
 }
 
 func (be *BufferEvent) setWatermark(w watermark) error {
@@ -179,12 +186,12 @@ type timeouts struct{ read, write time.Duration }
 // nothing could be written for that long; either calls the event callback
 // with BEVEventTimeout and disables that direction.
 func (be *BufferEvent) SetTimeouts(read, write time.Duration) error {
-	return do1(be, (*BufferEvent).setTimeouts, timeouts{read, write})
+	return opError("set timeouts", do1(be, (*BufferEvent).setTimeouts, timeouts{read, write}))
 }
 
 func (be *BufferEvent) setTimeouts(t timeouts) error {
 	if C.evl_bev_set_timeouts(be.base.ptr, be.ptr, C.int64_t(usec(t.read)), C.int64_t(usec(t.write))) != 0 {
-		return errors.New("evlistener: bufferevent_set_timeouts failed")
+		return errors.New("bufferevent_set_timeouts failed")
 	}
 	return nil
 }
@@ -267,7 +274,7 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 		if what&BEVEventWriting != 0 {
 			op = "write"
 		}
-		err = os.NewSyscallError(op, errnoOr(errno, syscall.EIO))
+		err = &net.OpError{Op: op, Err: os.NewSyscallError(op, errnoOr(errno, syscall.EIO))}
 	}
 	be.base.callback(func() { cb(be, what, err) })
 }

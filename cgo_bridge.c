@@ -5,84 +5,27 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/eventfd.h>
-#endif
 
-/* The wake-up: a pipe (an eventfd on Linux) whose read end is a persistent
- * event on the base. Writing to it is all another thread does, so waking a
- * loop needs no libevent lock, and works on a base without any. The event is
- * internal, as libevent's own notification event is: it does not keep
- * event_base_dispatch from returning when nothing else is pending. */
+/* The wake-up event (wake.go): Go drains the descriptor in goBaseWake. The
+ * event is internal, as libevent's own notification event is: it does not
+ * keep event_base_dispatch from returning when nothing else is pending. */
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct evl_wake *w = arg;
-	char buf[64];
-	(void)what;
-	while (read(fd, buf, sizeof(buf)) > 0 && w->rfd != w->wfd)
-		; /* a pipe may hold several bytes; an eventfd is reset by one read */
-	goBaseWake(w->h);
+	(void)fd; (void)what;
+	goBaseWake((uintptr_t)arg);
 }
 
-struct evl_wake *evl_wake_new(struct event_base *base, uintptr_t h)
+struct event *evl_wake_event_new(struct event_base *base, int fd, uintptr_t h)
 {
-	struct evl_wake *w = calloc(1, sizeof(*w));
-	if (!w)
+	struct event *ev = event_new(base, fd, EV_READ | EV_PERSIST, wake_cb, (void *)h);
+	if (!ev)
 		return NULL;
-	w->h = h;
-#ifdef __linux__
-	w->rfd = w->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->rfd < 0)
-		goto fail;
-#else
-	{
-		int p[2];
-		if (pipe(p) != 0)
-			goto fail;
-		w->rfd = p[0];
-		w->wfd = p[1];
-		if (evutil_make_socket_nonblocking(p[0]) || evutil_make_socket_nonblocking(p[1]) ||
-		    evutil_make_socket_closeonexec(p[0]) || evutil_make_socket_closeonexec(p[1]))
-			goto fail_fds;
+	ev->ev_evcallback.evcb_flags |= EVLIST_INTERNAL;
+	if (event_add(ev, NULL) != 0) {
+		event_free(ev);
+		return NULL;
 	}
-#endif
-	w->ev = event_new(base, w->rfd, EV_READ | EV_PERSIST, wake_cb, w);
-	if (!w->ev)
-		goto fail_fds;
-	w->ev->ev_evcallback.evcb_flags |= EVLIST_INTERNAL;
-	if (event_add(w->ev, NULL) != 0) {
-		event_free(w->ev);
-		goto fail_fds;
-	}
-	return w;
-fail_fds:
-	close(w->rfd);
-	if (w->wfd != w->rfd)
-		close(w->wfd);
-fail:
-	free(w);
-	return NULL;
-}
-
-void evl_wake(struct evl_wake *w)
-{
-#ifdef __linux__
-	uint64_t one = 1;
-	ssize_t r = write(w->wfd, &one, sizeof(one));
-#else
-	char one = 1;
-	ssize_t r = write(w->wfd, &one, 1);
-#endif
-	(void)r; /* EAGAIN: a wake-up is already pending, which is enough */
-}
-
-void evl_wake_free(struct evl_wake *w)
-{
-	event_free(w->ev);
-	close(w->rfd);
-	if (w->wfd != w->rfd)
-		close(w->wfd);
-	free(w);
+	return ev;
 }
 
 struct event_base *evl_base_new(int flags)

@@ -23,16 +23,9 @@
 /* Base: event_base_new_with_config with these EVENT_BASE_FLAG_* flags. */
 struct event_base *evl_base_new(int flags);
 
-/* Base: an internal event that runs queued Go work on the loop thread
- * (goBaseWake), and evl_wake, which any thread may call to make it fire. */
-struct evl_wake {
-	struct event *ev;
-	int rfd, wfd;
-	uintptr_t h;
-};
-struct evl_wake *evl_wake_new(struct event_base *base, uintptr_t h);
-void evl_wake(struct evl_wake *w);
-void evl_wake_free(struct evl_wake *w);
+/* Base: the internal read event on the wake-up descriptor fd, which runs
+ * queued Go work on the loop thread (goBaseWake). */
+struct event *evl_wake_event_new(struct event_base *base, int fd, uintptr_t h);
 
 /* A timer that calls goTimer(h). */
 struct event *evl_timer_new(struct event_base *base, uintptr_t h);

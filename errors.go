@@ -18,4 +18,16 @@ func (closedError) Unwrap() error { return net.ErrClosed }
 var (
 	errNilBase     = errors.New("evlistener: nil base")
 	errNilCallback = errors.New("evlistener: nil callback")
+	errEventNew    = errors.New("evlistener: event_new failed")
 )
+
+// opError wraps err, the failure of op on a buffer event or an event, as
+// Go's net wraps its errors (*net.OpError, around an *os.SyscallError where
+// there is an errno). nil and ErrClosed are returned as they are, as a
+// Listener's methods do.
+func opError(op string, err error) error {
+	if err == nil || err == ErrClosed {
+		return err
+	}
+	return &net.OpError{Op: op, Err: err}
+}

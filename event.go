@@ -42,20 +42,20 @@ type Event struct {
 // on the loop goroutine each time it fires.
 func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
 	if b == nil {
-		return nil, errNilBase
+		return nil, opError("new event", errNilBase)
 	}
 	if cb == nil {
-		return nil, errNilCallback
+		return nil, opError("new event", errNilCallback)
 	}
 	if rest := what &^ (knownEvents &^ EvTimeout); rest != 0 {
-		return nil, errors.New("evlistener: NewEvent: unsupported event bits " + rest.String())
+		return nil, opError("new event", errors.New("unsupported event bits "+rest.String()))
 	}
 	if fd < 0 && what&(EvRead|EvWrite|EvClosed) != 0 {
-		return nil, os.NewSyscallError("event_new", syscall.EBADF)
+		return nil, opError("new event", os.NewSyscallError("event_new", syscall.EBADF))
 	}
 	ev := &Event{cb: cb}
 	if err := newObject(b, ev, fd, (*Event).open, what); err != nil {
-		return nil, err
+		return nil, opError("new event", err)
 	}
 	return ev, nil
 }
@@ -69,7 +69,7 @@ func NewTimer(b *Base, cb EventFunc) (*Event, error) {
 func (ev *Event) open(what Events) error {
 	p := C.evl_event_new(ev.base.ptr, C.int(ev.fd), C.short(what), C.uintptr_t(ev.h))
 	if p == nil {
-		return errors.New("evlistener: event_new failed")
+		return errors.New("event_new failed")
 	}
 	ev.ptr = p
 	ev.opened(ev, unsafe.Pointer(p))
@@ -91,7 +91,9 @@ func usec(d time.Duration) int64 {
 // with EvTimeout once that much time passed without the event firing (a
 // persistent event's timeout restarts each time it fires); 0 means no
 // timeout. Adding a pending event again resets its timeout.
-func (ev *Event) Add(timeout time.Duration) error { return do1(ev, (*Event).add, timeout) }
+func (ev *Event) Add(timeout time.Duration) error {
+	return opError("add", do1(ev, (*Event).add, timeout))
+}
 
 func (ev *Event) add(timeout time.Duration) error {
 	if r, errno := C.evl_event_add(ev.base.ptr, ev.ptr, C.int64_t(usec(timeout))); r != 0 {
@@ -103,11 +105,11 @@ func (ev *Event) add(timeout time.Duration) error {
 // Del makes the event non-pending (event_del): it does not fire until the
 // next Add. Called from another goroutine while the event's callback runs,
 // it returns after the callback.
-func (ev *Event) Del() error { return do(ev, (*Event).del) }
+func (ev *Event) Del() error { return opError("del", do(ev, (*Event).del)) }
 
 func (ev *Event) del() error {
 	if C.event_del(ev.ptr) != 0 {
-		return errors.New("evlistener: event_del failed")
+		return errors.New("event_del failed")
 	}
 	return nil
 }
@@ -115,7 +117,7 @@ func (ev *Event) del() error {
 // Active makes the event fire with what as if its condition had happened
 // (event_active), pending or not. The callback runs on the loop goroutine,
 // later, never inside Active.
-func (ev *Event) Active(what Events) error { return do1(ev, (*Event).active, what) }
+func (ev *Event) Active(what Events) error { return opError("active", do1(ev, (*Event).active, what)) }
 
 func (ev *Event) active(what Events) error {
 	C.event_active(ev.ptr, C.int(what), 0)

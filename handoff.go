@@ -155,7 +155,7 @@ func (b *Base) call(fn func() error) error {
 func (b *Base) requestLocked() {
 	if !b.pending.Load() {
 		b.pending.Store(true)
-		C.evl_wake(b.wake)
+		b.wake.wake()
 	}
 }
 

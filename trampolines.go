@@ -24,7 +24,9 @@ import (
 
 //export goBaseWake
 func goBaseWake(h C.uintptr_t) {
-	handle(h).value().(*Base).runPending()
+	b := handle(h).value().(*Base)
+	b.wake.drain()
+	b.runPending()
 }
 
 //export goTimer
