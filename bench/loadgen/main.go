@@ -1,4 +1,4 @@
-// Command load is the benchmark's load generator. It drives an echo server
+// Command loadgen is the benchmark's load generator. It drives an echo server
 // on a loopback address with one workload for a bounded time and prints one
 // JSON line: ops/s, p50/p99 latency and errors. Any error makes it exit 1.
 //
@@ -74,7 +74,7 @@ func main() {
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
 	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is a stall")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: load -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadgen -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -91,18 +91,18 @@ func main() {
 		err = checkBounds(cfg.conns, *dur, *warmup)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(2)
 	}
 	sa, family, err := loopbackSockaddr(*addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(2)
 	}
 
 	l, err := newLoader(cfg, sa, family)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(1)
 	}
 	res := l.run(*warmup, *dur, *stall)
@@ -111,7 +111,7 @@ func main() {
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
 	if res.Errors > 0 || res.Stalls > 0 {
-		fmt.Fprintf(os.Stderr, "load: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
+		fmt.Fprintf(os.Stderr, "loadgen: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
 		os.Exit(1)
 	}
 }

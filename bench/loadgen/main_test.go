@@ -175,6 +175,6 @@ func TestSilentServerIsAStall(t *testing.T) {
 			t.Fatalf("errors %d, stalls %d, first %q: want one unanswered-echo stall", res.Errors, res.Stalls, res.FirstError)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("load did not give up on a silent server")
+		t.Fatal("the load generator did not give up on a silent server")
 	}
 }

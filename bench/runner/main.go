@@ -1,8 +1,8 @@
-// Command run is the benchmark runner behind `make bench`. It builds
+// Command runner is the benchmark runner behind `make bench`. It builds
 // nothing: bench/Makefile puts every binary in bench/bin first.
 //
 // For each workload and round it starts every server in turn (pinned to CPU
-// 0), waits for its "echo: listening on HOST:PORT" line, runs bin/load
+// 0), waits for its "echo: listening on HOST:PORT" line, runs bin/loadgen
 // against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
 // right next to the one it is compared with (cecho and echo-bufferevent,
 // crawecho and echo-event, echo-nopoll, goecho, echo and gnetecho), and every other round
@@ -44,7 +44,7 @@ type server struct {
 	Args []string `json:"args,omitempty"` // before the port
 }
 
-// loadResult is bin/load's JSON line.
+// loadResult is bin/loadgen's JSON line.
 type loadResult struct {
 	OpsPerSec  float64 `json:"ops_per_sec"`
 	P50us      float64 `json:"p50_us"`
@@ -112,7 +112,7 @@ type config struct {
 }
 
 func main() {
-	binDir := flag.String("bin", "bin", "directory holding the servers and load")
+	binDir := flag.String("bin", "bin", "directory holding the servers and loadgen")
 	rounds := flag.Int("rounds", 6, "interleaved rounds per workload (even: as many forward as backward)")
 	dur := flag.Duration("d", 600*time.Millisecond, "measuring window per run")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
@@ -128,7 +128,7 @@ func main() {
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
 		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
-		fmt.Fprintln(os.Stderr, "run: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
+		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -161,7 +161,7 @@ func main() {
 	stopOnSignal()
 	start := time.Now()
 	perRun := cfg.warmup + cfg.dur + 250*time.Millisecond
-	fmt.Fprintf(os.Stderr, "run: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
+	fmt.Fprintf(os.Stderr, "runner: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
 		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
 		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
 
@@ -177,13 +177,13 @@ func main() {
 			}
 			rec := runOne(cfg, s, w, r)
 			if rec.timingOnly() && rec.OtherCores > cfg.quiet {
-				fmt.Fprintf(os.Stderr, "run: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
+				fmt.Fprintf(os.Stderr, "runner: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
 				retry := runOne(cfg, s, w, r)
 				retry.Retried = rec.Error
 				rec = retry
 			}
 			if !rec.ok() {
-				fmt.Fprintf(os.Stderr, "run: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
+				fmt.Fprintf(os.Stderr, "runner: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
 			}
 			runs = append(runs, rec)
 		}
@@ -193,7 +193,7 @@ func main() {
 		for done[w] < cfg.rounds {
 			round(w)
 		}
-		fmt.Fprintf(os.Stderr, "run: %s done (%.0fs)\n", w, time.Since(start).Seconds())
+		fmt.Fprintf(os.Stderr, "runner: %s done (%.0fs)\n", w, time.Since(start).Seconds())
 	}
 	// Replace noisy rounds, the workload with the fewest quiet rounds (then
 	// the fewest rounds) first, up to twice the planned rounds each, while a
@@ -214,11 +214,11 @@ func main() {
 		}
 		perRound := time.Since(start) / time.Duration(len(runs)) * time.Duration(len(servers))
 		if time.Since(start)+perRound > *budget {
-			fmt.Fprintf(os.Stderr, "run: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
+			fmt.Fprintf(os.Stderr, "runner: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
 				next, fewest, cfg.rounds, *budget)
 			break
 		}
-		fmt.Fprintf(os.Stderr, "run: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
+		fmt.Fprintf(os.Stderr, "runner: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
 		round(next)
 	}
 
@@ -227,7 +227,7 @@ func main() {
 	rep.Meta.Seconds = time.Since(start).Seconds()
 	write(rep, *jsonPath, *svgPath)
 	if n := rep.failedRuns(); n > 0 {
-		fmt.Fprintf(os.Stderr, "run: %d of %d runs failed\n", n, len(runs))
+		fmt.Fprintf(os.Stderr, "runner: %d of %d runs failed\n", n, len(runs))
 		os.Exit(1)
 	}
 }
@@ -298,7 +298,7 @@ func splitList(s string) []string {
 }
 
 func fatal(err error) {
-	fmt.Fprintf(os.Stderr, "run: %v\n", err)
+	fmt.Fprintf(os.Stderr, "runner: %v\n", err)
 	os.Exit(1)
 }
 
@@ -396,7 +396,7 @@ func stopOnSignal() {
 			current.cmd.Process.Kill()
 		}
 		current.Unlock()
-		fmt.Fprintf(os.Stderr, "run: %v: stopped\n", sig)
+		fmt.Fprintf(os.Stderr, "runner: %v: stopped\n", sig)
 		os.Exit(130)
 	}()
 }
@@ -545,13 +545,13 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * ticks, nil
 }
 
-// runLoad runs bin/load once, bounded in time, and tells the CPU time it
+// runLoad runs bin/loadgen once, bounded in time, and tells the CPU time it
 // used and how long it ran.
 func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duration, err error) {
 	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "load"),
+	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "loadgen"),
 		"-addr", addr, "-w", w, "-d", cfg.dur.String(), "-warmup", cfg.warmup.String(),
 		"-c", fmt.Sprint(cfg.connectors))
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -565,13 +565,13 @@ func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duratio
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if runErr != nil || res.Errors > 0 || res.Stalls > 0 {
 		if res.FirstError != "" {
-			return res, cpu, wall, fmt.Errorf("load: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
+			return res, cpu, wall, fmt.Errorf("loadgen: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
 		}
-		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
 	}
 	return res, cpu, wall, nil
 }
