@@ -35,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
 
 // epollET is EPOLLET as an unsigned mask (package syscall declares it negative).
@@ -46,25 +48,6 @@ const (
 	maxSize     = 16 << 20
 	maxDuration = 10 * time.Minute
 )
-
-// result is the JSON line the runner reads.
-type result struct {
-	Workload   string  `json:"workload"`
-	Addr       string  `json:"addr"`
-	Conns      int     `json:"conns"`
-	Size       int     `json:"size"`
-	Seconds    float64 `json:"seconds"`
-	Ops        uint64  `json:"ops"`
-	OpsAll     uint64  `json:"ops_all"` // with the warm-up's, for CPU per op
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
-	MaxUs      float64 `json:"max_us"`
-	Errors     int     `json:"errors"` // wrong echoes, resets, refused connections
-	Stalls     int     `json:"stalls"` // answers that came too late or not at all
-	FirstError string  `json:"first_error,omitempty"`
-	SetupMs    float64 `json:"setup_ms"`
-}
 
 func main() {
 	addr := flag.String("addr", "", "server address HOST:PORT (loopback only)")
@@ -416,8 +399,8 @@ func sockError(fd int) error {
 	return nil
 }
 
-func (l *loader) run(warmup, dur, stall time.Duration) result {
-	res := result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
+func (l *loader) run(warmup, dur, stall time.Duration) loadresult.Result {
+	res := loadresult.Result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
 	setup := time.Now()
 	if !l.cfg.accept {
 		if err := l.dialAll(l.setupLimit); err != nil {

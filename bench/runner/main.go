@@ -35,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
 
 // server is one echo server under test.
@@ -44,25 +46,15 @@ type server struct {
 	Args []string `json:"args,omitempty"` // before the port
 }
 
-// loadResult is bin/loadgen's JSON line.
-type loadResult struct {
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
-	Ops        uint64  `json:"ops"`
-	OpsAll     uint64  `json:"ops_all"`
-	Errors     int     `json:"errors"`
-	Stalls     int     `json:"stalls"`
-	FirstError string  `json:"first_error,omitempty"`
-	SetupMs    float64 `json:"setup_ms"`
-}
-
 // runRecord is one server × workload × round.
 type runRecord struct {
 	Server   string `json:"server"`
 	Workload string `json:"workload"`
 	Round    int    `json:"round"`
-	loadResult
+	// Result is the load generator's line, inline. Its workload repeats
+	// Workload, which JSON writes and reads instead (the shallower field
+	// wins) and which is set even when the load generator never ran.
+	loadresult.Result
 	// ServerCPUus is the server's CPU time (user+sys, all threads) per op
 	// over the whole load run: setup and warm-up included.
 	ServerCPUus float64 `json:"server_cpu_us_per_op"`
@@ -475,7 +467,7 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 	res, loadCPU, wall, err := runLoad(cfg, addr, w)
 	cpu1, cpuErr1 := processCPU(cmd.Process.Pid)
 	all1, allErr1 := machineCPU()
-	rec.loadResult = res
+	rec.Result = res
 	if wall > 0 {
 		rec.LoadBusy = loadCPU.Seconds() / wall.Seconds()
 	}
@@ -547,7 +539,7 @@ func processCPU(pid int) (time.Duration, error) {
 
 // runLoad runs bin/loadgen once, bounded in time, and tells the CPU time it
 // used and how long it ran.
-func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duration, err error) {
+func runLoad(cfg config, addr, w string) (res loadresult.Result, cpu, wall time.Duration, err error) {
 	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
