@@ -11,9 +11,10 @@
 // over rounds, and for each pair of servers the median of the per-round
 // ratios: only ratios from one run mean anything.
 //
-// Outputs: a markdown report on stdout, -json (all runs and summaries) and
-// -svg (bars per workload, normalised to goecho). It exits 1 if any run
-// failed: a server that did not start or stop cleanly, or a load error.
+// Outputs: a markdown report on stdout, -json (all runs and summaries;
+// out/results.json) and -svg (bars per workload, normalised to goecho;
+// out/results.svg). It exits 1 if any run failed: a server that did not
+// start or stop cleanly, or a load error.
 package main
 
 import (
@@ -112,8 +113,10 @@ func main() {
 	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
 	only := flag.String("servers", "", "comma-separated subset of servers (default: all available)")
 	cmdEcho := flag.String("cmd-echo", "../cmd/echo", "source directory of the library's echo server")
-	jsonPath := flag.String("json", "results.json", "where to write all results ('' to skip)")
-	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
+	// Out of git's sight: the committed results.svg changes only when asked
+	// (make bench REFRESH=1).
+	jsonPath := flag.String("json", "out/results.json", "where to write all results ('' to skip)")
+	svgPath := flag.String("svg", "out/results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
 	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
@@ -224,19 +227,25 @@ func main() {
 	}
 }
 
-// write prints the markdown report and writes the JSON and SVG files.
+// write prints the markdown report and writes the JSON and SVG files,
+// making their directories (out/ by default) as needed.
 func write(rep *report, jsonPath, svgPath string) {
 	fmt.Print(rep.markdown())
 	if jsonPath != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
-			fatal(err)
-		}
+		writeFile(jsonPath, append(b, '\n'))
 	}
 	if svgPath != "" {
-		if err := os.WriteFile(svgPath, []byte(rep.svg()), 0o644); err != nil {
-			fatal(err)
-		}
+		writeFile(svgPath, []byte(rep.svg()))
+	}
+}
+
+func writeFile(path string, b []byte) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		fatal(err)
 	}
 }
 
