@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
 
 func TestParseWorkload(t *testing.T) {
@@ -101,7 +103,7 @@ func closeAfter(c net.Conn) {
 	_, _ = c.Write(buf[:k])
 }
 
-func runWorkload(t *testing.T, addr, w string) result {
+func runWorkload(t *testing.T, addr, w string) loadresult.Result {
 	t.Helper()
 	cfg, err := parseWorkload(w)
 	if err != nil {
@@ -167,7 +169,7 @@ func TestSilentServerIsAStall(t *testing.T) {
 	// Priming already needs an answer; a server that never echoes fails
 	// setup within the bounded wait rather than hanging.
 	l.setupLimit = 200 * time.Millisecond
-	done := make(chan result, 1)
+	done := make(chan loadresult.Result, 1)
 	go func() { done <- l.run(0, 50*time.Millisecond, 20*time.Millisecond) }()
 	select {
 	case res := <-done:
@@ -175,6 +177,6 @@ func TestSilentServerIsAStall(t *testing.T) {
 			t.Fatalf("errors %d, stalls %d, first %q: want one unanswered-echo stall", res.Errors, res.Stalls, res.FirstError)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("load did not give up on a silent server")
+		t.Fatal("the load generator did not give up on a silent server")
 	}
 }

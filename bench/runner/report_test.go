@@ -100,7 +100,7 @@ func TestNoisyRoundsDroppedOnlyWhenReplaced(t *testing.T) {
 
 func TestFailedRunIsLeftOutAndReported(t *testing.T) {
 	failed := rec("goecho", "1x64B", 1, 0, 0)
-	failed.Error = "load: 1 errors"
+	failed.Error = "loadgen: 1 errors"
 	runs := []runRecord{rec("cecho", "1x64B", 1, 100, 0), failed}
 	rep := summarise(testConfig(1), names([]string{"cecho", "goecho"}), runs)
 	if rep.failedRuns() != 1 {
@@ -160,13 +160,13 @@ func TestStallsAloneAreTimingFailures(t *testing.T) {
 		{"both", 1, 1, false},
 	} {
 		r := rec("echo", "1x64B", 1, 0, 1)
-		r.Errors, r.Stalls, r.Error = tc.errors, tc.stalls, "load: failed"
+		r.Errors, r.Stalls, r.Error = tc.errors, tc.stalls, "loadgen: failed"
 		if got := r.timingOnly(); got != tc.want {
 			t.Errorf("%s: timingOnly = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	retried := rec("echo", "1x64B", 1, 100, 0)
-	retried.Retried = "load: 0 errors, 1 stalls, first: no op completed in the window: stalled"
+	retried.Retried = "loadgen: 0 errors, 1 stalls, first: no op completed in the window: stalled"
 	rep := summarise(testConfig(1), names([]string{"echo"}), []runRecord{retried})
 	if md := rep.markdown(); !strings.Contains(md, "retried after stalling") || !strings.Contains(md, "no op completed") {
 		t.Errorf("markdown does not list the retried run:\n%s", md)

@@ -1,4 +1,4 @@
-// Command load is the benchmark's load generator. It drives an echo server
+// Command loadgen is the benchmark's load generator. It drives an echo server
 // on a loopback address with one workload for a bounded time and prints one
 // JSON line: ops/s, p50/p99 latency and errors. Any error makes it exit 1.
 //
@@ -35,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
 
 // epollET is EPOLLET as an unsigned mask (package syscall declares it negative).
@@ -47,25 +49,6 @@ const (
 	maxDuration = 10 * time.Minute
 )
 
-// result is the JSON line the runner reads.
-type result struct {
-	Workload   string  `json:"workload"`
-	Addr       string  `json:"addr"`
-	Conns      int     `json:"conns"`
-	Size       int     `json:"size"`
-	Seconds    float64 `json:"seconds"`
-	Ops        uint64  `json:"ops"`
-	OpsAll     uint64  `json:"ops_all"` // with the warm-up's, for CPU per op
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
-	MaxUs      float64 `json:"max_us"`
-	Errors     int     `json:"errors"` // wrong echoes, resets, refused connections
-	Stalls     int     `json:"stalls"` // answers that came too late or not at all
-	FirstError string  `json:"first_error,omitempty"`
-	SetupMs    float64 `json:"setup_ms"`
-}
-
 func main() {
 	addr := flag.String("addr", "", "server address HOST:PORT (loopback only)")
 	workload := flag.String("w", "1x64B", "workload: NxSIZE ping-pong (1x64B, 50x64B, 50x16KiB, 1000x64B) or accept")
@@ -74,7 +57,7 @@ func main() {
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
 	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is a stall")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: load -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadgen -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -91,18 +74,18 @@ func main() {
 		err = checkBounds(cfg.conns, *dur, *warmup)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(2)
 	}
 	sa, family, err := loopbackSockaddr(*addr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(2)
 	}
 
 	l, err := newLoader(cfg, sa, family)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "load: %v\n", err)
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(1)
 	}
 	res := l.run(*warmup, *dur, *stall)
@@ -111,7 +94,7 @@ func main() {
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
 	if res.Errors > 0 || res.Stalls > 0 {
-		fmt.Fprintf(os.Stderr, "load: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
+		fmt.Fprintf(os.Stderr, "loadgen: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
 		os.Exit(1)
 	}
 }
@@ -416,8 +399,8 @@ func sockError(fd int) error {
 	return nil
 }
 
-func (l *loader) run(warmup, dur, stall time.Duration) result {
-	res := result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
+func (l *loader) run(warmup, dur, stall time.Duration) loadresult.Result {
+	res := loadresult.Result{Conns: l.cfg.conns, Size: l.cfg.size, Seconds: dur.Seconds()}
 	setup := time.Now()
 	if !l.cfg.accept {
 		if err := l.dialAll(l.setupLimit); err != nil {

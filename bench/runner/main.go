@@ -1,8 +1,8 @@
-// Command run is the benchmark runner behind `make bench`. It builds
+// Command runner is the benchmark runner behind `make bench`. It builds
 // nothing: bench/Makefile puts every binary in bench/bin first.
 //
 // For each workload and round it starts every server in turn (pinned to CPU
-// 0), waits for its "echo: listening on HOST:PORT" line, runs bin/load
+// 0), waits for its "echo: listening on HOST:PORT" line, runs bin/loadgen
 // against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
 // right next to the one it is compared with (cecho and echo-bufferevent,
 // crawecho and echo-event, echo-nopoll, goecho, echo and gnetecho), and every other round
@@ -11,9 +11,10 @@
 // over rounds, and for each pair of servers the median of the per-round
 // ratios: only ratios from one run mean anything.
 //
-// Outputs: a markdown report on stdout, -json (all runs and summaries) and
-// -svg (bars per workload, normalised to goecho). It exits 1 if any run
-// failed: a server that did not start or stop cleanly, or a load error.
+// Outputs: a markdown report on stdout, -json (all runs and summaries;
+// out/results.json) and -svg (bars per workload, normalised to goecho;
+// out/results.svg). It exits 1 if any run failed: a server that did not
+// start or stop cleanly, or a load error.
 package main
 
 import (
@@ -35,6 +36,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
 
 // server is one echo server under test.
@@ -44,25 +47,15 @@ type server struct {
 	Args []string `json:"args,omitempty"` // before the port
 }
 
-// loadResult is bin/load's JSON line.
-type loadResult struct {
-	OpsPerSec  float64 `json:"ops_per_sec"`
-	P50us      float64 `json:"p50_us"`
-	P99us      float64 `json:"p99_us"`
-	Ops        uint64  `json:"ops"`
-	OpsAll     uint64  `json:"ops_all"`
-	Errors     int     `json:"errors"`
-	Stalls     int     `json:"stalls"`
-	FirstError string  `json:"first_error,omitempty"`
-	SetupMs    float64 `json:"setup_ms"`
-}
-
 // runRecord is one server × workload × round.
 type runRecord struct {
 	Server   string `json:"server"`
 	Workload string `json:"workload"`
 	Round    int    `json:"round"`
-	loadResult
+	// Result is the load generator's line, inline. Its workload repeats
+	// Workload, which JSON writes and reads instead (the shallower field
+	// wins) and which is set even when the load generator never ran.
+	loadresult.Result
 	// ServerCPUus is the server's CPU time (user+sys, all threads) per op
 	// over the whole load run: setup and warm-up included.
 	ServerCPUus float64 `json:"server_cpu_us_per_op"`
@@ -112,7 +105,7 @@ type config struct {
 }
 
 func main() {
-	binDir := flag.String("bin", "bin", "directory holding the servers and load")
+	binDir := flag.String("bin", "bin", "directory holding the servers and loadgen")
 	rounds := flag.Int("rounds", 6, "interleaved rounds per workload (even: as many forward as backward)")
 	dur := flag.Duration("d", 600*time.Millisecond, "measuring window per run")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
@@ -120,15 +113,17 @@ func main() {
 	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
 	only := flag.String("servers", "", "comma-separated subset of servers (default: all available)")
 	cmdEcho := flag.String("cmd-echo", "../cmd/echo", "source directory of the library's echo server")
-	jsonPath := flag.String("json", "results.json", "where to write all results ('' to skip)")
-	svgPath := flag.String("svg", "results.svg", "where to write the chart ('' to skip)")
+	// Out of git's sight: the committed results.svg changes only when asked
+	// (make bench REFRESH=1).
+	jsonPath := flag.String("json", "out/results.json", "where to write all results ('' to skip)")
+	svgPath := flag.String("svg", "out/results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
 	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
 		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
-		fmt.Fprintln(os.Stderr, "run: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
+		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -161,7 +156,7 @@ func main() {
 	stopOnSignal()
 	start := time.Now()
 	perRun := cfg.warmup + cfg.dur + 250*time.Millisecond
-	fmt.Fprintf(os.Stderr, "run: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
+	fmt.Fprintf(os.Stderr, "runner: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
 		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
 		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
 
@@ -177,13 +172,13 @@ func main() {
 			}
 			rec := runOne(cfg, s, w, r)
 			if rec.timingOnly() && rec.OtherCores > cfg.quiet {
-				fmt.Fprintf(os.Stderr, "run: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
+				fmt.Fprintf(os.Stderr, "runner: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
 				retry := runOne(cfg, s, w, r)
 				retry.Retried = rec.Error
 				rec = retry
 			}
 			if !rec.ok() {
-				fmt.Fprintf(os.Stderr, "run: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
+				fmt.Fprintf(os.Stderr, "runner: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
 			}
 			runs = append(runs, rec)
 		}
@@ -193,7 +188,7 @@ func main() {
 		for done[w] < cfg.rounds {
 			round(w)
 		}
-		fmt.Fprintf(os.Stderr, "run: %s done (%.0fs)\n", w, time.Since(start).Seconds())
+		fmt.Fprintf(os.Stderr, "runner: %s done (%.0fs)\n", w, time.Since(start).Seconds())
 	}
 	// Replace noisy rounds, the workload with the fewest quiet rounds (then
 	// the fewest rounds) first, up to twice the planned rounds each, while a
@@ -214,11 +209,11 @@ func main() {
 		}
 		perRound := time.Since(start) / time.Duration(len(runs)) * time.Duration(len(servers))
 		if time.Since(start)+perRound > *budget {
-			fmt.Fprintf(os.Stderr, "run: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
+			fmt.Fprintf(os.Stderr, "runner: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
 				next, fewest, cfg.rounds, *budget)
 			break
 		}
-		fmt.Fprintf(os.Stderr, "run: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
+		fmt.Fprintf(os.Stderr, "runner: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
 		round(next)
 	}
 
@@ -227,24 +222,30 @@ func main() {
 	rep.Meta.Seconds = time.Since(start).Seconds()
 	write(rep, *jsonPath, *svgPath)
 	if n := rep.failedRuns(); n > 0 {
-		fmt.Fprintf(os.Stderr, "run: %d of %d runs failed\n", n, len(runs))
+		fmt.Fprintf(os.Stderr, "runner: %d of %d runs failed\n", n, len(runs))
 		os.Exit(1)
 	}
 }
 
-// write prints the markdown report and writes the JSON and SVG files.
+// write prints the markdown report and writes the JSON and SVG files,
+// making their directories (out/ by default) as needed.
 func write(rep *report, jsonPath, svgPath string) {
 	fmt.Print(rep.markdown())
 	if jsonPath != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
-			fatal(err)
-		}
+		writeFile(jsonPath, append(b, '\n'))
 	}
 	if svgPath != "" {
-		if err := os.WriteFile(svgPath, []byte(rep.svg()), 0o644); err != nil {
-			fatal(err)
-		}
+		writeFile(svgPath, []byte(rep.svg()))
+	}
+}
+
+func writeFile(path string, b []byte) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		fatal(err)
 	}
 }
 
@@ -298,7 +299,7 @@ func splitList(s string) []string {
 }
 
 func fatal(err error) {
-	fmt.Fprintf(os.Stderr, "run: %v\n", err)
+	fmt.Fprintf(os.Stderr, "runner: %v\n", err)
 	os.Exit(1)
 }
 
@@ -396,7 +397,7 @@ func stopOnSignal() {
 			current.cmd.Process.Kill()
 		}
 		current.Unlock()
-		fmt.Fprintf(os.Stderr, "run: %v: stopped\n", sig)
+		fmt.Fprintf(os.Stderr, "runner: %v: stopped\n", sig)
 		os.Exit(130)
 	}()
 }
@@ -475,7 +476,7 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 	res, loadCPU, wall, err := runLoad(cfg, addr, w)
 	cpu1, cpuErr1 := processCPU(cmd.Process.Pid)
 	all1, allErr1 := machineCPU()
-	rec.loadResult = res
+	rec.Result = res
 	if wall > 0 {
 		rec.LoadBusy = loadCPU.Seconds() / wall.Seconds()
 	}
@@ -545,13 +546,13 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * ticks, nil
 }
 
-// runLoad runs bin/load once, bounded in time, and tells the CPU time it
+// runLoad runs bin/loadgen once, bounded in time, and tells the CPU time it
 // used and how long it ran.
-func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duration, err error) {
+func runLoad(cfg config, addr, w string) (res loadresult.Result, cpu, wall time.Duration, err error) {
 	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "load"),
+	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "loadgen"),
 		"-addr", addr, "-w", w, "-d", cfg.dur.String(), "-warmup", cfg.warmup.String(),
 		"-c", fmt.Sprint(cfg.connectors))
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -565,13 +566,13 @@ func runLoad(cfg config, addr, w string) (res loadResult, cpu, wall time.Duratio
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
 	}
 	if runErr != nil || res.Errors > 0 || res.Stalls > 0 {
 		if res.FirstError != "" {
-			return res, cpu, wall, fmt.Errorf("load: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
+			return res, cpu, wall, fmt.Errorf("loadgen: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
 		}
-		return res, cpu, wall, fmt.Errorf("load: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
 	}
 	return res, cpu, wall, nil
 }
