@@ -1,10 +1,6 @@
 #include "cgo_bridge.h"
 #include "_cgo_export.h"
-#include <string.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 /* The wake-up event (wake.go): Go drains the descriptor in goBaseWake. The
  * event is internal, as libevent's own notification event is: it does not
