@@ -1,5 +1,5 @@
 # make run   — the echo server on 127.0.0.1:9876 (ARGS="-addr 0.0.0.0 9000" to change)
-# make test  — installs what is missing, then vet, gofmt, race and cgocheck2 tests, GOMAXPROCS=1 and 2
+# make test  — installs what is missing, then vet, gofmt, staticcheck, race and cgocheck2 tests, GOMAXPROCS=1 and 2
 # make bench — reference servers against cmd/echo, pinned; writes bench/out/ (REFRESH=1: also bench/results.svg)
 # make asan  — the tests built with -asan: AddressSanitizer on the C side, leak check at exit
 # make fuzz  — each fuzz target for FUZZTIME runs (about 10s each here) from testdata/fuzz; make test runs both
@@ -23,10 +23,21 @@ deps:
 		echo "deps: missing $$missing; run: sudo apt-get install -y $$missing" >&2; exit 1; \
 	fi
 
+# staticcheck from the Go module proxy, pinned; where the proxy cannot be
+# reached, vet says so and goes on without it.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
+
 vet: deps
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out" >&2; exit 1; fi
+	@if [ ! -x $(STATICCHECK) ]; then \
+		echo "vet: installing staticcheck $(STATICCHECK_VERSION)"; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) || \
+		echo "vet: staticcheck could not be installed (no Go module proxy?); skipped" >&2; \
+	fi
+	@if [ -x $(STATICCHECK) ]; then echo "staticcheck ./..."; $(STATICCHECK) ./...; fi
 
 # The suite runs with GOMAXPROCS=1 and 2 as well as the machine's default
 # (the race run): the loop hand-off must hold when the loop thread and its

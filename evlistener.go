@@ -1,13 +1,3 @@
-// Package evlistener binds libevent's connection listener (evconnlistener)
-// and the event loop it runs on, through cgo, with Go closures as
-// callbacks.
-//
-// A Base is an event_base; Dispatch runs its loop on the calling goroutine.
-// A Listener accepts connections on it and hands each accepted socket to an
-// AcceptFunc on that goroutine. Every method of Base and Listener may be
-// called from any goroutine at any time, including from inside callbacks:
-// operations that libevent 2.1 can only do safely on the loop thread are run
-// there, and the caller waits for them.
 package evlistener
 
 /*
