@@ -26,15 +26,18 @@ type Base struct {
 	h     handle
 	owned bool // event_base_free on Close
 
-	// loopG is the goroutine running Dispatch, 0 when none does.
+	// loopG is the goroutine that counts as the loop: the one running
+	// Dispatch, or, while none does, the one running loop work directly
+	// (see Base.call); 0 when there is none.
 	loopG atomic.Uintptr
 
-	// mu guards the fields below. When no Dispatch runs, loop work runs
-	// directly under mu, so Dispatch cannot start in the middle of it.
+	// mu guards the fields below.
 	mu       sync.Mutex
 	closed   bool // Close was called
 	freed    bool
-	running  bool
+	running  bool       // Dispatch runs
+	direct   bool       // with no Dispatch, a goroutine runs loop work (loopG)
+	idle     *sync.Cond // on mu: signalled when direct ends
 	breakReq bool
 	queue    []*loopTask // work handed to the loop (see Base.call)
 	resume   []func()    // run by the next Dispatch, on the loop
@@ -103,6 +106,7 @@ var liveBases struct {
 
 func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
 	b := &Base{ptr: p, owned: owned}
+	b.idle = sync.NewCond(&b.mu)
 	b.objs.prev, b.objs.next = &b.objs, &b.objs
 	liveBases.Lock()
 	defer liveBases.Unlock()
@@ -168,7 +172,13 @@ func (b *Base) onLoop() bool {
 // 20 µs and hands it to another thread, and each callback must win one back:
 // a busy server should run with GOMAXPROCS above its number of loops.
 func (b *Base) Dispatch() error {
+	if b.onLoop() { // from a callback, or from a function Do runs
+		return errors.New("evlistener: Dispatch is already running on this base")
+	}
 	b.mu.Lock()
+	for b.direct {
+		b.idle.Wait()
+	}
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
@@ -179,6 +189,7 @@ func (b *Base) Dispatch() error {
 	}
 	b.running = true
 	b.loopG.Store(goid.Get())
+	b.breakOnLoop = false
 	done := make(chan struct{})
 	b.done = done
 	resume := b.resume
@@ -195,13 +206,17 @@ func (b *Base) Dispatch() error {
 		rc = C.event_base_dispatch(b.ptr)
 	}
 
+	// Work handed over while the loop was stopping runs here, with this
+	// goroutine still the loop's.
 	b.mu.Lock()
 	b.running = false
-	b.loopG.Store(0)
-	runTasks(b.queue) // work handed over while the loop was stopping
-	b.queue = nil
+	b.direct = true
 	b.breakReq = false
-	b.pending.Store(false)
+	b.mu.Unlock()
+	if pan := b.drainDirect(); pan != nil {
+		b.callbackPanicked(pan)
+	}
+	b.mu.Lock()
 	p := b.panicked
 	b.panicked = nil
 	b.breakOnLoop = false
@@ -209,6 +224,7 @@ func (b *Base) Dispatch() error {
 		b.free()
 	}
 	close(done)
+	b.endDirect()
 	b.mu.Unlock()
 
 	if p != nil {
@@ -228,7 +244,9 @@ func (b *Base) Dispatch() error {
 // from any goroutine, and returns without waiting for the loop.
 func (b *Base) LoopBreak() error {
 	if b.onLoop() {
-		b.breakLoop()
+		if b.running { // not loop work run with no Dispatch
+			b.breakLoop()
+		}
 		return nil
 	}
 	b.mu.Lock()
@@ -272,7 +290,11 @@ func (b *Base) LoopExit(after time.Duration) error {
 // returns at once and the base is freed as Dispatch returns. Later calls
 // return ErrClosed.
 func (b *Base) Close() error {
+	onLoop := b.onLoop()
 	b.mu.Lock()
+	for b.direct && !onLoop {
+		b.idle.Wait()
+	}
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
@@ -283,7 +305,7 @@ func (b *Base) Close() error {
 		b.mu.Unlock()
 		return nil
 	}
-	if b.onLoop() {
+	if onLoop {
 		b.breakLoop()
 		b.mu.Unlock()
 		return nil
@@ -296,7 +318,8 @@ func (b *Base) Close() error {
 	return nil
 }
 
-// free releases everything. It runs with b.mu held and no loop running.
+// free releases everything. It runs with b.mu held and no loop running, on
+// the goroutine that counts as the loop or with none.
 func (b *Base) free() {
 	for _, o := range b.openObjects() {
 		o.obj.close()

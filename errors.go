@@ -19,6 +19,7 @@ var (
 	errNilBase     = errors.New("evlistener: nil base")
 	errNilCallback = errors.New("evlistener: nil callback")
 	errEventNew    = errors.New("evlistener: event_new failed")
+	errNilFunc     = errors.New("evlistener: nil function")
 )
 
 // opError wraps err, the failure of op on a buffer event or an event, as

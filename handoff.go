@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/goid"
 )
 
 // The loop hand-off. libevent 2.1 is safe only on the loop thread:
@@ -121,32 +123,81 @@ func get1HandedOff[O loopObject, A, R any](h *object, o O, f func(O, A) (R, erro
 }
 
 // call runs fn on the loop goroutine and returns its error: at once from
-// the loop goroutine (a callback); with no Dispatch running, on the
-// caller's goroutine under the base's lock, so that no Dispatch starts in
-// the middle of it; otherwise handed to the loop, while the caller waits.
+// the goroutine that counts as the loop (a callback); handed to the loop
+// while Dispatch runs, the caller waiting; with no Dispatch running, on the
+// caller's goroutine, which counts as the loop meanwhile: no Dispatch
+// starts and no other goroutine runs loop work until fn returns, and calls
+// that fn makes run at once.
 func (b *Base) call(fn func() error) error {
 	if b.onLoop() {
 		return fn()
 	}
 	b.mu.Lock()
+	for b.direct {
+		b.idle.Wait()
+	}
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
 	}
 	if !b.running {
-		defer b.mu.Unlock()
+		b.direct = true
+		b.loopG.Store(goid.Get())
+		b.mu.Unlock()
+		defer b.disown()
 		return fn()
 	}
-	t := taskPool.Get().(*loopTask)
-	t.fn = fn
+	t := newTask(fn, false)
 	b.queue = append(b.queue, t)
 	b.requestLocked()
 	b.mu.Unlock()
 	t.done.wait()
-	err := t.err
-	t.fn, t.err = nil, nil
-	taskPool.Put(t)
+	err, pan := t.err, t.pan
+	t.release()
+	if pan != nil {
+		panic(pan) // fn panicked on the loop: it is the caller's
+	}
 	return err
+}
+
+// disown ends the caller's turn as the loop (see call), once what fn
+// posted has run. A posted function's panic goes on here, on the goroutine
+// that ran it.
+func (b *Base) disown() {
+	pan := b.drainDirect()
+	b.mu.Lock()
+	b.endDirect()
+	b.mu.Unlock()
+	if pan != nil {
+		panic(pan)
+	}
+}
+
+// drainDirect runs the queued work, including what that work queues, on
+// the goroutine that counts as the loop with no Dispatch running (b.direct),
+// and returns the first panic of a posted function.
+func (b *Base) drainDirect() (pan any) {
+	for {
+		b.mu.Lock()
+		q := b.queue
+		b.queue = nil
+		if len(q) == 0 {
+			b.pending.Store(false)
+			b.mu.Unlock()
+			return pan
+		}
+		b.mu.Unlock()
+		if p := runTasks(q); pan == nil {
+			pan = p
+		}
+	}
+}
+
+// endDirect ends a turn as the loop without Dispatch; b.mu is held.
+func (b *Base) endDirect() {
+	b.direct = false
+	b.loopG.Store(0)
+	b.idle.Broadcast()
 }
 
 // requestLocked tells the loop that work is pending: the flag that every
@@ -161,7 +212,8 @@ func (b *Base) requestLocked() {
 
 // runPending runs the work handed to the loop, and delivers a LoopBreak or
 // Close asked for from another goroutine. It runs on the loop goroutine:
-// as a callback ends, and from the wake-up event.
+// as a callback ends, and from the wake-up event. A posted function that
+// panics stops the loop as a callback that panics does.
 func (b *Base) runPending() {
 	b.mu.Lock()
 	q := b.queue
@@ -170,27 +222,115 @@ func (b *Base) runPending() {
 	b.breakReq = false
 	b.pending.Store(false)
 	b.mu.Unlock()
-	runTasks(q)
+	if pan := runTasks(q); pan != nil {
+		b.callbackPanicked(pan)
+	}
 	if brk {
 		b.breakLoop()
 	}
 }
 
+// Do runs f on the loop goroutine and waits for it: at once when called
+// from a callback of the base (or from a function Do or Post runs); handed
+// to the loop while Dispatch runs elsewhere, after the callback that runs
+// now; with no Dispatch running, on the calling goroutine, with no
+// callback or other loop work running meanwhile. Methods of objects on the
+// base that f calls run at once, as from a callback. A panic in f goes on
+// in the caller of Do. Do returns ErrClosed once Close was called.
+func (b *Base) Do(f func()) error {
+	if f == nil {
+		return errNilFunc
+	}
+	if b.onLoop() {
+		f()
+		return nil
+	}
+	return b.call(func() error { f(); return nil })
+}
+
+// Post queues f to run on the loop goroutine and returns at once: while
+// Dispatch runs, f runs after the callback that runs now (also when Post
+// is called from a callback, or from a function Do or Post runs: after that
+// callback or function); functions posted run in the order of their Post
+// calls, with work from other methods in the order it was handed over.
+// With no Dispatch running, the calling goroutine runs f before Post
+// returns, as Do would. A panic in a posted function stops the loop as a
+// panicking callback does (Dispatch panics with a *CallbackPanic). Post
+// returns ErrClosed once Close was called; a function posted before Close
+// runs before Close returns.
+func (b *Base) Post(f func()) error {
+	if f == nil {
+		return errNilFunc
+	}
+	fn := func() error { f(); return nil }
+	b.mu.Lock()
+	if !b.onLoop() {
+		for b.direct {
+			b.idle.Wait()
+		}
+	}
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if !b.running && !b.direct {
+		b.mu.Unlock()
+		return b.call(fn)
+	}
+	b.queue = append(b.queue, newTask(fn, true))
+	b.requestLocked()
+	b.mu.Unlock()
+	return nil
+}
+
+// loopTask is work handed to the loop: a method's loop half (the caller
+// waits for it) or a posted function (async: nobody waits).
 type loopTask struct {
-	fn   func() error
-	err  error
-	done taskDone
+	fn    func() error
+	err   error
+	pan   any // what fn panicked with
+	async bool
+	done  taskDone
 }
 
 var taskPool = sync.Pool{New: func() any {
 	return &loopTask{done: taskDone{ch: make(chan struct{}, 1)}}
 }}
 
-func runTasks(q []*loopTask) {
+func newTask(fn func() error, async bool) *loopTask {
+	t := taskPool.Get().(*loopTask)
+	t.fn, t.async = fn, async
+	return t
+}
+
+func (t *loopTask) release() {
+	t.fn, t.err, t.pan = nil, nil, nil
+	taskPool.Put(t)
+}
+
+// runTasks runs q in order on the loop, wakes the callers that wait, and
+// returns the first panic of a posted function. No panic stops the
+// others: a waiter must not wait forever.
+func runTasks(q []*loopTask) (pan any) {
 	for _, t := range q {
-		t.err = t.fn()
-		t.done.signal()
+		p := t.run()
+		if !t.async {
+			t.pan = p
+			t.done.signal()
+			continue
+		}
+		if pan == nil {
+			pan = p
+		}
+		t.release()
 	}
+	return pan
+}
+
+func (t *loopTask) run() (pan any) {
+	defer func() { pan = recover() }()
+	t.err = t.fn()
+	return nil
 }
 
 // taskDone tells the goroutine that handed work to the loop that the work
