@@ -226,7 +226,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			"process), and in the new process of an upgrade, echo serves the sockets it was\n"+
 			"given and binds nothing: the port argument and -addr are then ignored.\n\n"+
 			"SIGHUP upgrades: echo starts the executable at the path it was started from, with\n"+
-			"the same arguments, hands it the listening sockets, and once it is ready stops\n"+
+			"the same arguments, hands it the sockets it listens on, and once it is ready stops\n"+
 			"accepting, serves its own connections for at most -drain, and exits 0.\n\nflags:\n", defaultPort)
 		fs.PrintDefaults()
 	}
