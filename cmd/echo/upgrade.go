@@ -140,8 +140,10 @@ func (srv *server) startUpgrade(path string, args []string, timeout time.Duratio
 		n, err := r.Read(make([]byte, 1))
 		switch {
 		case n == 1:
+			// Not waited for: it normally outlives this process,
+			// and one that exits first is left for whoever inherits
+			// it (init, a service manager) to reap and report.
 			u.done <- nil
-			go cmd.Wait() // reaps it if it exits before this process
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			cmd.Process.Kill()
