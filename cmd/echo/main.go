@@ -39,7 +39,8 @@
 // backlog go to the new process: none is refused or reset), serves its
 // connections until they close or -drain passes, and exits 0. If the new
 // process exits or is not ready within -upgrade-timeout, the old one prints
-// "echo: upgrade failed: ..." and serves on.
+// "echo: upgrade failed: ..." and serves on. SIGINT or SIGTERM while an
+// upgrade is under way also stop the new process, which is not serving yet.
 //
 // Socket activation. When systemd's LISTEN_FDS and LISTEN_PID name sockets
 // for this process (or an upgrade handed them over), the server serves
@@ -100,7 +101,9 @@ func run(args []string, stderr io.Writer) int {
 	// as the server starts still shuts it down cleanly. They belong to
 	// os/signal: libevent's evsignal would replace the Go runtime's
 	// handlers.
-	sigc := make(chan os.Signal, 1)
+	// Room for a SIGTERM behind an unread SIGHUP: Notify drops what does
+	// not fit.
+	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigc)
 	// Before anything could change the working directory.
