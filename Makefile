@@ -10,11 +10,13 @@ export PATH := $(PATH):/usr/local/go/bin
 
 all: test
 
-# libevent 2.1 (core + pthreads) through pkg-config, and a C compiler for cgo.
+# libevent 2.1 (core + pthreads) through pkg-config, a C compiler for cgo, and
+# systemd-socket-activate for cmd/echo's socket activation test.
 deps:
 	@missing=""; \
 	pkg-config --exists libevent_core libevent_pthreads 2>/dev/null || missing="libevent-dev pkg-config"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v systemd-socket-activate >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "deps: installing $$missing with apt-get"; \

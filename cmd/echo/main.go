@@ -25,6 +25,27 @@
 //	                  before it sleeps: the next request is often that close
 //	                  (default 50µs; 0: sleep at once). Costs at most D of
 //	                  CPU per burst.
+//	-drain D          after an upgrade, serve this process's connections for
+//	                  at most that long, then close them (default 30s)
+//	-upgrade-timeout D
+//	                  an upgrade fails unless the new process is ready within
+//	                  that long (default 10s)
+//
+// Restarts. On SIGHUP the server starts the executable at the path it was
+// started from (os.Args[0], resolved against the directory it started in,
+// so that a replaced file is picked up) with the same arguments, and hands it
+// every listening socket. Once the new process serves, the old one prints
+// "echo: upgraded to pid N", stops accepting (connections waiting in the
+// backlog go to the new process: none is refused or reset), serves its
+// connections until they close or -drain passes, and exits 0. If the new
+// process exits or is not ready within -upgrade-timeout, the old one prints
+// "echo: upgrade failed: ..." and serves on. SIGINT or SIGTERM while an
+// upgrade is under way also stop the new process, which is not serving yet.
+//
+// Socket activation. When systemd's LISTEN_FDS and LISTEN_PID name sockets
+// for this process (or an upgrade handed them over), the server serves
+// those and binds nothing: the port argument and -addr are ignored. It runs
+// as many loops as sockets, or -loops if that is more.
 package main
 
 import (
@@ -63,6 +84,8 @@ type config struct {
 	idle       time.Duration
 	loops      int
 	busyPoll   time.Duration
+	drain      time.Duration
+	upgradeIn  time.Duration
 }
 
 // run is the program; it returns the exit status.
@@ -78,9 +101,23 @@ func run(args []string, stderr io.Writer) int {
 	// as the server starts still shuts it down cleanly. They belong to
 	// os/signal: libevent's evsignal would replace the Go runtime's
 	// handlers.
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	// Room for a SIGTERM behind an unread SIGHUP: Notify drops what does
+	// not fit.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigc)
+	// Before anything could change the working directory.
+	self, selfErr := startPath()
+
+	inherited, ready, err := inheritedSockets(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "echo: %v\n", err)
+		return 1
+	}
+	if len(inherited) > cfg.loops {
+		cfg.loops = len(inherited)
+		cfg.maxConns = max(cfg.maxConns, cfg.loops)
+	}
 
 	// Each loop waits for events inside a cgo call and keeps its P. With
 	// no idle P the runtime takes that P away within 20 µs and wakes a
@@ -90,26 +127,85 @@ func run(args []string, stderr io.Writer) int {
 	if runtime.GOMAXPROCS(0) < cfg.loops+1 {
 		runtime.GOMAXPROCS(cfg.loops + 1)
 	}
-	srv, err := listen(cfg, stderr)
+	srv, err := listen(cfg, stderr, inherited)
 	if err != nil {
 		fmt.Fprintf(stderr, "echo: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "echo: listening on %v\n", srv.addr)
-	srv.start()
-
-	code := 0
-	select {
-	case sig := <-sigc:
-		start := time.Now()
-		n := srv.shutdown()
-		fmt.Fprintf(stderr, "echo: %v: closed %d connections and stopped in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
-	case err := <-srv.fatal:
-		fmt.Fprintf(stderr, "echo: %v\n", err)
-		srv.shutdown()
-		code = 1
+	for _, a := range srv.addrs {
+		fmt.Fprintf(stderr, "echo: listening on %v\n", a)
 	}
-	return code
+	srv.start()
+	signalReady(ready)
+
+	var (
+		pending *upgrade        // a new process, not ready yet
+		drained <-chan struct{} // set once the sockets are handed over
+		drainT  <-chan time.Time
+		drainAt time.Time
+	)
+	for {
+		select {
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				switch {
+				case drained != nil:
+					fmt.Fprintf(stderr, "echo: SIGHUP ignored: the sockets are handed over already\n")
+				case pending != nil:
+					fmt.Fprintf(stderr, "echo: SIGHUP ignored: an upgrade to pid %d is under way\n", pending.cmd.Process.Pid)
+				case selfErr != nil:
+					fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", selfErr)
+				default:
+					if pending, err = srv.startUpgrade(self, args, cfg.upgradeIn); err != nil {
+						fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", err)
+					}
+				}
+				continue
+			}
+			if pending != nil {
+				pending.cancel()
+			}
+			start := time.Now()
+			n := srv.shutdown()
+			fmt.Fprintf(stderr, "echo: %v: closed %d connections and stopped in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
+			return 0
+		case err := <-srv.fatal:
+			fmt.Fprintf(stderr, "echo: %v\n", err)
+			if pending != nil {
+				pending.cancel()
+			}
+			srv.shutdown()
+			return 1
+		case err := <-pendingDone(pending):
+			if err != nil {
+				fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", err)
+				pending = nil
+				continue
+			}
+			fmt.Fprintf(stderr, "echo: upgraded to pid %d\n", pending.cmd.Process.Pid)
+			pending = nil
+			drainAt = time.Now()
+			drained = srv.stopAccepting()
+			drainT = time.After(cfg.drain)
+		case <-drained:
+			srv.shutdown()
+			fmt.Fprintf(stderr, "echo: drained: the last connection closed after %v\n", time.Since(drainAt).Round(time.Millisecond))
+			return 0
+		case <-drainT:
+			n := srv.shutdown()
+			fmt.Fprintf(stderr, "echo: drained: -drain %v passed, closed %d connections\n", cfg.drain, n)
+			return 0
+		}
+	}
+}
+
+// pendingDone is the channel on which u tells how it went, or nil (never
+// ready) without an upgrade under way.
+func pendingDone(u *upgrade) <-chan error {
+	if u == nil {
+		return nil
+	}
+	return u.done
 }
 
 // parseArgs reads the command line. On an error it has already told the
@@ -125,8 +221,16 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.idle, "idle", 5*time.Minute, "close connections idle this long; 0: never")
 	fs.IntVar(&cfg.loops, "loops", 1, "event loops on their own threads, sharing the port (SO_REUSEPORT)")
 	fs.DurationVar(&cfg.busyPoll, "busy-poll", defaultBusyPoll, "after a burst of work, poll this long before sleeping; 0: never")
+	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
+	fs.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: echo [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\nflags:\n", defaultPort)
+		fmt.Fprintf(stderr, "usage: echo [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
+			"Under systemd socket activation (LISTEN_FDS and LISTEN_PID name sockets for this\n"+
+			"process), and in the new process of an upgrade, echo serves the sockets it was\n"+
+			"given and binds nothing: the port argument and -addr are then ignored.\n\n"+
+			"SIGHUP upgrades: echo starts the executable at the path it was started from, with\n"+
+			"the same arguments, hands it the sockets it listens on, and once it is ready stops\n"+
+			"accepting, serves its own connections for at most -drain, and exits 0.\n\nflags:\n", defaultPort)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +275,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.idle < 0 {
 		return usageErr("-idle %v: want 0 (never) or more", cfg.idle)
+	}
+	if cfg.drain < 0 {
+		return usageErr("-drain %v: want 0 or more", cfg.drain)
+	}
+	if cfg.upgradeIn <= 0 {
+		return usageErr("-upgrade-timeout %v: want more than 0", cfg.upgradeIn)
 	}
 	return cfg, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -32,14 +33,19 @@ const maxRead = 64 << 10
 type server struct {
 	cfg    config
 	stderr io.Writer
-	addr   net.Addr
+	addrs  []net.Addr // where it listens, each once
 	loops  []*loop
+	// sockets are the listeners of the distinct listening sockets, the
+	// ones an upgrade hands on: every loop's, or with fewer inherited
+	// sockets than loops, one per socket.
+	sockets []*evlistener.Listener
 	// fatal carries an accept error that is not a resource shortage (the
 	// server stops on it, as the libevent book's echo does), or a loop
 	// that stopped on its own.
 	fatal    chan error
 	started  bool
 	stopping atomic.Bool
+	draining atomic.Bool // the listeners are closed; loops end with their last connection
 }
 
 // loop is one event base on its own OS thread, its listener and its
@@ -64,8 +70,11 @@ type conn interface {
 }
 
 // listen creates the loops and binds their listeners, the first one
-// choosing the port when it is 0 and the others sharing it.
-func listen(cfg config, stderr io.Writer) (*server, error) {
+// choosing the port when it is 0 and the others sharing it. With inherited
+// listening sockets it binds nothing: loop i serves socket i, and loops past
+// the last socket take turns on duplicates of them (sharing their backlog).
+// cfg.loops must be at least len(inherited).
+func listen(cfg config, stderr io.Writer, inherited []int) (*server, error) {
 	srv := &server{cfg: cfg, stderr: stderr, fatal: make(chan error, 1)}
 	flags := evlistener.CloseOnFree | evlistener.Reuseable | evlistener.CloseOnExec
 	if cfg.loops > 1 {
@@ -94,20 +103,54 @@ func listen(cfg config, stderr io.Writer) (*server, error) {
 			lp.limit++
 		}
 		srv.loops = append(srv.loops, lp)
-		lp.ln, err = evlistener.NewBind(base, lp.accept, flags, backlog, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(port)))
+		if len(inherited) > 0 {
+			lp.ln, err = adopt(base, lp.accept, inherited, i)
+		} else {
+			lp.ln, err = evlistener.NewBind(base, lp.accept, flags, backlog, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(port)))
+		}
 		if err != nil {
 			srv.shutdown()
 			return nil, err
 		}
 		lp.ln.SetErrorCallback(lp.acceptError)
 		if i == 0 {
-			srv.addr = lp.ln.Addr()
-			if ta, ok := srv.addr.(*net.TCPAddr); ok {
+			if ta, ok := lp.ln.Addr().(*net.TCPAddr); ok {
 				port = ta.Port
 			}
 		}
+		if len(inherited) == 0 || i < len(inherited) {
+			srv.sockets = append(srv.sockets, lp.ln)
+			srv.addAddr(lp.ln.Addr())
+		}
 	}
 	return srv, nil
+}
+
+// adopt serves inherited socket i (or, past the last, a duplicate of one)
+// on base. Close closes the descriptor it was given.
+func adopt(base *evlistener.Base, cb evlistener.AcceptFunc, inherited []int, i int) (*evlistener.Listener, error) {
+	fd := inherited[i%len(inherited)]
+	if i >= len(inherited) {
+		var err error
+		if fd, err = syscall.Dup(fd); err != nil {
+			return nil, os.NewSyscallError("dup", err)
+		}
+		syscall.CloseOnExec(fd)
+	}
+	ln, err := evlistener.New(base, cb, evlistener.CloseOnFree, 0, fd)
+	if err != nil && i >= len(inherited) {
+		syscall.Close(fd)
+	}
+	return ln, err
+}
+
+func (srv *server) addAddr(a net.Addr) {
+	for _, b := range srv.addrs {
+		if a.String() == b.String() {
+			return
+		}
+	}
+	srv.addrs = append(srv.addrs, a)
 }
 
 // start runs every loop on its own locked OS thread.
@@ -124,7 +167,8 @@ func (lp *loop) run() {
 	// put, and no other goroutine is scheduled between its callbacks.
 	runtime.LockOSThread()
 	err := lp.base.Dispatch()
-	if lp.srv.stopping.Load() {
+	if lp.srv.stopping.Load() || lp.srv.draining.Load() {
+		// Draining, Dispatch returns once nothing is left to serve.
 		return
 	}
 	if err == nil {
@@ -214,4 +258,25 @@ func (lp *loop) acceptError(_ *evlistener.Listener, err error) {
 	case lp.srv.fatal <- err:
 	default:
 	}
+}
+
+// stopAccepting closes every listener, for the process that took the
+// sockets over. That closes only this process's descriptors: the sockets,
+// and the connections waiting in their backlogs, live on in the new
+// process, which accepts them; closing the last descriptor of a listening
+// socket would reset them instead. Each loop's Dispatch returns once its
+// last connection has closed; drained is closed when all have.
+func (srv *server) stopAccepting() (drained <-chan struct{}) {
+	srv.draining.Store(true)
+	for _, lp := range srv.loops {
+		lp.ln.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, lp := range srv.loops {
+			<-lp.done
+		}
+		close(done)
+	}()
+	return done
 }
