@@ -52,6 +52,8 @@ type Base struct {
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
+	// inTasks is set while the loop runs handed-over work (runTasks).
+	inTasks bool
 	// breakOnLoop is set on the loop goroutine when a callback calls
 	// LoopBreak or Close, so that objects stop their own loops too.
 	breakOnLoop bool

@@ -1,10 +1,16 @@
 package evlistener
 
 /*
-#cgo noescape evbuffer_add
-#cgo nocallback evbuffer_add
 #cgo noescape evbuffer_remove
 #cgo nocallback evbuffer_remove
+#cgo noescape evbuffer_copyout
+#cgo nocallback evbuffer_copyout
+#cgo noescape evl_buffer_add
+#cgo nocallback evl_buffer_add
+#cgo noescape evl_buffer_take
+#cgo nocallback evl_buffer_take
+#cgo noescape evl_buffer_index
+#cgo nocallback evl_buffer_index
 #include "cgo_bridge.h"
 */
 import "C"
@@ -84,9 +90,11 @@ func (buf *Buffer) write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if C.evbuffer_add(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p))) != 0 {
+	n := C.evl_buffer_add(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p)))
+	if n < 0 {
 		return 0, opError("write", errors.New("evbuffer_add failed"))
 	}
+	buf.grew(int(n))
 	return len(p), nil
 }
 
@@ -112,6 +120,7 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 	if C.evbuffer_add_buffer(dst.ptr, buf.ptr) != 0 {
 		return 0, opError("move", errors.New("evbuffer_add_buffer failed"))
 	}
+	dst.grew(int(C.evbuffer_get_length(dst.ptr)))
 	return n, nil
 }
 
@@ -129,4 +138,100 @@ func (buf *Buffer) drain(n int) error {
 		return opError("drain", errors.New("evbuffer_drain failed"))
 	}
 	return nil
+}
+
+// EOLStyle says what ends a line for ReadLine (enum evbuffer_eol_style).
+type EOLStyle int
+
+const (
+	// EOLAny: any sequence of CR and LF characters (EVBUFFER_EOL_ANY).
+	EOLAny EOLStyle = C.EVBUFFER_EOL_ANY
+	// EOLCRLF: LF, optionally preceded by CR (EVBUFFER_EOL_CRLF): what
+	// most text protocols accept.
+	EOLCRLF EOLStyle = C.EVBUFFER_EOL_CRLF
+	// EOLCRLFStrict: exactly CR LF (EVBUFFER_EOL_CRLF_STRICT).
+	EOLCRLFStrict EOLStyle = C.EVBUFFER_EOL_CRLF_STRICT
+	// EOLLF: exactly LF (EVBUFFER_EOL_LF).
+	EOLLF EOLStyle = C.EVBUFFER_EOL_LF
+	// EOLNUL: a NUL byte (EVBUFFER_EOL_NUL).
+	EOLNUL EOLStyle = C.EVBUFFER_EOL_NUL
+)
+
+// lineArgs is the argument of readLine.
+type lineArgs struct{ style EOLStyle }
+
+// ReadLine removes one whole line from the front of the buffer and returns
+// it without its terminator (evbuffer_readln). While no whole line is
+// buffered it returns nil, false and removes nothing. An unknown style
+// returns nil, false.
+func (buf *Buffer) ReadLine(style EOLStyle) (line []byte, ok bool) {
+	if style < EOLAny || style > EOLNUL {
+		return nil, false
+	}
+	line, err := get1(buf, (*Buffer).readLine, lineArgs{style})
+	return line, err == nil && line != nil
+}
+
+func (buf *Buffer) readLine(a lineArgs) ([]byte, error) {
+	var eol C.size_t
+	n := C.evl_buffer_line(buf.ptr, C.int(a.style), &eol)
+	if n < 0 {
+		return nil, nil
+	}
+	line := make([]byte, n, n+1) // never nil, also when empty
+	if C.evl_buffer_take(buf.ptr, unsafe.Pointer(unsafe.SliceData(line[:1])), C.size_t(n), eol) != 0 {
+		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+	}
+	return line, nil
+}
+
+// Peek returns a copy of the first min(n, Len()) bytes of the buffer
+// (evbuffer_copyout), removing nothing; nil when there are none.
+func (buf *Buffer) Peek(n int) []byte {
+	p, _ := get1(buf, (*Buffer).peek, n)
+	return p
+}
+
+func (buf *Buffer) peek(n int) ([]byte, error) {
+	n = min(n, int(C.evbuffer_get_length(buf.ptr)))
+	if n <= 0 {
+		return nil, nil
+	}
+	p := make([]byte, n)
+	m := C.evbuffer_copyout(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(n))
+	return p[:max(int(m), 0)], nil
+}
+
+// Index returns the offset of the first instance of sep in the buffer
+// (evbuffer_search), or -1; 0 for an empty sep, as bytes.Index does, and
+// -1 once the buffer event is closed.
+func (buf *Buffer) Index(sep []byte) int {
+	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return -1
+		}
+		i, _ := buf.index(sep)
+		return i
+	}
+	// Through a copy, as in Read.
+	i, err := get1(buf, (*Buffer).index, append([]byte(nil), sep...))
+	if err != nil {
+		return -1
+	}
+	return i
+}
+
+func (buf *Buffer) index(sep []byte) (int, error) {
+	if len(sep) == 0 {
+		return 0, nil
+	}
+	return int(C.evl_buffer_index(buf.ptr, unsafe.Pointer(&sep[0]), C.size_t(len(sep)))), nil
+}
+
+// grew runs on the loop after the buffer grew to n bytes: the output buffer
+// checks its high watermark.
+func (buf *Buffer) grew(n int) {
+	if buf == &buf.be.out {
+		buf.be.outputGrew(n)
+	}
 }

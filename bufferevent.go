@@ -49,18 +49,24 @@ type BufferEvent struct {
 	writeCb DataFunc
 	eventCb BufferEventFunc
 	in, out Buffer
+
+	outHigh  int             // the write high watermark: above it, BEVEventOutputFull
+	outFull  bool            // BEVEventOutputFull reported, no write callback since
+	flushing bool            // CloseAfterFlush: closed to the user, output still going
+	timer    *C.struct_event // CloseAfterFlush's deadline
 }
 
 // NewBufferEvent wraps the connected, non-blocking socket fd in a buffer
 // event (bufferevent_socket_new). It neither reads nor writes until Enable.
 // With BEVOptCloseOnFree, Close closes fd; otherwise fd stays the caller's,
-// also when NewBufferEvent fails.
+// also when NewBufferEvent fails. With fd -1 the buffer event has no socket
+// yet: Connect makes one.
 func NewBufferEvent(b *Base, fd int, opts BEVOption) (*BufferEvent, error) {
 	const op = "new buffer event"
 	if b == nil {
 		return nil, opError(op, errNilBase)
 	}
-	if fd < 0 {
+	if fd < -1 {
 		return nil, opError(op, os.NewSyscallError("bufferevent_socket_new", syscall.EBADF))
 	}
 	if rest := opts &^ knownBEVOptions; rest != 0 {
@@ -103,18 +109,25 @@ func (be *BufferEvent) SetCallbacks(read, write DataFunc, event BufferEventFunc)
 
 func (be *BufferEvent) setCallbacks(cbs bevCallbacks) error {
 	be.readCb, be.writeCb, be.eventCb = cbs.read, cbs.write, cbs.event
+	be.setFilter()
+	return nil
+}
+
+// setFilter tells the C side which callbacks reach Go: those the user set,
+// and the write callback while a write high watermark is set (it ends a
+// BEVEventOutputFull).
+func (be *BufferEvent) setFilter() {
 	var set C.int
-	if cbs.read != nil {
+	if be.readCb != nil {
 		set |= C.EVL_BEV_READ
 	}
-	if cbs.write != nil {
+	if be.writeCb != nil || be.outHigh > 0 || be.flushing {
 		set |= C.EVL_BEV_WRITE
 	}
-	if cbs.event != nil {
+	if be.eventCb != nil || be.flushing {
 		set |= C.EVL_BEV_EVENT
 	}
 	be.ctx.cbs = set
-	return nil
 }
 
 // Enable starts reading (EvRead) and/or writing (EvWrite)
@@ -164,7 +177,16 @@ type watermark struct {
 // writing (EvWrite) (bufferevent_setwatermark). Reading: the read callback
 // waits for low bytes, and libevent stops reading while the input holds
 // high bytes (0: no limit). Writing: the write callback runs when the
-// output drains to low bytes; high is unused.
+// output drains to low bytes, and, where libevent 2.1 ignores the high
+// watermark, the binding honours it: this is output back-pressure.
+//
+// Back-pressure: when Write, MoveTo or EchoInput takes the output buffer
+// above high bytes (0: no limit), the event callback is called with
+// BEVEventWriting|BEVEventOutputFull, once, after the callback that runs
+// now; the write callback runs when the output has drained to low again
+// (and then a later rise above high is reported again). A program pauses
+// its producers on the one and resumes them on the other, or closes a
+// consumer too slow to keep up. Nothing is dropped: Write still appends.
 func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
 	if low < 0 || high < 0 || (high != 0 && high < low) {
 		return opError("set watermark", errors.New("want 0 <= low <= high, or high == 0"))
@@ -174,7 +196,26 @@ func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
 
 func (be *BufferEvent) setWatermark(w watermark) error {
 	C.bufferevent_setwatermark(be.ptr, C.short(w.what), C.size_t(w.low), C.size_t(w.high))
+	if w.what&EvWrite != 0 {
+		be.outHigh, be.outFull = w.high, false
+		be.setFilter()
+	}
 	return nil
+}
+
+// outputGrew runs on the loop after the output buffer grew to n bytes.
+func (be *BufferEvent) outputGrew(n int) {
+	if be.outHigh == 0 || n <= be.outHigh || be.outFull || be.flushing {
+		return
+	}
+	be.outFull = true
+	// Reported after the callback that runs now, not inside the Write
+	// of a callback that may be serving another connection.
+	be.base.postLocal(func() {
+		if !be.closed.Load() && be.outFull {
+			be.onEvent(BEVEventWriting|BEVEventOutputFull, 0)
+		}
+	})
 }
 
 // timeouts is the argument of SetTimeouts.
@@ -210,7 +251,9 @@ func (be *BufferEvent) EchoInput() (pending int, err error) {
 }
 
 func (be *BufferEvent) echoInput() (int, error) {
-	return int(C.evl_bev_echo(be.ctx)), nil
+	n := int(C.evl_bev_echo(be.ctx))
+	be.outputGrew(n)
+	return n, nil
 }
 
 // Read reads from the input buffer (bufferevent_read); see Buffer.Read.
@@ -237,6 +280,11 @@ func (be *BufferEvent) Close() error { return do(be, (*BufferEvent).close) }
 
 func (be *BufferEvent) close() error {
 	be.closed.Store(true)
+	be.flushing = false
+	if be.timer != nil {
+		C.event_free(be.timer)
+		be.timer = nil
+	}
 	// bufferevent_free clears the callbacks first, and inside a callback
 	// libevent holds a reference until it returns: no callback reaches the
 	// handle after this.
@@ -258,12 +306,28 @@ func (be *BufferEvent) onRead() {
 }
 
 func (be *BufferEvent) onWrite() {
+	if be.flushing { // CloseAfterFlush: all is written
+		be.close()
+		return
+	}
+	be.outFull = false
 	if cb := be.writeCb; cb != nil {
 		be.base.callback(func() { cb(be) })
 	}
 }
 
+// onTimer ends CloseAfterFlush at its deadline.
+func (be *BufferEvent) onTimer() {
+	if be.flushing {
+		be.close()
+	}
+}
+
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
+	if be.flushing { // CloseAfterFlush: the output cannot go
+		be.close()
+		return
+	}
 	cb := be.eventCb
 	if cb == nil {
 		return
@@ -277,4 +341,78 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 		err = &net.OpError{Op: op, Err: os.NewSyscallError(op, errnoOr(errno, syscall.EIO))}
 	}
 	be.base.callback(func() { cb(be, what, err) })
+}
+
+// CloseAfterFlush closes the buffer event once everything in its output
+// buffer has been written, or once timeout has passed (0: no limit), or
+// when writing fails, whichever comes first; Close, by contrast, drops what
+// is waiting. Reading stops at once. To the caller the buffer event is
+// closed when CloseAfterFlush returns: its methods return ErrClosed, FD
+// returns -1, and none of its callbacks runs again; the socket and the
+// output live on until the end, and Base.Close ends them too. It may be
+// called from any goroutine, including from the buffer event's callbacks.
+func (be *BufferEvent) CloseAfterFlush(timeout time.Duration) error {
+	return do1(be, (*BufferEvent).closeAfterFlush, timeout)
+}
+
+func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
+	if be.fd < 0 || C.evbuffer_get_length(be.out.ptr) == 0 {
+		return be.close()
+	}
+	be.closed.Store(true) // for the user: see release, at the end
+	be.flushing = true
+	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
+	be.setFilter()
+	C.bufferevent_disable(be.ptr, C.EV_READ)
+	C.bufferevent_setwatermark(be.ptr, C.EV_WRITE, 0, 0)
+	if C.bufferevent_enable(be.ptr, C.EV_WRITE) != 0 {
+		return be.close()
+	}
+	if timeout > 0 {
+		if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
+			return be.close()
+		}
+		C.evl_timer_add(be.timer, C.int64_t(usec(timeout)))
+	}
+	return nil
+}
+
+// Connect connects the buffer event's socket to address
+// (bufferevent_socket_connect); on a buffer event made with fd -1 it makes
+// the socket first, which is then the buffer event's own (Close closes it).
+// network is "tcp", "tcp4", "tcp6" or "unix", address as net.Dial takes it.
+// Set the callbacks first, as in C: the event callback gets
+// BEVEventConnected once connected, or BEVEventError with the errno
+// (errors.Is(err, syscall.ECONNREFUSED)); reading and writing as enabled
+// start then. Connect returns at once, without waiting for the connection;
+// it returns an error when the connection cannot even be started.
+//
+// A numeric address never blocks the loop. A host name is resolved with
+// Go's resolver on the calling goroutine before the connection is handed
+// to the loop: called from a callback, that would hold the loop for as long
+// as the lookup takes, so resolve names first, or call Connect from another
+// goroutine.
+func (be *BufferEvent) Connect(network, address string) error {
+	sa, err := resolveBind(network, address)
+	if err != nil {
+		return &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	if err := do1(be, (*BufferEvent).connect, sa); err != nil {
+		if err == ErrClosed {
+			return err
+		}
+		return &net.OpError{Op: "dial", Net: network, Addr: sa.addr, Err: err}
+	}
+	return nil
+}
+
+func (be *BufferEvent) connect(sa *bindAddr) error {
+	r, errno := C.bufferevent_socket_connect(be.ptr, (*C.struct_sockaddr)(unsafe.Pointer(&sa.raw)), C.int(sa.len))
+	if fd := int(C.bufferevent_getfd(be.ptr)); fd >= 0 && be.fd < 0 {
+		be.fd, be.closeOnFree = fd, true
+	}
+	if r != 0 {
+		return os.NewSyscallError("connect", errnoOr(errno, syscall.EINVAL))
+	}
+	return nil
 }

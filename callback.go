@@ -35,7 +35,7 @@ func (b *Base) callback(f func()) (finished bool) {
 		}
 	}()
 	f()
-	if b.pending.Load() {
+	if b.pending.Load() && !b.inTasks {
 		b.runPending()
 	}
 	return true

@@ -207,3 +207,30 @@ int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 	return bufferevent_set_timeouts(bev, timeout_tv(base, read_usec, &rtv),
 		timeout_tv(base, write_usec, &wtv));
 }
+
+ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len)
+{
+	struct evbuffer_ptr p = evbuffer_search_eol(buf, NULL, eol_len,
+		(enum evbuffer_eol_style)style);
+	return p.pos;
+}
+
+int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len)
+{
+	if (n > 0 && evbuffer_remove(buf, p, n) != (int)n)
+		return -1;
+	return evbuffer_drain(buf, eol_len);
+}
+
+ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n)
+{
+	struct evbuffer_ptr p = evbuffer_search(buf, sep, n, NULL);
+	return p.pos;
+}
+
+ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n)
+{
+	if (evbuffer_add(buf, p, n) != 0)
+		return -1;
+	return (ssize_t)evbuffer_get_length(buf);
+}

@@ -29,6 +29,16 @@
 
 #if !defined(LIBEVENT_VERSION_NUMBER) || LIBEVENT_VERSION_NUMBER < 0x02010000
 #error "evlistener needs libevent 2.1 or newer (pkg-config libevent_core)"
+/* Buffer: the length of the first line in the style's terminator, and the
+ * terminator's length in *eol_len; -1 while no whole line is buffered. */
+ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len);
+/* Removes n bytes into p and drains eol_len more: one line and its end. */
+int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len);
+/* The offset of the first sep in buf, or -1 (evbuffer_search). */
+ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n);
+/* evbuffer_add, returning the length afterwards (or -1). */
+ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
+
 #endif
 
 /* Base: event_base_new_with_config with these EVENT_BASE_FLAG_* flags. */
@@ -76,5 +86,15 @@ void evl_bev_free(struct evl_bev *c);
 size_t evl_bev_echo(struct evl_bev *c);
 int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 	int64_t read_usec, int64_t write_usec);
+
+/* Buffer: the length of the first line in the style's terminator, and the
+ * terminator's length in *eol_len; -1 while no whole line is buffered. */
+ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len);
+/* Removes n bytes into p and drains eol_len more: one line and its end. */
+int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len);
+/* The offset of the first sep in buf, or -1 (evbuffer_search). */
+ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n);
+/* evbuffer_add, returning the length afterwards (or -1). */
+ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
 
 #endif

@@ -144,11 +144,17 @@ const (
 	BEVEventError     BEVEvent = C.BEV_EVENT_ERROR     // a read or write failed
 	BEVEventTimeout   BEVEvent = C.BEV_EVENT_TIMEOUT   // a timeout passed
 	BEVEventConnected BEVEvent = C.BEV_EVENT_CONNECTED // a connect finished
+
+	// BEVEventOutputFull: the output buffer passed the write high
+	// watermark (see BufferEvent.SetWatermark). Not a libevent bit:
+	// libevent 2.1 ignores that watermark, and the binding reports it.
+	BEVEventOutputFull BEVEvent = 0x100
 )
 
 var bevEventNames = []bitName[BEVEvent]{
 	{BEVEventReading, "Reading"}, {BEVEventWriting, "Writing"}, {BEVEventEOF, "EOF"},
 	{BEVEventError, "Error"}, {BEVEventTimeout, "Timeout"}, {BEVEventConnected, "Connected"},
+	{BEVEventOutputFull, "OutputFull"},
 }
 
 // String names the set bits joined by "|", as in "Reading|EOF"; other bits

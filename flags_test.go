@@ -61,7 +61,7 @@ func TestBitSets(t *testing.T) {
 	check("BaseFlag", uint64(knownBaseFlags), namedBits(baseFlagNames))
 	check("BEVOption", uint64(knownBEVOptions), namedBits(bevOptionNames))
 	check("Events", uint64(knownEvents), namedBits(eventNames))
-	var bevKnown BEVEvent = BEVEventReading | BEVEventWriting | BEVEventEOF | BEVEventError | BEVEventTimeout | BEVEventConnected
+	var bevKnown BEVEvent = BEVEventReading | BEVEventWriting | BEVEventEOF | BEVEventError | BEVEventTimeout | BEVEventConnected | BEVEventOutputFull
 	check("BEVEvent", uint64(bevKnown), namedBits(bevEventNames))
 	for _, tc := range []struct {
 		s, want string

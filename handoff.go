@@ -187,7 +187,7 @@ func (b *Base) drainDirect() (pan any) {
 			return pan
 		}
 		b.mu.Unlock()
-		if p := runTasks(q); pan == nil {
+		if p := b.runTasks(q); pan == nil {
 			pan = p
 		}
 	}
@@ -222,7 +222,7 @@ func (b *Base) runPending() {
 	b.breakReq = false
 	b.pending.Store(false)
 	b.mu.Unlock()
-	if pan := runTasks(q); pan != nil {
+	if pan := b.runTasks(q); pan != nil {
 		b.callbackPanicked(pan)
 	}
 	if brk {
@@ -283,6 +283,15 @@ func (b *Base) Post(f func()) error {
 	return nil
 }
 
+// postLocal queues f, the binding's own work, to run on the loop after the
+// callback that runs now. Loop goroutine only.
+func (b *Base) postLocal(f func()) {
+	b.mu.Lock()
+	b.queue = append(b.queue, newTask(func() error { f(); return nil }, true))
+	b.requestLocked()
+	b.mu.Unlock()
+}
+
 // loopTask is work handed to the loop: a method's loop half (the caller
 // waits for it) or a posted function (async: nobody waits).
 type loopTask struct {
@@ -311,7 +320,12 @@ func (t *loopTask) release() {
 // runTasks runs q in order on the loop, wakes the callers that wait, and
 // returns the first panic of a posted function. No panic stops the
 // others: a waiter must not wait forever.
-func runTasks(q []*loopTask) (pan any) {
+func (b *Base) runTasks(q []*loopTask) (pan any) {
+	// Work that a task queues runs after the rest of q, in order, also
+	// when the task runs a callback, whose end would run it at once.
+	outer := b.inTasks
+	b.inTasks = true
+	defer func() { b.inTasks = outer }()
 	for _, t := range q {
 		p := t.run()
 		if !t.async {

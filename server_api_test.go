@@ -1,0 +1,287 @@
+package evlistener
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// What a real server needs beyond accept: lines, back-pressure,
+// flush-then-close and the client side.
+
+func TestBufferReadLine(t *testing.T) {
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	in := be.Input()
+	be.Enable(EvRead)
+	dispatching(t, b)
+	// The test reads from its own goroutine: every call is handed to the
+	// loop.
+	feed := func(s string) {
+		t.Helper()
+		want := in.Len() + len(s)
+		peer.Write([]byte(s))
+		waitFor(t, "the input", func() bool { return in.Len() >= want })
+	}
+	feed("one\r\ntwo\nthr")
+	for _, tc := range []struct {
+		style EOLStyle
+		want  string
+		ok    bool
+	}{
+		{EOLCRLFStrict, "one", true},
+		{EOLCRLFStrict, "", false}, // "two\n" has no CR LF
+		{EOLLF, "two", true},
+		{EOLCRLF, "", false}, // "thr": no whole line
+	} {
+		line, ok := in.ReadLine(tc.style)
+		if ok != tc.ok || string(line) != tc.want {
+			t.Fatalf("ReadLine(%v) = %q, %v; want %q, %v", tc.style, line, ok, tc.want, tc.ok)
+		}
+	}
+	if got := string(in.Peek(100)); got != "thr" {
+		t.Fatalf("after the partial ReadLine the buffer holds %q, want the partial line kept", got)
+	}
+	feed("ee\n\nlast\x00")
+	if i := in.Index([]byte("\n\n")); i != 5 {
+		t.Fatalf("Index = %d, want 5", i)
+	}
+	if i := in.Index([]byte("nope")); i != -1 {
+		t.Fatalf("Index of an absent sep = %d, want -1", i)
+	}
+	if got := string(in.Peek(2)); got != "th" {
+		t.Fatalf("Peek(2) = %q", got)
+	}
+	for _, want := range []string{"three", ""} {
+		line, ok := in.ReadLine(EOLCRLF)
+		if !ok || string(line) != want || line == nil {
+			t.Fatalf("ReadLine = %q (nil %v), %v; want %q, a non-nil line", line, line == nil, ok, want)
+		}
+	}
+	if line, ok := in.ReadLine(EOLNUL); !ok || string(line) != "last" {
+		t.Fatalf("ReadLine(EOLNUL) = %q, %v", line, ok)
+	}
+	if in.Len() != 0 || in.Peek(10) != nil {
+		t.Fatalf("buffer holds %d bytes after every line, want none", in.Len())
+	}
+	if _, ok := in.ReadLine(EOLStyle(99)); ok {
+		t.Fatal("ReadLine with an unknown style returned ok")
+	}
+	be.Close()
+	if line, ok := in.ReadLine(EOLLF); ok || line != nil || in.Index([]byte("x")) != -1 || in.Peek(1) != nil {
+		t.Fatal("a closed buffer returned data")
+	}
+}
+
+// A connection whose output passes the write high watermark reports
+// BEVEventOutputFull once; its write callback tells when it drained; a later
+// rise is reported again.
+func TestOutputBackPressure(t *testing.T) {
+	checkNoLeaks(t)
+	const high = 256 << 10
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	// Small socket buffers: what the kernel takes is far below high.
+	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
+	peer.SetReadBuffer(8 << 10)
+	be := newBEV(t, b, fd)
+	full, drained := make(chan BEVEvent, 4), make(chan struct{}, 1)
+	be.SetCallbacks(nil, func(*BufferEvent) {
+		select { // each drain to the low watermark calls it
+		case drained <- struct{}{}:
+		default:
+		}
+	}, func(_ *BufferEvent, what BEVEvent, err error) { full <- what })
+	if err := be.SetWatermark(EvWrite, 0, high); err != nil {
+		t.Fatal(err)
+	}
+	be.Enable(EvWrite)
+	dispatching(t, b)
+	// One Write takes the output past high at once, whatever the socket
+	// takes meanwhile.
+	chunk := make([]byte, 4*high)
+	rand.Read(chunk)
+	if _, err := be.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	if what := recv(t, full, "BEVEventOutputFull"); what != BEVEventWriting|BEVEventOutputFull {
+		t.Fatalf("event %v, want Writing|OutputFull", what)
+	}
+	// The peer has not read: the output is still above high, and a
+	// Write while it is reports nothing new.
+	if n := be.Output().Len(); n <= high {
+		t.Fatalf("output %d bytes with an unread peer, want above %d (socket buffers too big for the test)", n, high)
+	}
+	be.Write(chunk[:1])
+	got := make([]byte, len(chunk)+1)
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, drained, "the write callback once the output drained")
+	b.Do(func() {}) // anything the loop queued meanwhile has run
+	if len(full) != 0 {
+		t.Fatalf("OutputFull reported %d more times while the output stayed above high", len(full))
+	}
+	// Above high again: reported again.
+	be.Write(chunk)
+	recv(t, full, "the second BEVEventOutputFull")
+	be.Close()
+}
+
+func TestCloseAfterFlush(t *testing.T) {
+	t.Run("everything written, then closed", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		data := make([]byte, 4<<20)
+		rand.Read(data)
+		be.Write(data)
+		dispatching(t, b)
+		if err := be.CloseAfterFlush(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Close(); err != ErrClosed || be.FD() != -1 {
+			t.Fatalf("after CloseAfterFlush: Close = %v, FD = %d; want ErrClosed, -1", err, be.FD())
+		}
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(peer) // up to EOF: the close
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("peer got %d bytes, want the %d written, then EOF", len(got), len(data))
+		}
+	})
+	t.Run("the deadline closes what could not go", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		be.Write(make([]byte, 64<<20)) // far more than the socket buffers take
+		dispatching(t, b)
+		if err := be.CloseAfterFlush(50 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		// The peer never reads until the socket closes: then it reads
+		// less than was written, and a reset or EOF.
+		waitFor(t, "the socket to close at the deadline", func() bool { return !fdOpen(fd) })
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := io.Copy(io.Discard, peer)
+		if n >= 64<<20 {
+			t.Fatalf("peer read all %d bytes: the deadline did not cut the flush", n)
+		}
+	})
+	t.Run("Base.Close ends a flush", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, _ := tcpPair(t)
+		be := newBEV(t, b, fd)
+		be.Write(make([]byte, 64<<20))
+		if err := be.CloseAfterFlush(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if fdOpen(fd) {
+			t.Fatal("the socket of a flushing buffer event survived Base.Close")
+		}
+	})
+}
+
+func TestBufferEventConnect(t *testing.T) {
+	t.Run("connected", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		be, err := NewBufferEvent(b, -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := make(chan BEVEvent, 2)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		if err := be.Connect("tcp", ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
+			t.Fatalf("event %v, want Connected", what)
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		be.Write([]byte("hello"))
+		got := make([]byte, 5)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+		fd := be.FD()
+		if fd < 0 {
+			t.Fatal("FD() = -1 on a connected buffer event")
+		}
+		be.Close() // the socket Connect made is the buffer event's
+		if fdOpen(fd) {
+			t.Fatal("Close left the socket Connect made open")
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close() // nothing listens there now
+		be, err := NewBufferEvent(b, -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer be.Close()
+		errs := make(chan error, 2)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
+			if what&BEVEventError == 0 {
+				err = errors.New("event " + what.String())
+			}
+			errs <- err
+		})
+		dispatching(t, b)
+		if err := be.Connect("tcp", addr); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatal(err)
+		} else if err == nil {
+			if err := recv(t, errs, "the event callback"); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("event callback error %v, want ECONNREFUSED", err)
+			}
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		b := newBase(t)
+		be, err := NewBufferEvent(b, -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range [][2]string{{"udp", "127.0.0.1:1"}, {"tcp", "127.0.0.1:99999"}, {"tcp", "no port"}} {
+			var oe *net.OpError
+			if err := be.Connect(tc[0], tc[1]); !errors.As(err, &oe) || oe.Op != "dial" {
+				t.Errorf("Connect(%q, %q) = %v, want a *net.OpError from dial", tc[0], tc[1], err)
+			}
+		}
+		be.Close()
+		if err := be.Connect("tcp", "127.0.0.1:1"); err != ErrClosed {
+			t.Errorf("Connect on a closed buffer event = %v, want ErrClosed", err)
+		}
+	})
+}
