@@ -82,17 +82,6 @@ struct evconnlistener *evl_listener_new(struct event_base *base, uintptr_t h,
 	return lev;
 }
 
-struct evconnlistener *evl_listener_new_bind(struct event_base *base,
-	uintptr_t h, int with_cb, unsigned flags, int backlog,
-	const struct sockaddr *sa, int socklen)
-{
-	struct evconnlistener *lev = evconnlistener_new_bind(base,
-		with_cb ? accept_cb : NULL, (void *)h, flags, backlog, sa, socklen);
-	if (lev)
-		evconnlistener_set_error_cb(lev, accept_error_cb);
-	return lev;
-}
-
 void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb)
 {
 	evconnlistener_set_cb(lev, with_cb ? accept_cb : NULL, (void *)h);

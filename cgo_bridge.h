@@ -55,9 +55,6 @@ int evl_timer_add(struct event *ev, int64_t usec);
 /* Listener: with_cb selects the accept trampoline or NULL (paused). */
 struct evconnlistener *evl_listener_new(struct event_base *base, uintptr_t h,
 	int with_cb, unsigned flags, int backlog, int fd);
-struct evconnlistener *evl_listener_new_bind(struct event_base *base,
-	uintptr_t h, int with_cb, unsigned flags, int backlog,
-	const struct sockaddr *sa, int socklen);
 void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb);
 
 /* Event: an event whose callback calls goEvent(h). */

@@ -95,8 +95,11 @@ func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, er
 	return l, nil
 }
 
-// NewBind creates a socket, binds it to address and listens on it
-// (evconnlistener_new_bind). network is "tcp", "tcp4", "tcp6" or "unix";
+// NewBind creates a socket, binds it to address and listens on it, as
+// evconnlistener_new_bind does (non-blocking, SO_KEEPALIVE, and the socket
+// options of flags), but with errors that name the step that failed, as
+// net.Listen's do: "listen tcp 127.0.0.1:80: bind: address already in use"
+// (a *net.OpError around an *os.SyscallError around the errno). network is "tcp", "tcp4", "tcp6" or "unix";
 // address is as net.Listen takes it ("127.0.0.1:0", "[::1]:9876", ":9876",
 // a path, "@name" for an abstract unix socket). Port 0 picks a free port, which
 // Addr reports. backlog > 0 is passed to listen(), a negative backlog means
@@ -124,7 +127,12 @@ func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address s
 	if network != "unix" {
 		l.network = "tcp"
 	}
-	if err := newObject(b, l, -1, (*Listener).open, listenArgs{flags: flags, backlog: backlog, bind: ba}); err != nil {
+	fd, err := bindSocket(ba, flags)
+	if err != nil {
+		return nil, opErr(ba.addr, err)
+	}
+	if err := newObject(b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
+		syscall.Close(fd)
 		return nil, opErr(ba.addr, err)
 	}
 	if ua, ok := ba.addr.(*net.UnixAddr); ok {
@@ -140,31 +148,20 @@ func newListener(cb AcceptFunc, flags Flag, network string) *Listener {
 	return &Listener{network: network, cb: cb, enabled: flags&Disabled == 0}
 }
 
-// listenArgs are the arguments of open: with bind, NewBind's; without,
-// New's, whose socket is the listener's fd.
+// listenArgs are the arguments of open.
 type listenArgs struct {
 	flags   Flag
 	backlog int
-	bind    *bindAddr
 }
 
-// open creates the evconnlistener (evconnlistener_new or _new_bind). It
-// runs on the loop.
+// open creates the evconnlistener on the listener's socket
+// (evconnlistener_new), which calls listen() unless backlog is 0: a
+// failure is listen's. It runs on the loop.
 func (l *Listener) open(a listenArgs) error {
 	flags, backlog := C.uint(a.flags|ThreadSafe), C.int(clampBacklog(a.backlog))
-	var p *C.struct_evconnlistener
-	var errno error
-	if a.bind == nil {
-		p, errno = C.evl_listener_new(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog, C.int(l.fd))
-		if p == nil {
-			return os.NewSyscallError("evconnlistener_new", errnoOr(errno, syscall.EINVAL))
-		}
-	} else {
-		p, errno = C.evl_listener_new_bind(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog,
-			(*C.struct_sockaddr)(unsafe.Pointer(&a.bind.raw)), C.int(a.bind.len))
-		if p == nil {
-			return os.NewSyscallError("evconnlistener_new_bind", errnoOr(errno, syscall.EINVAL))
-		}
+	p, errno := C.evl_listener_new(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog, C.int(l.fd))
+	if p == nil {
+		return os.NewSyscallError("listen", errnoOr(errno, syscall.EINVAL))
 	}
 	l.ptr = p
 	l.fd = int(C.evconnlistener_get_fd(p))
@@ -428,4 +425,43 @@ func (l *Listener) resumePaused() {
 	if l.active() {
 		C.evconnlistener_enable(l.ptr)
 	}
+}
+
+// bindSocket makes the socket NewBind listens on, step by step as
+// evconnlistener_new_bind does, so that an error can name its step
+// (socket, setsockopt, bind).
+func bindSocket(ba *bindAddr, flags Flag) (int, error) {
+	family := int(ba.raw.Addr.Family)
+	typ := syscall.SOCK_STREAM | syscall.SOCK_NONBLOCK
+	if flags&CloseOnExec != 0 {
+		typ |= syscall.SOCK_CLOEXEC
+	}
+	fd, err := syscall.Socket(family, typ, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	opts := []struct {
+		on          bool
+		level, name int
+	}{
+		{true, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE}, // as libevent 2.1 always does
+		{flags&Reuseable != 0, syscall.SOL_SOCKET, syscall.SO_REUSEADDR},
+		{flags&ReuseablePort != 0, syscall.SOL_SOCKET, soReusePort},
+		{flags&DeferredAccept != 0, syscall.IPPROTO_TCP, tcpDeferAccept},
+		{flags&BindIPv6Only != 0, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY},
+	}
+	for _, o := range opts {
+		if !o.on || o.name < 0 {
+			continue
+		}
+		if err := syscall.SetsockoptInt(fd, o.level, o.name, 1); err != nil {
+			syscall.Close(fd)
+			return -1, os.NewSyscallError("setsockopt", err)
+		}
+	}
+	if _, _, errno := syscall.Syscall(syscall.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&ba.raw)), uintptr(ba.len)); errno != 0 {
+		syscall.Close(fd)
+		return -1, os.NewSyscallError("bind", errno)
+	}
+	return fd, nil
 }

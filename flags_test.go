@@ -283,6 +283,3 @@ func TestFlagEffects(t *testing.T) {
 		}
 	})
 }
-
-// SO_REUSEPORT on Linux; the syscall package does not name it.
-const soReusePort = 0xf
