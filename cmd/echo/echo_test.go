@@ -222,6 +222,9 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-loops", "0", port}, "-loops"},
 		{[]string{"-loops", "3", "-max-conns", "2", port}, "-max-conns"},
 		{[]string{"-max-conns", "-1", port}, "-max-conns"},
+		{[]string{"-max-conns", "0", port}, "-max-conns"},
+		{[]string{"-idle", "soon", port}, "-idle"},
+		{[]string{"-loops", "two", port}, "-loops"},
 		{[]string{"-max-pending", "0", port}, "-max-pending"},
 		{[]string{"-idle", "-1s", port}, "-idle"},
 		{[]string{"-busy-poll", "-1us", port}, "-busy-poll"},
@@ -248,6 +251,11 @@ func TestBadArguments(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
 				t.Errorf("stderr does not say %q:\n%s", tc.want, stderr.String())
+			}
+			// One rule for every bad argument: the error and a pointer
+			// to -h, not the whole usage.
+			if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; lines != 2 {
+				t.Errorf("stderr has %d lines, want the error and the usage line:\n%s", lines, stderr.String())
 			}
 			if strings.Contains(stderr.String(), "listening") {
 				t.Errorf("it listened:\n%s", stderr.String())

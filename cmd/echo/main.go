@@ -57,6 +57,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -213,7 +214,9 @@ func pendingDone(u *upgrade) <-chan error {
 func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg := config{port: defaultPort}
 	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Every bad argument gets the same one line (usageErr), a bad flag
+	// value too; only -h prints the whole usage.
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
 	fs.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
@@ -223,7 +226,8 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.busyPoll, "busy-poll", defaultBusyPoll, "after a burst of work, poll this long before sleeping; 0: never")
 	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
 	fs.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
-	fs.Usage = func() {
+	usage := func() {
+		fs.SetOutput(stderr)
 		fmt.Fprintf(stderr, "usage: echo [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
 			"Under systemd socket activation (LISTEN_FDS and LISTEN_PID name sockets for this\n"+
 			"process), and in the new process of an upgrade, echo serves the sockets it was\n"+
@@ -233,14 +237,27 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			"accepting, serves its own connections for at most -drain, and exits 0.\n\nflags:\n", defaultPort)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
+	fs.Usage = func() {}
 	usageErr := func(format string, a ...any) (config, error) {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintf(stderr, "echo: %v\nusage: echo [flags] [port]; echo -h tells more\n", err)
 		return cfg, err
 	}
+	if err := fs.Parse(args); err == flag.ErrHelp {
+		usage()
+		return cfg, err
+	} else if err != nil {
+		// "-1" reads as a flag to the flag package; to a user it is a
+		// port out of range.
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			if _, nerr := strconv.Atoi(name); nerr == nil {
+				return usageErr("invalid port %q: want a number from 0 to 65535", "-"+name)
+			}
+		}
+		return usageErr("%v", err)
+	}
+	maxConnsSet := false
+	fs.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
 	switch fs.NArg() {
 	case 0:
 	case 1:
@@ -258,7 +275,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if cfg.loops < 1 {
 		return usageErr("-loops %d: want at least 1", cfg.loops)
 	}
-	if cfg.maxConns == 0 {
+	if !maxConnsSet {
 		cfg.maxConns = defaultMaxConns(cfg.loops)
 	}
 	if cfg.maxConns < 1 {
