@@ -87,9 +87,21 @@ func ExampleFileConn() {
 	// Output: hello, *net.TCPConn
 }
 
-// A base that C code created, adopted by Go. The C side is played by a test
-// helper that calls event_base_new and event_base_free; a C library does the
-// same and passes the struct event_base * to Go (as an unsafe.Pointer).
+// A base that C code created, adopted by Go. Here a test helper plays the C
+// side; in a program of your own it is a few lines of cgo:
+//
+//	/*
+//	#cgo pkg-config: libevent_core libevent_pthreads
+//	#include <event2/event.h>
+//	*/
+//	import "C"
+//
+//	evlistener.UsePthreads()                // before C creates its first base
+//	p := unsafe.Pointer(C.event_base_new()) // or a base a C library hands you
+//	base, err := evlistener.FromCPtr(p)
+//	...
+//	base.Close()                            // Go's objects on it, not the base
+//	C.event_base_free((*C.struct_event_base)(p))
 func ExampleFromCPtr() {
 	// Before C creates its first base: bases get the locks that calls from
 	// other goroutines need.
@@ -126,8 +138,15 @@ func ExampleFromCPtr() {
 }
 
 // C code adding its own events to a base that Go created: they run inside
-// Dispatch, on its thread, next to the Go listeners. The C side is played by
-// a test helper that adds a libevent timer firing 3 times, 1 ms apart.
+// Dispatch, on its thread, next to the Go listeners. A test helper plays the
+// C side, a libevent timer firing 3 times, 1 ms apart; in a program of your
+// own, C receives the base as base.CPtr() and calls, for instance:
+//
+//	struct event *ev = event_new((struct event_base *)p, -1, EV_PERSIST, cb, arg);
+//	struct timeval tv = {0, 1000};
+//	event_add(ev, &tv);
+//	...
+//	event_free(ev); /* before base.Close() */
 func ExampleBase_CPtr() {
 	base, err := evlistener.NewBase()
 	if err != nil {
