@@ -529,8 +529,8 @@ func TestBufferEventBadArguments(t *testing.T) {
 	if _, err := NewBufferEvent(nil, fd, 0); err == nil {
 		t.Error("nil base: no error")
 	}
-	if _, err := NewBufferEvent(b, -1, 0); !errors.Is(err, syscall.EBADF) {
-		t.Errorf("fd -1: %v, want EBADF", err)
+	if _, err := NewBufferEvent(b, -2, 0); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("fd -2: %v, want EBADF (-1 is an unconnected buffer event)", err)
 	}
 	if _, err := NewBufferEvent(b, fd, 0x100); err == nil {
 		t.Error("unknown option: no error")
@@ -552,7 +552,7 @@ func TestBufferEventBadArguments(t *testing.T) {
 	if _, err := be.Input().MoveTo(be2.Output()); err == nil {
 		t.Error("MoveTo across bases: no error")
 	}
-	if s := (BEVEventReading | BEVEventEOF | 0x100).String(); s != "Reading|EOF|0x100" {
+	if s := (BEVEventReading | BEVEventEOF | 0x1000).String(); s != "Reading|EOF|0x1000" {
 		t.Errorf("String = %q", s)
 	}
 }
