@@ -23,13 +23,6 @@ func TestMethod(t *testing.T) {
 	}
 }
 
-// idleListener adds a listener with nothing to accept, which keeps Dispatch
-// running until something else ends it.
-func idleListener(t testing.TB, b *Base) *Listener {
-	t.Helper()
-	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
-}
-
 func TestDispatchReturns(t *testing.T) { forEachBaseKind(t, dispatchReturns) }
 
 func dispatchReturns(t *testing.T, flags BaseFlag) {

@@ -14,40 +14,6 @@ import (
 	"time"
 )
 
-// newBEV wraps fd in a buffer event that closes it, on a base closed when
-// the test ends.
-func newBEV(t testing.TB, b *Base, fd int) *BufferEvent {
-	t.Helper()
-	be, err := NewBufferEvent(b, fd, BEVOptCloseOnFree)
-	if err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	return be
-}
-
-// pingPong writes n messages of size bytes to peer and checks that each
-// comes back.
-func pingPong(t testing.TB, peer net.Conn, n, size int) {
-	t.Helper()
-	msg := make([]byte, size)
-	got := make([]byte, size)
-	rand.Read(msg)
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	for i := 0; i < n; i++ {
-		msg[0] = byte(i)
-		if _, err := peer.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(peer, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, msg) {
-			t.Fatalf("message %d came back changed", i)
-		}
-	}
-}
-
 func TestBufferEventEcho(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-// newEvent creates an event closed when the test ends.
-func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
-	t.Helper()
-	ev, err := NewEvent(b, fd, what, cb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
-}
-
 func TestEventTimer(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)

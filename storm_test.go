@@ -30,16 +30,6 @@ const (
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
 
-// forEachBaseKind runs test on a base with libevent's locks, on one without
-// (BaseNoLock), and on one whose Dispatch busy-polls (SetBusyPoll): calls
-// from other goroutines must be as safe, and Dispatch must end the same way,
-// on all of them.
-func forEachBaseKind(t *testing.T, test func(*testing.T, BaseFlag)) {
-	t.Run("locked", func(t *testing.T) { test(t, 0) })
-	t.Run("BaseNoLock", func(t *testing.T) { test(t, BaseNoLock) })
-	t.Run("busy poll", func(t *testing.T) { test(t, BaseNoLock|testBusyPoll) })
-}
-
 func stormLength() time.Duration {
 	if testing.Short() {
 		return time.Second
