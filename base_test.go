@@ -507,9 +507,9 @@ func TestNewBaseWithFlags(t *testing.T) {
 }
 
 func TestBusyPoll(t *testing.T) {
-	// fireOnce runs Dispatch on a locked thread with a timer that fires at
-	// once and a LoopExit far away, and returns the loop thread's id once
-	// the timer's callback ran, and the running Dispatch.
+	// fireOnce runs Dispatch with a timer that fires at once and a
+	// LoopExit far away, and returns the loop thread's id once the timer's
+	// callback ran, and the running Dispatch.
 	fireOnce := func(t *testing.T, b *Base) (tid int, r *running) {
 		t.Helper()
 		tids := make(chan int, 1)
@@ -524,14 +524,7 @@ func TestBusyPoll(t *testing.T) {
 		if err := b.LoopExit(time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		r = &running{done: make(chan struct{})}
-		go func() {
-			// The thread stays the loop's: its state can be read.
-			runtime.LockOSThread()
-			defer close(r.done)
-			defer func() { r.pan = recover() }()
-			r.err = b.Dispatch()
-		}()
+		r = goDispatch(b)
 		return recv(t, tids, "the timer callback"), r
 	}
 

@@ -480,7 +480,7 @@ func TestBufferEventPanic(t *testing.T) {
 	be.SetCallbacks(func(*BufferEvent) { panic("boom") }, nil, nil)
 	be.Enable(EvRead)
 	peer.Write([]byte("x"))
-	p := dispatchPanic(t, b)
+	p := startDispatch(t, b).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Value != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)

@@ -287,7 +287,7 @@ func TestCallbackPanics(t *testing.T) {
 		}, 0)
 		c1 := dial(t, l.Addr())
 		c2 := dial(t, l.Addr())
-		v := dispatchPanic(t, b)
+		v := startDispatch(t, b).waitPanic(t)
 		cp, ok := v.(*CallbackPanic)
 		if !ok {
 			t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic", v)
@@ -332,13 +332,13 @@ func TestCallbackPanics(t *testing.T) {
 		l2 := listenTCP(t, b, cb, 0)
 		dial(t, l1.Addr())
 		dial(t, l2.Addr())
-		if v, ok := dispatchPanic(t, b).(*CallbackPanic); !ok || v.Value != "boom" {
+		if v, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" {
 			t.Fatalf("Dispatch panicked with %v", v)
 		}
 		if calls != 1 {
 			t.Fatalf("%d callbacks ran, want 1", calls)
 		}
-		if v, ok := dispatchPanic(t, b).(*CallbackPanic); !ok || v.Value != "boom" || calls != 2 {
+		if v, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" || calls != 2 {
 			t.Fatalf("second Dispatch panicked with %v after %d callbacks", v, calls)
 		}
 	})
@@ -354,7 +354,7 @@ func TestCallbackPanics(t *testing.T) {
 			}
 			l.Disable()
 		})
-		v := dispatchPanic(t, b)
+		v := startDispatch(t, b).waitPanic(t)
 		cp, ok := v.(*CallbackPanic)
 		if !ok || !errors.Is(cp, syscall.EINVAL) || len(cp.Stack) == 0 {
 			t.Fatalf("Dispatch panicked with %#v, want a *CallbackPanic wrapping the EINVAL error", v)
@@ -404,7 +404,7 @@ func TestCallbackPanics(t *testing.T) {
 			panic("boom")
 		}, 0)
 		c := dial(t, l.Addr())
-		if _, ok := dispatchPanic(t, b).(*CallbackPanic); !ok {
+		if _, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok {
 			t.Fatal("Dispatch did not panic")
 		}
 		readEOF(t, c)

@@ -239,7 +239,7 @@ func TestEventPanic(t *testing.T) {
 	}
 	defer ev.Close()
 	ev.Add(time.Millisecond)
-	p := dispatchPanic(t, b)
+	p := startDispatch(t, b).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Unwrap() == nil || cp.Unwrap().Error() != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)

@@ -131,7 +131,11 @@ func startDispatch(t testing.TB, b *Base) *running {
 	return r
 }
 
-// goDispatch starts b.Dispatch on a new goroutine without waiting.
+// goDispatch starts b.Dispatch on a new goroutine without waiting for it:
+// the one way the tests start a loop. startDispatch, dispatch, dispatching
+// and startLoop build on it; alone it serves a test that races the start
+// of Dispatch. The goroutine needs no locked thread: the loop stays on one
+// thread while it is in C, and pollLoop locks it between turns.
 func goDispatch(b *Base) *running {
 	r := &running{done: make(chan struct{})}
 	go func() {
@@ -140,6 +144,54 @@ func goDispatch(b *Base) *running {
 		r.err = b.Dispatch()
 	}()
 	return r
+}
+
+// dispatching runs b's loop on a new goroutine until stop, which closes b
+// and waits for Dispatch to return; a long LoopExit keeps the loop running
+// while nothing is pending. stop is also a cleanup of the test.
+func dispatching(t testing.TB, b *Base) (stop func()) {
+	t.Helper()
+	if err := b.LoopExit(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r := startDispatch(t, b)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if err := b.Close(); err != nil && err != ErrClosed {
+				t.Errorf("Base.Close: %v", err)
+			}
+			if err := r.wait(t); err != nil {
+				t.Errorf("Dispatch: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// startLoop is dispatching, by the name the benchmarks know it.
+func startLoop(tb testing.TB, base *Base) (stop func()) {
+	tb.Helper()
+	return dispatching(tb, base)
+}
+
+// runOnLoop runs f once on base's loop, from a timer's callback, inside a
+// Dispatch that ends when f returns. Dispatch runs on the caller's
+// goroutine, with no time bound: f takes as long as b.N asks.
+func runOnLoop(tb testing.TB, base *Base, f func()) {
+	tb.Helper()
+	ev, err := NewTimer(base, func(*Event, int, Events) { f() })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ev.Close()
+	if err := ev.Active(EvTimeout); err != nil {
+		tb.Fatal(err)
+	}
+	if err := base.Dispatch(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // breakAndWait ends the running Dispatch with LoopBreak and waits for it.
@@ -210,12 +262,6 @@ func (r *running) waitPanic(t testing.TB) any {
 		buf = buf[:runtime.Stack(buf, true)]
 		panic(fmt.Sprintf("%s: Dispatch did not return within %v\n\n%s", t.Name(), dispatchTimeout, buf))
 	}
-}
-
-// dispatchPanic runs Dispatch and returns what it panicked with.
-func dispatchPanic(t testing.TB, b *Base) any {
-	t.Helper()
-	return goDispatch(b).waitPanic(t)
 }
 
 func isRunning(b *Base) bool {
@@ -492,28 +538,6 @@ func tcpPair(t testing.TB) (fd int, peer *net.TCPConn) {
 	return fd, c.(*net.TCPConn)
 }
 
-// dispatching runs b's loop on a new goroutine until stop, which closes b
-// and waits for Dispatch to return; a long LoopExit keeps the loop running
-// while nothing is pending. stop is also a cleanup of the test.
-func dispatching(t testing.TB, b *Base) (stop func()) {
-	t.Helper()
-	if err := b.LoopExit(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	r := startDispatch(t, b)
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			b.Close()
-			if err := r.wait(t); err != nil {
-				t.Errorf("Dispatch: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // readWriteEcho is an event callback that echoes with read and write
 // straight from the callback. buf is made outside it: syscall.Read leaks
 // its argument under -race.
@@ -689,62 +713,6 @@ func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
 	}
 	t.Cleanup(func() { ev.Close() })
 	return ev
-}
-
-// startLoop runs Dispatch on its own goroutine, kept alive by a long
-// LoopExit, and returns once the loop is running. stop closes the base and
-// waits for Dispatch to return.
-func startLoop(tb testing.TB, base *Base) (stop func()) {
-	tb.Helper()
-	if err := base.LoopExit(time.Hour); err != nil {
-		tb.Fatal(err)
-	}
-	running := make(chan struct{})
-	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
-		syscall.Close(fd)
-		l.Close()
-		close(running)
-	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	done := make(chan error, 1)
-	go func() { done <- base.Dispatch() }()
-	<-running
-	return func() {
-		if err := base.Close(); err != nil {
-			tb.Error(err)
-		}
-		if err := <-done; err != nil {
-			tb.Error(err)
-		}
-	}
-}
-
-// runOnLoop runs f once inside a Dispatch of base, from an accept callback.
-func runOnLoop(tb testing.TB, base *Base, f func()) {
-	tb.Helper()
-	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
-		syscall.Close(fd)
-		l.Close()
-		f()
-	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	if err := base.Dispatch(); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // forEachBaseKind runs test on a base with libevent's locks, on one without

@@ -380,7 +380,7 @@ func BenchmarkNetListenerAccept(b *testing.B) {
 		base := newBase(b)
 		l := listenTCP(b, base, nil, Reuseable)
 		ln := NetListener(l, 64)
-		r := goDispatch(base)
+		r := startDispatch(b, base)
 		run(b, ln)
 		if err := r.wait(b); err != nil {
 			b.Fatal(err)

@@ -257,8 +257,7 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		t.Fatal(err)
 	}
 	addr := l.Addr().(*net.TCPAddr)
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -277,8 +276,8 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		}()
 	}
 	select {
-	case err := <-dispatched:
-		if err != nil {
+	case <-loop.done:
+		if err := loop.wait(t); err != nil {
 			t.Fatal(err)
 		}
 	case err := <-errs:
@@ -373,8 +372,7 @@ func soakAcceptClose(t *testing.T, n int) int {
 	}
 	addr := l.Addr().(*net.TCPAddr)
 
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -393,8 +391,8 @@ func soakAcceptClose(t *testing.T, n int) int {
 		}()
 	}
 	select {
-	case err := <-dispatched:
-		if err != nil {
+	case <-loop.done:
+		if err := loop.wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if accepted.Load() != int64(n) {

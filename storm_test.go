@@ -188,10 +188,10 @@ func (s *listenerStorm) dialLoop(r *rand.Rand, stop <-chan struct{}) int {
 // runningStorm is a listener storm under way.
 type runningStorm struct {
 	*listenerStorm
-	dispatched chan error
-	stop       chan struct{}
-	stormed    chan struct{} // closed when every storm goroutine returned
-	dials      atomic.Int64
+	loop    *running
+	stop    chan struct{}
+	stormed chan struct{} // closed when every storm goroutine returned
+	dials   atomic.Int64
 }
 
 // startListenerStorm opens the listeners, starts Dispatch, the workers and
@@ -199,7 +199,7 @@ type runningStorm struct {
 // NewBind may fail with ErrClosed.
 func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	s := &runningStorm{listenerStorm: &listenerStorm{t: t, b: b, baseClosing: baseClosing},
-		dispatched: make(chan error, 1), stop: make(chan struct{}), stormed: make(chan struct{})}
+		stop: make(chan struct{}), stormed: make(chan struct{})}
 	for i := range s.slots {
 		l, err := NewBind(b, s.accept(i, 0), CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
 		if err != nil {
@@ -212,7 +212,7 @@ func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.dispatched <- b.Dispatch() }()
+	s.loop = startDispatch(t, b)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -280,13 +280,8 @@ func (s *runningStorm) stopAfter(d time.Duration) {
 
 // waitDispatch waits for Dispatch to return after Base.Close.
 func (s *runningStorm) waitDispatch() {
-	select {
-	case err := <-s.dispatched:
-		if err != nil {
-			s.t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		s.t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	if err := s.loop.wait(s.t); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
@@ -300,10 +295,8 @@ func listenerControlStorm(t *testing.T, flags BaseFlag) {
 	}
 	defer b.Close()
 	s := startListenerStorm(t, b, false)
-	select {
-	case err := <-s.dispatched:
-		t.Fatalf("Dispatch returned during the storm: %v", err)
-	default:
+	if s.loop.finished() {
+		t.Fatalf("Dispatch returned during the storm: %v", s.loop.err)
 	}
 	s.stopAfter(stormLength())
 	if s.accepted.Load() == 0 {
@@ -622,8 +615,7 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -648,8 +640,8 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	go func() { workers.Wait(); close(stormed) }()
 
 	select {
-	case err := <-dispatched:
-		t.Fatalf("Dispatch returned during the storm: %v", err)
+	case <-loop.done:
+		t.Fatalf("Dispatch returned during the storm: %v", loop.err)
 	case <-stormed:
 		t.Fatal("storm goroutines returned before they were stopped")
 	case <-time.After(stormLength()):
@@ -677,13 +669,8 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-dispatched:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	if err := loop.wait(t); err != nil {
+		t.Fatal(err)
 	}
 	ln.Close()
 	checkResources(t, before)
