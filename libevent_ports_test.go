@@ -17,7 +17,7 @@ func TestLibevent(t *testing.T) {
 	// randport: two listeners on port 0 get different ports; 2 and 1
 	// clients; each accept callback closes the fd and disables its
 	// listener at its count, and Dispatch returns on its own.
-	randport := func(t *testing.T, flags Flag) {
+	randport := func(t *testing.T) {
 		b := newBase(t)
 		acceptcb := func(count *int) AcceptFunc {
 			return func(l *Listener, fd int, _ net.Addr) {
@@ -31,7 +31,7 @@ func TestLibevent(t *testing.T) {
 			}
 		}
 		count1, count2 := 2, 1
-		flags |= CloseOnFree | Reuseable | CloseOnExec
+		const flags = CloseOnFree | Reuseable | CloseOnExec
 		l1, err := NewBind(b, acceptcb(&count1), flags, -1, "tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -84,16 +84,18 @@ func TestLibevent(t *testing.T) {
 			t.Fatalf("counts = %d, %d; want 0, 0", count1, count2)
 		}
 	}
-	t.Run("randport", func(t *testing.T) { randport(t, 0) })
-	// The C variant adds LEV_OPT_THREADSAFE under lock debugging; this
-	// process runs with lock debugging on (TestMain).
-	t.Run("randport_ts", func(t *testing.T) { randport(t, ThreadSafe) })
+	// randport_ts and error_ts are randport and error with
+	// LEV_OPT_THREADSAFE, under lock debugging. Here every listener has
+	// it (New adds ThreadSafe to the caller's flags) and TestMain turns
+	// lock debugging on, so randport and error are the _ts variants as
+	// well: a copy with ThreadSafe passed again would run the same code.
+	t.Run("randport", randport)
 
 	// error: a connected, non-listening unix socket with backlog 0 (no
 	// listen call), so accept fails with EINVAL; the error callback
 	// disables the listener and Dispatch returns on its own. The accept
 	// callback never runs.
-	errorCase := func(t *testing.T, flags Flag) {
+	errorCase := func(t *testing.T) {
 		b := newBase(t)
 		pair := socketpair(t)
 		defer syscall.Close(pair[1])
@@ -104,7 +106,7 @@ func TestLibevent(t *testing.T) {
 		l, err := New(b, func(_ *Listener, fd int, _ net.Addr) {
 			count--
 			syscall.Close(fd)
-		}, CloseOnFree|Reuseable|flags, 0, pair[0])
+		}, CloseOnFree|Reuseable, 0, pair[0])
 		if err != nil {
 			syscall.Close(pair[0])
 			t.Fatal(err)
@@ -128,8 +130,7 @@ func TestLibevent(t *testing.T) {
 			t.Fatalf("error callback got %v, want EINVAL", got)
 		}
 	}
-	t.Run("error", func(t *testing.T) { errorCase(t, 0) })
-	t.Run("error_ts", func(t *testing.T) { errorCase(t, ThreadSafe) })
+	t.Run("error", errorCase)
 
 	// error_unlock: the same failing accept with no error callback, and
 	// no free descriptor left (RLIMIT_NOFILE lowered to the peer's fd), in
