@@ -27,25 +27,44 @@ func newBase(t testing.TB) *Base {
 	return newBaseFlags(t, 0)
 }
 
-// testBusyPoll is not a libevent flag: openBase turns it into
-// SetBusyPoll(time.Hour), so that Dispatch polls without ever sleeping
-// once a callback has run.
-const testBusyPoll BaseFlag = 1 << 30
+// newBaseFlags is newBase with NewBaseWithFlags(flags).
+func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
+	t.Helper()
+	return newBaseKind(t, baseKind{flags: flags})
+}
 
-// openBase is NewBaseWithFlags, and SetBusyPoll with testBusyPoll.
-func openBase(flags BaseFlag) (*Base, error) {
-	b, err := NewBaseWithFlags(flags &^ testBusyPoll)
-	if err == nil && flags&testBusyPoll != 0 {
+// baseKind is one way to make a base that the binding must serve alike:
+// its libevent flags, and whether Dispatch busy-polls.
+type baseKind struct {
+	name  string
+	flags BaseFlag
+	// busyPoll sets SetBusyPoll(time.Hour): Dispatch polls without ever
+	// sleeping once a callback has run.
+	busyPoll bool
+}
+
+// baseKinds are the bases forEachBaseKind runs a test on: with libevent's
+// locks, without (BaseNoLock), and busy-polling.
+var baseKinds = []baseKind{
+	{name: "locked"},
+	{name: "BaseNoLock", flags: BaseNoLock},
+	{name: "busy poll", flags: BaseNoLock, busyPoll: true},
+}
+
+// open makes a base of kind k.
+func (k baseKind) open() (*Base, error) {
+	b, err := NewBaseWithFlags(k.flags)
+	if err == nil && k.busyPoll {
 		err = b.SetBusyPoll(time.Hour)
 	}
 	return b, err
 }
 
-// newBaseFlags is newBase with openBase(flags).
-func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
+// newBaseKind is newBase with a base of kind k.
+func newBaseKind(t testing.TB, k baseKind) *Base {
 	t.Helper()
 	watchdog(t)
-	b, err := openBase(flags)
+	b, err := k.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +74,15 @@ func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
 		}
 	})
 	return b
+}
+
+// forEachBaseKind runs test on each of baseKinds: calls from other
+// goroutines must be as safe, and Dispatch must end the same way, on all
+// of them.
+func forEachBaseKind(t *testing.T, test func(*testing.T, baseKind)) {
+	for _, k := range baseKinds {
+		t.Run(k.name, func(t *testing.T) { test(t, k) })
+	}
 }
 
 // listenTCP binds a listener on 127.0.0.1 port 0 with CloseOnFree and the
@@ -713,14 +741,4 @@ func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
 	}
 	t.Cleanup(func() { ev.Close() })
 	return ev
-}
-
-// forEachBaseKind runs test on a base with libevent's locks, on one without
-// (BaseNoLock), and on one whose Dispatch busy-polls (SetBusyPoll): calls
-// from other goroutines must be as safe, and Dispatch must end the same way,
-// on all of them.
-func forEachBaseKind(t *testing.T, test func(*testing.T, BaseFlag)) {
-	t.Run("locked", func(t *testing.T) { test(t, 0) })
-	t.Run("BaseNoLock", func(t *testing.T) { test(t, BaseNoLock) })
-	t.Run("busy poll", func(t *testing.T) { test(t, BaseNoLock|testBusyPoll) })
 }

@@ -287,9 +287,9 @@ func (s *runningStorm) waitDispatch() {
 
 func TestListenerControlStorm(t *testing.T) { forEachBaseKind(t, listenerControlStorm) }
 
-func listenerControlStorm(t *testing.T, flags BaseFlag) {
+func listenerControlStorm(t *testing.T, kind baseKind) {
 	before := takeResources(t)
-	b, err := openBase(flags)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,9 +325,9 @@ func listenerControlStorm(t *testing.T, flags BaseFlag) {
 // listener is closed with nothing left behind.
 func TestBaseCloseDuringStorm(t *testing.T) { forEachBaseKind(t, baseCloseDuringStorm) }
 
-func baseCloseDuringStorm(t *testing.T, flags BaseFlag) {
+func baseCloseDuringStorm(t *testing.T, kind baseKind) {
 	before := takeResources(t)
-	b, err := openBase(flags)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,9 +592,9 @@ func (s *bufferEventStorm) client(slot int, stop <-chan struct{}) int64 {
 
 func TestBufferEventControlStorm(t *testing.T) { forEachBaseKind(t, bufferEventControlStorm) }
 
-func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
+func bufferEventControlStorm(t *testing.T, kind baseKind) {
 	before := takeResources(t)
-	b, err := openBase(flags)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
