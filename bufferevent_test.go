@@ -440,36 +440,6 @@ func TestBufferEventClose(t *testing.T) {
 			t.Fatalf("peer read %q, %v", p, err)
 		}
 	})
-
-	t.Run("methods of a closed buffer event", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, _ := tcpPair(t)
-		be := newBEV(t, b, fd)
-		fd2, _ := tcpPair(t)
-		other := newBEV(t, b, fd2)
-		be.Close()
-		for name, err := range map[string]error{
-			"Enable":       be.Enable(EvRead),
-			"Disable":      be.Disable(EvRead),
-			"SetWatermark": be.SetWatermark(EvRead, 0, 0),
-			"SetTimeouts":  be.SetTimeouts(time.Second, 0),
-			"EchoInput":    func() error { _, err := be.EchoInput(); return err }(),
-			"Read":         func() error { _, err := be.Read(make([]byte, 1)); return err }(),
-			"Write":        func() error { _, err := be.Write([]byte("x")); return err }(),
-			"MoveTo":       func() error { _, err := be.Input().MoveTo(other.Output()); return err }(),
-			"MoveTo into":  func() error { _, err := other.Input().MoveTo(be.Output()); return err }(),
-			"Drain":        be.Output().Drain(1),
-		} {
-			if err != ErrClosed {
-				t.Errorf("%s = %v, want ErrClosed", name, err)
-			}
-		}
-		if be.FD() != -1 || be.CPtr() != nil || be.Input().Len() != 0 || be.Enabled() != 0 {
-			t.Errorf("FD %d, CPtr %p, Len %d, Enabled %v; want -1, nil, 0, 0", be.FD(), be.CPtr(), be.Input().Len(), be.Enabled())
-		}
-		be.SetCallbacks(func(*BufferEvent) {}, nil, nil) // does nothing
-	})
 }
 
 func TestBufferEventPanic(t *testing.T) {

@@ -206,28 +206,6 @@ func TestEventClose(t *testing.T) {
 			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
 		}
 	})
-
-	t.Run("methods of a closed event", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		ev, err := NewTimer(b, func(*Event, int, Events) {})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.Close()
-		for name, err := range map[string]error{
-			"Add":    ev.Add(time.Second),
-			"Del":    ev.Del(),
-			"Active": ev.Active(EvTimeout),
-		} {
-			if err != ErrClosed {
-				t.Errorf("%s = %v, want ErrClosed", name, err)
-			}
-		}
-		if ev.Pending(EvTimeout) || ev.FD() != -1 || ev.CPtr() != nil {
-			t.Error("closed event still pending, or with an fd or a C pointer")
-		}
-	})
 }
 
 func TestEventPanic(t *testing.T) {
