@@ -80,8 +80,7 @@ func TestBadInput(t *testing.T) {
 		{name: "New connected socket", call: wrap(b, CloseOnFree, -1, pair[0]), net: "unix", is: syscall.EINVAL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := openFDs(t)
-			handles := liveHandles()
+			checkNoLeaks(t)
 			var l *Listener
 			var err error
 			func() {
@@ -115,12 +114,6 @@ func TestBadInput(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("error %q does not mention %q", err, tc.msg)
-			}
-			if after := openFDs(t); after != before {
-				t.Errorf("open fds %d -> %d", before, after)
-			}
-			if after := liveHandles(); after != handles {
-				t.Errorf("live handles %d -> %d", handles, after)
 			}
 		})
 	}
