@@ -301,6 +301,8 @@ func soakBindClose(t *testing.T, n int, running bool) {
 			t.Fatal(err)
 		}
 		go func() { dispatched <- b.Dispatch() }()
+		// Dispatch on a base closed before it starts returns ErrClosed.
+		waitFor(t, "Dispatch to start", func() bool { return isRunning(b) })
 	}
 	accept := func(l *Listener, fd int, addr net.Addr) { syscall.Close(fd) }
 	onError := func(l *Listener, err error) {}
