@@ -23,16 +23,9 @@ func TestMethod(t *testing.T) {
 	}
 }
 
-// idleListener adds a listener with nothing to accept, which keeps Dispatch
-// running until something else ends it.
-func idleListener(t testing.TB, b *Base) *Listener {
-	t.Helper()
-	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
-}
-
 func TestDispatchReturns(t *testing.T) { forEachBaseKind(t, dispatchReturns) }
 
-func dispatchReturns(t *testing.T, flags BaseFlag) {
+func dispatchReturns(t *testing.T, kind baseKind) {
 	t.Run("with nothing pending", func(t *testing.T) {
 		for _, tc := range []struct {
 			name  string
@@ -54,7 +47,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				b := newBaseFlags(t, flags)
+				b := newBaseKind(t, kind)
 				tc.setup(t, b)
 				start := time.Now()
 				if err := dispatch(t, b); err != nil {
@@ -68,7 +61,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("on LoopBreak from another goroutine, promptly", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		var lat []time.Duration
 		for range 20 {
@@ -88,7 +81,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	// would go on with every queued connection; Dispatch returns after
 	// the callback that called LoopBreak, and the next one resumes.
 	t.Run("on LoopBreak inside a callback, after that callback", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		n := 0
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			n++
@@ -116,7 +109,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	// starting, the loop clears its break flag: a LoopBreak landing there
 	// must still end this Dispatch.
 	t.Run("on LoopBreak racing with the start of Dispatch", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		for i := range 300 {
 			r := goDispatch(b)
@@ -130,7 +123,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("LoopBreak with no Dispatch running does not affect a later one", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		n := 0
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			n++
@@ -152,7 +145,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("on LoopExit's timer", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		const after = 50 * time.Millisecond
 		start := time.Now()
@@ -169,7 +162,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("a pending LoopExit keeps Dispatch running", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		const after = 30 * time.Millisecond
 		start := time.Now()
 		if err := b.LoopExit(after); err != nil {
@@ -184,7 +177,7 @@ func dispatchReturns(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		r := startDispatch(t, b)
 		if err := b.LoopExit(0); err != nil {
@@ -274,7 +267,7 @@ func TestNewBindInsideCallback(t *testing.T) {
 
 func TestBaseClose(t *testing.T) { forEachBaseKind(t, baseClose) }
 
-func baseClose(t *testing.T, flags BaseFlag) {
+func baseClose(t *testing.T, kind baseKind) {
 	// checkClosed asserts what a closed base and its listener report.
 	checkClosed := func(t *testing.T, b *Base, l *Listener, addr net.Addr) {
 		t.Helper()
@@ -301,7 +294,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	}
 
 	t.Run("with no Dispatch running", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		l := idleListener(t, b)
 		addr := l.Addr()
 		handles := liveHandles()
@@ -315,7 +308,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("while Dispatch runs on another goroutine", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		l := idleListener(t, b)
 		addr := l.Addr()
 		r := startDispatch(t, b)
@@ -334,7 +327,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("while a callback runs", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		k := newBlocker(t)
 		calls := 0
 		l := callbackSources[0].make(t, b, k.block, &calls)
@@ -362,7 +355,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("inside a callback", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		var inCb error
 		var fdInCb int
 		calls := 0
@@ -398,7 +391,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("while a callback that panics runs", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		k := newBlocker(t)
 		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
 			k.block()
@@ -426,7 +419,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("from several goroutines at once", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		r := startDispatch(t, b)
 		if nils := closeAtOnce(t, 8, b.Close); nils != 1 {
@@ -438,7 +431,7 @@ func baseClose(t *testing.T, flags BaseFlag) {
 	})
 
 	t.Run("NewBind on a closed base", func(t *testing.T) {
-		b := newBaseFlags(t, flags)
+		b := newBaseKind(t, kind)
 		b.Close()
 		if _, err := NewBind(b, nil, 0, -1, "tcp", "127.0.0.1:0"); err == nil {
 			t.Fatal("NewBind on a closed base succeeded")
@@ -450,8 +443,8 @@ func baseClose(t *testing.T, flags BaseFlag) {
 // the loop; their effect is visible when they return.
 func TestCallsWhileDispatchRuns(t *testing.T) { forEachBaseKind(t, callsWhileDispatchRuns) }
 
-func callsWhileDispatchRuns(t *testing.T, flags BaseFlag) {
-	b := newBaseFlags(t, flags)
+func callsWhileDispatchRuns(t *testing.T, kind baseKind) {
+	b := newBaseKind(t, kind)
 	accepted := make(chan struct{}, 10)
 	l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
 		syscall.Close(fd)
@@ -514,9 +507,9 @@ func TestNewBaseWithFlags(t *testing.T) {
 }
 
 func TestBusyPoll(t *testing.T) {
-	// fireOnce runs Dispatch on a locked thread with a timer that fires at
-	// once and a LoopExit far away, and returns the loop thread's id once
-	// the timer's callback ran, and the running Dispatch.
+	// fireOnce runs Dispatch with a timer that fires at once and a
+	// LoopExit far away, and returns the loop thread's id once the timer's
+	// callback ran, and the running Dispatch.
 	fireOnce := func(t *testing.T, b *Base) (tid int, r *running) {
 		t.Helper()
 		tids := make(chan int, 1)
@@ -531,14 +524,7 @@ func TestBusyPoll(t *testing.T) {
 		if err := b.LoopExit(time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		r = &running{done: make(chan struct{})}
-		go func() {
-			// The thread stays the loop's: its state can be read.
-			runtime.LockOSThread()
-			defer close(r.done)
-			defer func() { r.pan = recover() }()
-			r.err = b.Dispatch()
-		}()
+		r = goDispatch(b)
 		return recv(t, tids, "the timer callback"), r
 	}
 

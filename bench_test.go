@@ -57,41 +57,6 @@ func BenchmarkEnableDisableCrossGoroutine(b *testing.B) {
 	stop()
 }
 
-// startLoop runs Dispatch on its own goroutine, kept alive by a long
-// LoopExit, and returns once the loop is running. stop closes the base and
-// waits for Dispatch to return.
-func startLoop(tb testing.TB, base *Base) (stop func()) {
-	tb.Helper()
-	if err := base.LoopExit(time.Hour); err != nil {
-		tb.Fatal(err)
-	}
-	running := make(chan struct{})
-	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
-		syscall.Close(fd)
-		l.Close()
-		close(running)
-	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	done := make(chan error, 1)
-	go func() { done <- base.Dispatch() }()
-	<-running
-	return func() {
-		if err := base.Close(); err != nil {
-			tb.Error(err)
-		}
-		if err := <-done; err != nil {
-			tb.Error(err)
-		}
-	}
-}
-
 // BenchmarkEnableDisableOnLoop measures the same pair called from inside a
 // callback, where no hand-off is needed.
 func BenchmarkEnableDisableOnLoop(b *testing.B) {
@@ -117,27 +82,6 @@ func BenchmarkEnableDisableOnLoop(b *testing.B) {
 	b.StopTimer()
 	if failed != nil {
 		b.Fatal(failed)
-	}
-}
-
-// runOnLoop runs f once inside a Dispatch of base, from an accept callback.
-func runOnLoop(tb testing.TB, base *Base, f func()) {
-	tb.Helper()
-	l, err := NewBind(base, func(l *Listener, fd int, _ net.Addr) {
-		syscall.Close(fd)
-		l.Close()
-		f()
-	}, CloseOnFree, -1, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	if err := base.Dispatch(); err != nil {
-		tb.Fatal(err)
 	}
 }
 

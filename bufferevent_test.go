@@ -14,40 +14,6 @@ import (
 	"time"
 )
 
-// newBEV wraps fd in a buffer event that closes it, on a base closed when
-// the test ends.
-func newBEV(t testing.TB, b *Base, fd int) *BufferEvent {
-	t.Helper()
-	be, err := NewBufferEvent(b, fd, BEVOptCloseOnFree)
-	if err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	return be
-}
-
-// pingPong writes n messages of size bytes to peer and checks that each
-// comes back.
-func pingPong(t testing.TB, peer net.Conn, n, size int) {
-	t.Helper()
-	msg := make([]byte, size)
-	got := make([]byte, size)
-	rand.Read(msg)
-	peer.SetDeadline(time.Now().Add(10 * time.Second))
-	for i := 0; i < n; i++ {
-		msg[0] = byte(i)
-		if _, err := peer.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(peer, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, msg) {
-			t.Fatalf("message %d came back changed", i)
-		}
-	}
-}
-
 func TestBufferEventEcho(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -474,36 +440,6 @@ func TestBufferEventClose(t *testing.T) {
 			t.Fatalf("peer read %q, %v", p, err)
 		}
 	})
-
-	t.Run("methods of a closed buffer event", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, _ := tcpPair(t)
-		be := newBEV(t, b, fd)
-		fd2, _ := tcpPair(t)
-		other := newBEV(t, b, fd2)
-		be.Close()
-		for name, err := range map[string]error{
-			"Enable":       be.Enable(EvRead),
-			"Disable":      be.Disable(EvRead),
-			"SetWatermark": be.SetWatermark(EvRead, 0, 0),
-			"SetTimeouts":  be.SetTimeouts(time.Second, 0),
-			"EchoInput":    func() error { _, err := be.EchoInput(); return err }(),
-			"Read":         func() error { _, err := be.Read(make([]byte, 1)); return err }(),
-			"Write":        func() error { _, err := be.Write([]byte("x")); return err }(),
-			"MoveTo":       func() error { _, err := be.Input().MoveTo(other.Output()); return err }(),
-			"MoveTo into":  func() error { _, err := other.Input().MoveTo(be.Output()); return err }(),
-			"Drain":        be.Output().Drain(1),
-		} {
-			if err != ErrClosed {
-				t.Errorf("%s = %v, want ErrClosed", name, err)
-			}
-		}
-		if be.FD() != -1 || be.CPtr() != nil || be.Input().Len() != 0 || be.Enabled() != 0 {
-			t.Errorf("FD %d, CPtr %p, Len %d, Enabled %v; want -1, nil, 0, 0", be.FD(), be.CPtr(), be.Input().Len(), be.Enabled())
-		}
-		be.SetCallbacks(func(*BufferEvent) {}, nil, nil) // does nothing
-	})
 }
 
 func TestBufferEventPanic(t *testing.T) {
@@ -514,7 +450,7 @@ func TestBufferEventPanic(t *testing.T) {
 	be.SetCallbacks(func(*BufferEvent) { panic("boom") }, nil, nil)
 	be.Enable(EvRead)
 	peer.Write([]byte("x"))
-	p := dispatchPanic(t, b)
+	p := startDispatch(t, b).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Value != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)

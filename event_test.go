@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-// newEvent creates an event closed when the test ends.
-func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
-	t.Helper()
-	ev, err := NewEvent(b, fd, what, cb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ev.Close() })
-	return ev
-}
-
 func TestEventTimer(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
@@ -217,28 +206,6 @@ func TestEventClose(t *testing.T) {
 			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
 		}
 	})
-
-	t.Run("methods of a closed event", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		ev, err := NewTimer(b, func(*Event, int, Events) {})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.Close()
-		for name, err := range map[string]error{
-			"Add":    ev.Add(time.Second),
-			"Del":    ev.Del(),
-			"Active": ev.Active(EvTimeout),
-		} {
-			if err != ErrClosed {
-				t.Errorf("%s = %v, want ErrClosed", name, err)
-			}
-		}
-		if ev.Pending(EvTimeout) || ev.FD() != -1 || ev.CPtr() != nil {
-			t.Error("closed event still pending, or with an fd or a C pointer")
-		}
-	})
 }
 
 func TestEventPanic(t *testing.T) {
@@ -250,7 +217,7 @@ func TestEventPanic(t *testing.T) {
 	}
 	defer ev.Close()
 	ev.Add(time.Millisecond)
-	p := dispatchPanic(t, b)
+	p := startDispatch(t, b).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Unwrap() == nil || cp.Unwrap().Error() != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)

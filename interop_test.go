@@ -35,13 +35,13 @@ func countingListener(t *testing.T, b *Base, n int32) (*Listener, *atomic.Int32,
 // Go listener accepts on it: one loop, run by Dispatch, serves all three, on
 // one thread, and Dispatch returns only once all three are done.
 func TestCEventsOnGoBase(t *testing.T) {
-	t.Run("dispatch", func(t *testing.T) { cEventsOnGoBase(t, 0) })
+	t.Run("dispatch", func(t *testing.T) { cEventsOnGoBase(t, baseKind{}) })
 	// Polling returns to Go between turns: the loop must keep its thread.
-	t.Run("busy poll", func(t *testing.T) { cEventsOnGoBase(t, testBusyPoll) })
+	t.Run("busy poll", func(t *testing.T) { cEventsOnGoBase(t, baseKind{busyPoll: true}) })
 }
 
-func cEventsOnGoBase(t *testing.T, flags BaseFlag) {
-	b := newBaseFlags(t, flags)
+func cEventsOnGoBase(t *testing.T, kind baseKind) {
+	b := newBaseKind(t, kind)
 	p := b.CPtr()
 	if p == nil {
 		t.Fatal("CPtr of an open base is nil")

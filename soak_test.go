@@ -28,38 +28,22 @@ const (
 	soakMaxRSS       = 16 << 20
 )
 
-// resources is what a leak would show as.
-type resources struct {
-	handles int64
-	fds     int
-	rss     int64
-}
-
-// takeResources measures after a GC, so that garbage is not counted as
-// growth.
-func takeResources(t testing.TB) resources {
+// takeRSS measures resident memory after a GC, so that garbage is not
+// counted as growth.
+func takeRSS(t testing.TB) int64 {
 	t.Helper()
 	runtime.GC()
 	debug.FreeOSMemory()
-	warmNetpoll()
-	return resources{handles: liveHandles(), fds: openFDs(t), rss: procRSS(t)}
+	return procRSS(t)
 }
 
-// checkResources fails the test unless handles and descriptors are back to
-// before and resident memory grew by less than soakMaxRSS.
-func checkResources(t testing.TB, before resources) {
+// checkRSS fails the test if resident memory grew by soakMaxRSS or more
+// since before. Handles and descriptors are checkNoLeaks's.
+func checkRSS(t testing.TB, before int64) {
 	t.Helper()
-	after := takeResources(t)
-	t.Logf("handles %d -> %d, fds %d -> %d, VmRSS %.1f -> %.1f MiB",
-		before.handles, after.handles, before.fds, after.fds,
-		float64(before.rss)/(1<<20), float64(after.rss)/(1<<20))
-	if after.handles != before.handles {
-		t.Errorf("live handles: %d before, %d after", before.handles, after.handles)
-	}
-	if after.fds != before.fds {
-		t.Errorf("open descriptors: %d before, %d after", before.fds, after.fds)
-	}
-	if grew := after.rss - before.rss; grew >= soakMaxRSS && rssBounded {
+	after := takeRSS(t)
+	t.Logf("VmRSS %.1f -> %.1f MiB", float64(before)/(1<<20), float64(after)/(1<<20))
+	if grew := after - before; grew >= soakMaxRSS && rssBounded {
 		t.Errorf("VmRSS grew by %.1f MiB, bound %d MiB", float64(grew)/(1<<20), soakMaxRSS>>20)
 	}
 }
@@ -170,7 +154,8 @@ func TestSoak(t *testing.T) {
 		// A first round grows the pools and thread stacks that any
 		// program of this shape needs.
 		soakAcceptClose(t, accepts/20)
-		before := takeResources(t)
+		checkNoLeaks(t)
+		before := takeRSS(t)
 		start := time.Now()
 		n := soakAcceptClose(t, accepts)
 		d := time.Since(start)
@@ -178,7 +163,7 @@ func TestSoak(t *testing.T) {
 		if n != accepts {
 			t.Errorf("accepted %d connections, want %d", n, accepts)
 		}
-		checkResources(t, before)
+		checkRSS(t, before)
 	})
 
 	// With no loop running, the binding calls libevent on the caller's
@@ -192,18 +177,20 @@ func TestSoak(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			soakBindClose(t, listeners/10, running)
-			before := takeResources(t)
+			checkNoLeaks(t)
+			before := takeRSS(t)
 			start := time.Now()
 			soakBindClose(t, listeners, running)
 			t.Logf("%d listeners opened and closed in %v", listeners, time.Since(start).Round(time.Millisecond))
-			checkResources(t, before)
+			checkRSS(t, before)
 		})
 	}
 
 	bevs := soakBufferEvents / soakScale()
 	t.Run(fmt.Sprintf("%d buffer event connections", bevs), func(t *testing.T) {
 		soakBufferEventConns(t, bevs/10)
-		before := takeResources(t)
+		checkNoLeaks(t)
+		before := takeRSS(t)
 		start := time.Now()
 		n := soakBufferEventConns(t, bevs)
 		d := time.Since(start)
@@ -211,7 +198,7 @@ func TestSoak(t *testing.T) {
 		if n != bevs {
 			t.Errorf("%d buffer events closed, want %d", n, bevs)
 		}
-		checkResources(t, before)
+		checkRSS(t, before)
 	})
 }
 
@@ -257,8 +244,7 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		t.Fatal(err)
 	}
 	addr := l.Addr().(*net.TCPAddr)
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -277,8 +263,8 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		}()
 	}
 	select {
-	case err := <-dispatched:
-		if err != nil {
+	case <-loop.done:
+		if err := loop.wait(t); err != nil {
 			t.Fatal(err)
 		}
 	case err := <-errs:
@@ -375,8 +361,7 @@ func soakAcceptClose(t *testing.T, n int) int {
 	}
 	addr := l.Addr().(*net.TCPAddr)
 
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -395,8 +380,8 @@ func soakAcceptClose(t *testing.T, n int) int {
 		}()
 	}
 	select {
-	case err := <-dispatched:
-		if err != nil {
+	case <-loop.done:
+		if err := loop.wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if accepted.Load() != int64(n) {

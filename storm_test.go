@@ -30,16 +30,6 @@ const (
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
 
-// forEachBaseKind runs test on a base with libevent's locks, on one without
-// (BaseNoLock), and on one whose Dispatch busy-polls (SetBusyPoll): calls
-// from other goroutines must be as safe, and Dispatch must end the same way,
-// on all of them.
-func forEachBaseKind(t *testing.T, test func(*testing.T, BaseFlag)) {
-	t.Run("locked", func(t *testing.T) { test(t, 0) })
-	t.Run("BaseNoLock", func(t *testing.T) { test(t, BaseNoLock) })
-	t.Run("busy poll", func(t *testing.T) { test(t, BaseNoLock|testBusyPoll) })
-}
-
 func stormLength() time.Duration {
 	if testing.Short() {
 		return time.Second
@@ -198,10 +188,10 @@ func (s *listenerStorm) dialLoop(r *rand.Rand, stop <-chan struct{}) int {
 // runningStorm is a listener storm under way.
 type runningStorm struct {
 	*listenerStorm
-	dispatched chan error
-	stop       chan struct{}
-	stormed    chan struct{} // closed when every storm goroutine returned
-	dials      atomic.Int64
+	loop    *running
+	stop    chan struct{}
+	stormed chan struct{} // closed when every storm goroutine returned
+	dials   atomic.Int64
 }
 
 // startListenerStorm opens the listeners, starts Dispatch, the workers and
@@ -209,7 +199,7 @@ type runningStorm struct {
 // NewBind may fail with ErrClosed.
 func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	s := &runningStorm{listenerStorm: &listenerStorm{t: t, b: b, baseClosing: baseClosing},
-		dispatched: make(chan error, 1), stop: make(chan struct{}), stormed: make(chan struct{})}
+		stop: make(chan struct{}), stormed: make(chan struct{})}
 	for i := range s.slots {
 		l, err := NewBind(b, s.accept(i, 0), CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
 		if err != nil {
@@ -222,7 +212,7 @@ func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.dispatched <- b.Dispatch() }()
+	s.loop = startDispatch(t, b)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -290,30 +280,23 @@ func (s *runningStorm) stopAfter(d time.Duration) {
 
 // waitDispatch waits for Dispatch to return after Base.Close.
 func (s *runningStorm) waitDispatch() {
-	select {
-	case err := <-s.dispatched:
-		if err != nil {
-			s.t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		s.t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	if err := s.loop.wait(s.t); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
 func TestListenerControlStorm(t *testing.T) { forEachBaseKind(t, listenerControlStorm) }
 
-func listenerControlStorm(t *testing.T, flags BaseFlag) {
-	before := takeResources(t)
-	b, err := openBase(flags)
+func listenerControlStorm(t *testing.T, kind baseKind) {
+	checkNoLeaks(t)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	s := startListenerStorm(t, b, false)
-	select {
-	case err := <-s.dispatched:
-		t.Fatalf("Dispatch returned during the storm: %v", err)
-	default:
+	if s.loop.finished() {
+		t.Fatalf("Dispatch returned during the storm: %v", s.loop.err)
 	}
 	s.stopAfter(stormLength())
 	if s.accepted.Load() == 0 {
@@ -334,7 +317,6 @@ func listenerControlStorm(t *testing.T, flags BaseFlag) {
 		t.Fatal(err)
 	}
 	s.waitDispatch()
-	checkResources(t, before)
 }
 
 // Base.Close in the middle of a storm: it ends Dispatch and closes what is
@@ -342,9 +324,9 @@ func listenerControlStorm(t *testing.T, flags BaseFlag) {
 // listener is closed with nothing left behind.
 func TestBaseCloseDuringStorm(t *testing.T) { forEachBaseKind(t, baseCloseDuringStorm) }
 
-func baseCloseDuringStorm(t *testing.T, flags BaseFlag) {
-	before := takeResources(t)
-	b, err := openBase(flags)
+func baseCloseDuringStorm(t *testing.T, kind baseKind) {
+	checkNoLeaks(t)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +351,6 @@ func baseCloseDuringStorm(t *testing.T, flags BaseFlag) {
 	if err := b.Close(); err != ErrClosed {
 		t.Errorf("second Base.Close: %v, want ErrClosed", err)
 	}
-	checkResources(t, before)
 }
 
 // serveOne sets a callback that answers "ok", enables l and checks that a
@@ -609,9 +590,9 @@ func (s *bufferEventStorm) client(slot int, stop <-chan struct{}) int64 {
 
 func TestBufferEventControlStorm(t *testing.T) { forEachBaseKind(t, bufferEventControlStorm) }
 
-func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
-	before := takeResources(t)
-	b, err := openBase(flags)
+func bufferEventControlStorm(t *testing.T, kind baseKind) {
+	checkNoLeaks(t)
+	b, err := kind.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,8 +613,7 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	dispatched := make(chan error, 1)
-	go func() { dispatched <- b.Dispatch() }()
+	loop := startDispatch(t, b)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -658,8 +638,8 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	go func() { workers.Wait(); close(stormed) }()
 
 	select {
-	case err := <-dispatched:
-		t.Fatalf("Dispatch returned during the storm: %v", err)
+	case <-loop.done:
+		t.Fatalf("Dispatch returned during the storm: %v", loop.err)
 	case <-stormed:
 		t.Fatal("storm goroutines returned before they were stopped")
 	case <-time.After(stormLength()):
@@ -687,16 +667,10 @@ func bufferEventControlStorm(t *testing.T, flags BaseFlag) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-dispatched:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	if err := loop.wait(t); err != nil {
+		t.Fatal(err)
 	}
 	ln.Close()
-	checkResources(t, before)
 }
 
 // echoAgain resets c's buffer event to a plain echo and checks that a
