@@ -3,6 +3,7 @@ package evlistener
 import (
 	"errors"
 	"net"
+	"os"
 	"reflect"
 	"syscall"
 	"testing"
@@ -190,6 +191,7 @@ func TestClosedObjects(t *testing.T) {
 		{method: "Listener.Addr", call: func(c *closed) []any { return []any{c.l.Addr()} }, want: func(*closed) []any { return []any{net.Addr(nil)} }},
 		{method: "Listener.CPtr", call: func(c *closed) []any { return []any{c.l.CPtr()} }, want: func(*closed) []any { return []any{unsafe.Pointer(nil)} }},
 		{method: "Listener.Base", call: func(c *closed) []any { return []any{c.l.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
+		{method: "Listener.File", call: func(c *closed) []any { f, err := c.l.File(); return []any{f, err} }, want: func(*closed) []any { return []any{(*os.File)(nil), ErrClosed} }},
 
 		{method: "BufferEvent.Close", call: func(c *closed) []any { return []any{c.be.Close()} }},
 		{method: "BufferEvent.Enable", call: func(c *closed) []any { return []any{c.be.Enable(EvRead)} }},
@@ -204,6 +206,8 @@ func TestClosedObjects(t *testing.T) {
 		{method: "BufferEvent.Enabled", call: func(c *closed) []any { return []any{c.be.Enabled()} }, want: func(*closed) []any { return []any{Events(0)} }},
 		{method: "BufferEvent.FD", call: func(c *closed) []any { return []any{c.be.FD()} }, want: func(*closed) []any { return []any{-1} }},
 		{method: "BufferEvent.CPtr", call: func(c *closed) []any { return []any{c.be.CPtr()} }, want: func(*closed) []any { return []any{unsafe.Pointer(nil)} }},
+		{method: "BufferEvent.CloseAfterFlush", call: func(c *closed) []any { return []any{c.be.CloseAfterFlush(time.Second)} }},
+		{method: "BufferEvent.Connect", call: func(c *closed) []any { return []any{c.be.Connect("tcp", "127.0.0.1:1")} }},
 		{method: "BufferEvent.Base", call: func(c *closed) []any { return []any{c.be.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
 		// The buffers stay reachable; the Buffer rows call their methods.
 		{method: "BufferEvent.Input", call: func(c *closed) []any { return []any{c.be.Input() != nil} }, want: func(*closed) []any { return []any{true} }},
@@ -221,6 +225,9 @@ func TestClosedObjects(t *testing.T) {
 			n, err := c.open.Input().MoveTo(c.be.Output())
 			return []any{n, err}
 		}},
+		{method: "Buffer.ReadLine", call: func(c *closed) []any { line, ok := c.be.Input().ReadLine(EOLLF); return []any{line, ok} }, want: func(*closed) []any { return []any{[]byte(nil), false} }},
+		{method: "Buffer.Peek", call: func(c *closed) []any { return []any{c.be.Input().Peek(1)} }, want: func(*closed) []any { return []any{[]byte(nil)} }},
+		{method: "Buffer.Index", call: func(c *closed) []any { return []any{c.be.Input().Index([]byte("x"))} }, want: func(*closed) []any { return []any{-1} }},
 		{method: "Buffer.Drain", call: func(c *closed) []any { return []any{c.be.Output().Drain(1)} }},
 
 		{method: "Event.Close", call: func(c *closed) []any { return []any{c.ev.Close()} }},
