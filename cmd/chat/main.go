@@ -116,7 +116,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
 	fs.IntVar(&cfg.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
 	fs.IntVar(&cfg.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
-	fs.Usage = func() {
+	usage := func() {
 		fs.SetOutput(stderr)
 		fmt.Fprintf(stderr, "usage: chat [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
 			"Every whole line a client sends (ending in LF or CRLF) goes to every other\n"+
@@ -129,13 +129,20 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(stderr, "chat: %v (chat -h tells more)\n", err)
 		return cfg, err
 	}
-	// The flag package prints its error and then the whole usage; one
-	// line that names the flag is what every other bad value gets.
+	// The flag package would print its error and then the whole usage; a
+	// bad flag gets the one line that every other bad value gets.
 	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return cfg, err
+		}
+		// A negative port reads as a flag to the flag package.
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			if _, numErr := strconv.Atoi(name); numErr == nil {
+				return usageErr("invalid port %q: want a number from 0 to 65535", "-"+name)
+			}
 		}
 		return usageErr("%v", err)
 	}
@@ -168,7 +175,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 }
 
 // validHost reports whether h can be a host to listen on: empty (every
-// address), an IP address, or a name made of what DNS names are made of.
+// address), an IP address, or a name made of what DNS names are made of,
+// whose last label is not a number (which would be a mistyped address, or
+// the port given to -addr).
 // Whether a name resolves is learnt when binding, as cmd/echo does.
 func validHost(h string) bool {
 	ip, _, _ := strings.Cut(h, "%") // an IPv6 zone: fe80::1%eth0
@@ -178,15 +187,18 @@ func validHost(h string) bool {
 	if len(h) > 253 {
 		return false
 	}
+	numeric := false
 	for _, label := range strings.Split(h, ".") {
 		if label == "" || len(label) > 63 {
 			return false
 		}
+		numeric = true
 		for _, r := range label {
 			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
 				return false
 			}
+			numeric = numeric && r >= '0' && r <= '9'
 		}
 	}
-	return true
+	return !numeric
 }
