@@ -207,23 +207,29 @@ func (p *chatProc) dial(t testing.TB, name string, control func(fd uintptr)) *pe
 	return &peer{t: t, name: name, c: c.(*net.TCPConn), r: bufio.NewReaderSize(c, 64<<10)}
 }
 
-// join dials clients, one after the other. Each says "joined NAME" once
-// connected and the earlier ones wait for it: a client is in the chat from
-// its accept, before its first line is read, so once the earlier ones have
-// its line, it and they get every line read after it. A client may also get
-// the "joined" lines of the ones before it, read after its accept; the
-// first client's "all joined", read after every one of them, ends them.
-// Their streams are empty after.
+// join dials clients by name, one after the other, and joins them.
 func (p *chatProc) join(t testing.TB, names ...string) []*peer {
 	t.Helper()
 	var cs []*peer
 	for _, name := range names {
-		c := p.dial(t, name, nil)
-		c.send("joined " + name)
-		for _, earlier := range cs {
-			earlier.skipTo("joined "+name+"\n", "joined ")
+		cs = append(cs, p.dial(t, name, nil))
+	}
+	return join(cs...)
+}
+
+// join makes sure that every client of cs is in the chat, with nothing to
+// read. Each says "joined NAME" and the earlier ones wait for it: a client
+// is in the chat from its accept, before its first line is read, so once
+// the earlier ones have its line, it and they get every line read after it.
+// A client may also get the "joined" lines of others read after its
+// accept; the first client's "all joined", read after every one of them,
+// ends them.
+func join(cs ...*peer) []*peer {
+	for i, c := range cs {
+		c.send("joined " + c.name)
+		for _, earlier := range cs[:i] {
+			earlier.skipTo("joined "+c.name+"\n", "joined ")
 		}
-		cs = append(cs, c)
 	}
 	cs[0].send("all joined")
 	for _, c := range cs[1:] {
