@@ -299,16 +299,21 @@ func TestSignal(t *testing.T) {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		// 64 KiB a millisecond at most: about 0.2 s for all of it.
+		// It read nothing until now, takes at most 32 KiB per read (its
+		// receive buffer), and pauses every 256 KiB: 12 MiB in about a
+		// tenth of the second it has.
 		slow.c.SetReadDeadline(time.Now().Add(deadline))
 		var got bytes.Buffer
 		buf := make([]byte, 64<<10)
 		var err error
-		for err == nil {
+		for next := 256 << 10; err == nil; {
 			var n int
 			n, err = slow.r.Read(buf)
 			got.Write(buf[:n])
-			time.Sleep(time.Millisecond) // the client's pace, not synchronisation
+			if got.Len() >= next {
+				time.Sleep(time.Millisecond) // the client's pace, not synchronisation
+				next += 256 << 10
+			}
 		}
 		if err != io.EOF {
 			t.Errorf("slow client: %v after %d bytes, want EOF", err, got.Len())
@@ -416,4 +421,3 @@ func TestAcceptErrorEndsServer(t *testing.T) {
 		t.Errorf("stderr does not report the accept error:\n%s", msg)
 	}
 }
-
