@@ -118,18 +118,30 @@ func (p *chatProc) stderrText() string {
 // waitLog waits up to d for the server to have printed a line holding s.
 func (p *chatProc) waitLog(t testing.TB, d time.Duration, s string) {
 	t.Helper()
-	deadline := time.After(d)
-	for !strings.Contains(p.stderrText(), s) {
-		select {
-		case <-p.logged:
-		case <-p.exited:
-			if !strings.Contains(p.stderrText(), s) {
-				t.Fatalf("chat exited without printing %q", s)
-			}
-		case <-deadline:
-			t.Fatalf("chat did not print %q within %v", s, d)
-		}
+	select {
+	case <-p.whenLogged(s):
+	case <-time.After(d):
+		t.Fatalf("chat did not print %q within %v", s, d)
 	}
+}
+
+// whenLogged returns a channel that is closed once the server has printed
+// a line holding s; it is never closed if the server exits without.
+func (p *chatProc) whenLogged(s string) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		for !strings.Contains(p.stderrText(), s) {
+			select {
+			case <-p.logged:
+			case <-p.exited:
+				if !strings.Contains(p.stderrText(), s) {
+					return
+				}
+			}
+		}
+		close(ch)
+	}()
+	return ch
 }
 
 // stop sends sig and checks that the server exits with status 0 and

@@ -208,8 +208,13 @@ func TestSlowConsumer(t *testing.T) {
 
 	// The slow client is dropped early, while the others still have most
 	// of the way to go.
-	p.waitLog(t, 60*time.Second, fmt.Sprintf("chat: disconnected %v: more than -max-pending", slow.c.LocalAddr()))
-	droppedAt := got[2].Load()
+	dropped := p.whenLogged(fmt.Sprintf("chat: disconnected %v: more than -max-pending", slow.c.LocalAddr()))
+	var droppedAt atomic.Int64
+	droppedAt.Store(-1)
+	go func() {
+		<-dropped
+		droppedAt.Store(got[2].Load())
+	}()
 	for range 5 {
 		if err := recv(t, errs, 180*time.Second, "the clients"); err != nil {
 			t.Error(err)
@@ -228,11 +233,16 @@ func TestSlowConsumer(t *testing.T) {
 	if n >= 64<<20 {
 		t.Errorf("the slow client got %d MiB before it was dropped", n>>20)
 	}
-	if droppedAt >= 2*perSender/2 {
-		t.Errorf("the slow client was dropped after the reader had %d of %d lines, want before half", droppedAt, 2*perSender)
+	select {
+	case <-dropped:
+		if at := droppedAt.Load(); at < 0 || at >= 2*perSender/2 {
+			t.Errorf("the slow client was dropped after the reader had %d of %d lines, want before half", at, 2*perSender)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the slow client was not dropped")
 	}
 	t.Logf("256 MiB of lines in %v; slow client dropped after the reader had %d of %d lines, and got %d KiB; server RSS %d MiB at start, peak %d MiB (+%d MiB)",
-		took.Round(time.Millisecond), droppedAt, 2*perSender, n>>10, base>>20, peak>>20, (peak-base)>>20)
+		took.Round(time.Millisecond), droppedAt.Load(), 2*perSender, n>>10, base>>20, peak>>20, (peak-base)>>20)
 	if grow := peak - base; grow > maxGrow {
 		t.Errorf("server RSS grew by %d MiB, want at most %d MiB", grow>>20, maxGrow>>20)
 	}
