@@ -182,6 +182,9 @@ func TestSlowConsumer(t *testing.T) {
 		// past it), with room for the garbage of 64 K lines of ReadLine
 		// between two collections.
 		maxGrow = 32<<20 + 4*maxPending
+		// And in all, with the race detector's or AddressSanitizer's
+		// own memory (about 20 MiB at rest).
+		maxRSS = 64<<20 + 4*maxPending
 	)
 	p := startChat(t, "-max-pending", strconv.Itoa(maxPending))
 	cs := p.join(t, "s1", "s2", "reader", "slow")
@@ -245,6 +248,9 @@ func TestSlowConsumer(t *testing.T) {
 		took.Round(time.Millisecond), droppedAt.Load(), 2*perSender, n>>10, base>>20, peak>>20, (peak-base)>>20)
 	if grow := peak - base; grow > maxGrow {
 		t.Errorf("server RSS grew by %d MiB, want at most %d MiB", grow>>20, maxGrow>>20)
+	}
+	if peak > maxRSS {
+		t.Errorf("server RSS reached %d MiB, want below %d MiB", peak>>20, maxRSS>>20)
 	}
 	p.stop(t, syscall.SIGTERM)
 }
