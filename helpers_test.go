@@ -502,20 +502,27 @@ func socketpair(t testing.TB) [2]int {
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
 	warmNetpoll()
-	runtime.GC()
 	handles, fds := liveHandles(), openFDs(t)
 	t.Cleanup(func() {
-		runtime.GC()
 		if n := liveHandles(); n != handles {
 			t.Errorf("live handles: %d, want %d", n, handles)
 		}
-		// A peer closed by a cleanup leaves Go's poller asynchronously:
-		// poll briefly.
+		// A peer closed by a cleanup leaves Go's poller asynchronously,
+		// and an *os.File dropped without Close closes at its
+		// finalizer: poll briefly, collecting garbage once. Fewer fds
+		// than before is not a leak (an earlier test's finalizer ran).
+		// Not a GC every time: the fuzz targets check every input.
 		deadline := time.Now().Add(2 * time.Second)
+		collected := false
 		for {
 			n := openFDs(t)
-			if n == fds {
+			if n <= fds {
 				return
+			}
+			if !collected {
+				runtime.GC()
+				collected = true
+				continue
 			}
 			if time.Now().After(deadline) {
 				t.Errorf("open fds: %d, want %d", n, fds)
