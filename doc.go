@@ -15,6 +15,13 @@
 //     calls an EventFunc.
 //   - NetListener turns a Listener into a net.Listener, and FileConn an
 //     accepted socket into a net.Conn, for code written for Go's net.
+//   - Listener.File and ListenFDs hand listening sockets to another process
+//     and take them from a parent or systemd (ListenFD), for restarts that
+//     refuse no connection.
+//
+// Base.Do runs a function on the loop goroutine and waits for it; Base.Post
+// queues one. Either gives other goroutines the state that callbacks own,
+// without a lock.
 //
 // Every method of every type may be called from any goroutine at any time,
 // including from inside callbacks: what libevent 2.1 can only do safely on
