@@ -100,6 +100,7 @@ type config struct {
 	connectors int
 	workloads  []string
 	quiet      float64  // most CPUs other processes may use in a quiet round
+	saturated  float64  // median load core busy from which a ratio is load-bound
 	pinServer  []string // command prefix, e.g. taskset -c 0
 	pinLoad    []string
 }
@@ -118,14 +119,16 @@ func main() {
 	jsonPath := flag.String("json", "out/results.json", "where to write all results ('' to skip)")
 	svgPath := flag.String("svg", "out/results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
+	saturated := flag.Float64("saturated", defaultSaturated, "mark a ratio load-bound where either server's median load core busy in its rounds is at least this (0 to 1)")
 	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	mdPath := flag.String("md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
 	syscalls := flag.Bool("syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
-		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
-		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
+		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 ||
+		*saturated < 0 || *saturated > 1 {
+		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors, -saturated 0 to 1")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -140,7 +143,7 @@ func main() {
 	}
 
 	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
-		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet}
+		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet, saturated: *saturated}
 	defaults := benchServers
 	if *syscalls {
 		defaults = syscallServers
@@ -291,13 +294,17 @@ func reread(path string) (*report, error) {
 	m := old.Meta
 	cfg := config{rounds: m.Rounds, dur: time.Duration(m.DurationS * float64(time.Second)),
 		warmup: time.Duration(m.WarmupS * float64(time.Second)), connectors: m.Conns,
-		workloads: old.Workloads, quiet: m.Quiet}
+		workloads: old.Workloads, quiet: m.Quiet, saturated: m.Saturated}
+	if cfg.saturated == 0 { // a file from before the load-bound marks
+		cfg.saturated = defaultSaturated
+	}
 	for i := range old.Runs {
 		old.Runs[i].Dropped = false // summarise decides again
 	}
 	rep := summarise(cfg, names(old.Servers), old.Runs)
 	notes := rep.Meta.Notes
 	rep.Meta = m
+	rep.Meta.Saturated = cfg.saturated
 	rep.Meta.Notes = nil
 	for _, n := range m.Notes { // keep the notes summarise does not make
 		if strings.HasPrefix(n, "skip:") || strings.HasPrefix(n, "note:") {
