@@ -133,8 +133,14 @@ func main() {
 		os.Exit(2)
 	}
 
+	set := map[string]bool{} // flags given on the command line
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *from != "" {
-		rep, err := reread(*from)
+		threshold := 0.0 // the file's
+		if set["saturated"] {
+			threshold = *saturated
+		}
+		rep, err := reread(*from, threshold)
 		if err != nil {
 			fatal(err)
 		}
@@ -148,8 +154,6 @@ func main() {
 	if *syscalls {
 		defaults = syscallServers
 		cfg.warmup = 0 // loadgen -hold: strace attaches after setup instead
-		set := map[string]bool{}
-		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["json"] {
 			*jsonPath = "out/syscalls.json"
 		}
@@ -281,8 +285,8 @@ func writeFile(path string, b []byte) {
 }
 
 // reread summarises again the runs of an earlier results.json, with the
-// settings it was made with.
-func reread(path string) (*report, error) {
+// settings it was made with, except a load-bound threshold other than 0.
+func reread(path string, saturated float64) (*report, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -295,7 +299,10 @@ func reread(path string) (*report, error) {
 	cfg := config{rounds: m.Rounds, dur: time.Duration(m.DurationS * float64(time.Second)),
 		warmup: time.Duration(m.WarmupS * float64(time.Second)), connectors: m.Conns,
 		workloads: old.Workloads, quiet: m.Quiet, saturated: m.Saturated}
-	if cfg.saturated == 0 { // a file from before the load-bound marks
+	switch {
+	case saturated > 0:
+		cfg.saturated = saturated
+	case cfg.saturated == 0: // a file from before the load-bound marks
 		cfg.saturated = defaultSaturated
 	}
 	for i := range old.Runs {

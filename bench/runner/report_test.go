@@ -274,11 +274,15 @@ func TestFromAnEarlierResultsFileMarksLoadBoundRatios(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := reread(path)
+	rep, err := reread(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Meta.Saturated != defaultSaturated || !rep.Ratios[0].Cells["1x64B"].LoadSaturated {
 		t.Errorf("threshold %v, 1x64B load-bound %v: want %v and true", rep.Meta.Saturated, rep.Ratios[0].Cells["1x64B"].LoadSaturated, defaultSaturated)
+	}
+	// -from -saturated 0.99 asks again with another threshold.
+	if rep, err = reread(path, 0.99); err != nil || rep.Meta.Saturated != 0.99 || rep.Ratios[0].Cells["1x64B"].LoadSaturated {
+		t.Errorf("-saturated 0.99: threshold %v, 1x64B load-bound %v (%v): want 0.99 and false", rep.Meta.Saturated, rep.Ratios[0].Cells["1x64B"].LoadSaturated, err)
 	}
 }
