@@ -20,15 +20,25 @@
 // connections with non-blocking sockets and edge-triggered events, and
 // reuses every buffer, so the steady state makes no allocation and about
 // two syscalls per op beyond epoll_wait.
+//
+// -hold is for counting the server's system calls (bin/runner -syscalls):
+// the generator prints "loadgen: connected" on stderr once every connection
+// is open and waits for a line on stdin before it starts the clock; after the
+// window it lets the ops in flight finish (counted in ops_all, so that
+// ops_all is every message the server echoed after the go-ahead), prints
+// "loadgen: finished" and waits for stdin to close before it closes the
+// connections. Whoever counts then sees neither the setup nor the teardown.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -56,6 +66,7 @@ func main() {
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "load before the window, not counted")
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
 	stall := flag.Duration("stall", time.Second, "an op still unanswered this long at the end is a stall")
+	hold := flag.Bool("hold", false, "wait on stdin after connecting and after the window (for bin/runner -syscalls)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadgen -addr HOST:PORT [-w WORKLOAD] [-d DUR] [-warmup DUR] [-c N]\n")
 		flag.PrintDefaults()
@@ -88,6 +99,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(1)
 	}
+	if *hold {
+		l.hold = holdOn(os.Stdin)
+	}
 	res := l.run(*warmup, *dur, *stall)
 	res.Workload = *workload
 	res.Addr = *addr
@@ -96,6 +110,16 @@ func main() {
 	if res.Errors > 0 || res.Stalls > 0 {
 		fmt.Fprintf(os.Stderr, "loadgen: %d errors, %d stalls, first: %s\n", res.Errors, res.Stalls, res.FirstError)
 		os.Exit(1)
+	}
+}
+
+// holdOn announces each stage on stderr and waits for a line, or the end,
+// of in.
+func holdOn(in io.Reader) func(stage string) {
+	r := bufio.NewReader(in)
+	return func(stage string) {
+		fmt.Fprintf(os.Stderr, "loadgen: %s\n", stage)
+		_, _ = r.ReadString('\n')
 	}
 }
 
@@ -213,6 +237,10 @@ type loader struct {
 	// priming: during setup, a completed echo only counts in primed.
 	priming bool
 	primed  int
+	// hold, when set, is called with "connected" before the clock starts
+	// and with "finished" after the window and its ops in flight, before
+	// any connection closes (-hold).
+	hold func(stage string)
 }
 
 func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
@@ -415,12 +443,18 @@ func (l *loader) run(warmup, dur, stall time.Duration) loadresult.Result {
 	res.SetupMs = float64(time.Since(setup).Microseconds()) / 1e3
 
 	if l.errs == 0 && l.stalls == 0 {
+		if l.hold != nil {
+			l.hold("connected")
+		}
 		l.base = time.Now()
 		l.from, l.to = warmup, warmup+dur
 		for i := range l.conns {
 			l.start(&l.conns[i], 0)
 		}
 		l.loop()
+		if l.hold != nil {
+			l.drain(stall)
+		}
 		now := l.now()
 		for i := range l.conns {
 			c := &l.conns[i]
@@ -430,6 +464,9 @@ func (l *loader) run(warmup, dur, stall time.Duration) loadresult.Result {
 		}
 		if l.ops == 0 && l.errs == 0 && l.stalls == 0 {
 			l.stalled(fmt.Errorf("no op completed in the window: %w", errStall))
+		}
+		if l.hold != nil {
+			l.hold("finished")
 		}
 	}
 	for i := range l.conns {
@@ -454,33 +491,62 @@ func (l *loader) run(warmup, dur, stall time.Duration) loadresult.Result {
 // loop dispatches events until the window ends (or every connection failed).
 func (l *loader) loop() {
 	events := make([]syscall.EpollEvent, 512)
-	for {
-		if l.now() >= l.to || (!l.cfg.accept && l.live == 0) {
+	for l.now() < l.to && (l.cfg.accept || l.live > 0) {
+		if !l.poll(events) {
 			return
-		}
-		n, err := syscall.EpollWait(l.epfd, events, 5)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			l.errs++
-			if l.first == nil {
-				l.first = fmt.Errorf("epoll_wait: %w", err)
-			}
-			return
-		}
-		for _, ev := range events[:n] {
-			c := &l.conns[ev.Fd]
-			if c.fd < 0 {
-				continue
-			}
-			if l.cfg.accept {
-				l.acceptEvent(c, ev.Events)
-			} else {
-				l.pingPong(c)
-			}
 		}
 	}
+}
+
+// drain dispatches events, at most for limit, until no op that began in the
+// window is still in flight; none starts after the window.
+func (l *loader) drain(limit time.Duration) {
+	events := make([]syscall.EpollEvent, 512)
+	end := l.now() + limit
+	for l.inFlight() > 0 && l.now() < end {
+		if !l.poll(events) {
+			return
+		}
+	}
+}
+
+// inFlight counts the ops begun and not yet done.
+func (l *loader) inFlight() int {
+	n := 0
+	for i := range l.conns {
+		if c := &l.conns[i]; c.fd >= 0 && (l.cfg.accept || !c.idle) {
+			n++
+		}
+	}
+	return n
+}
+
+// poll waits for events at most 5 ms and dispatches them; false after an
+// epoll error, which it counts.
+func (l *loader) poll(events []syscall.EpollEvent) bool {
+	n, err := syscall.EpollWait(l.epfd, events, 5)
+	if err == syscall.EINTR {
+		return true
+	}
+	if err != nil {
+		l.errs++
+		if l.first == nil {
+			l.first = fmt.Errorf("epoll_wait: %w", err)
+		}
+		return false
+	}
+	for _, ev := range events[:n] {
+		c := &l.conns[ev.Fd]
+		if c.fd < 0 {
+			continue
+		}
+		if l.cfg.accept {
+			l.acceptEvent(c, ev.Events)
+		} else {
+			l.pingPong(c)
+		}
+	}
+	return true
 }
 
 // done records an op that ran from c.t0 to now, if it lies in the window.

@@ -180,3 +180,57 @@ func TestSilentServerIsAStall(t *testing.T) {
 		t.Fatal("the load generator did not give up on a silent server")
 	}
 }
+
+func TestHoldStopsBeforeTheClockAndAfterTheOpsInFlight(t *testing.T) {
+	addr := serve(t, echo)
+	for _, w := range []string{"130x64B", "accept"} {
+		t.Run(w, func(t *testing.T) {
+			cfg, _ := parseWorkload(w)
+			if cfg.accept {
+				cfg.conns = 2
+			}
+			sa, family, _ := loopbackSockaddr(addr)
+			l, err := newLoader(cfg, sa, family)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stages []string
+			l.hold = func(stage string) {
+				stages = append(stages, stage)
+				switch stage {
+				case "connected":
+					if l.opsAll != 0 {
+						t.Errorf("connected: %d ops done before the go-ahead, want 0", l.opsAll)
+					}
+				case "finished":
+					if n := l.inFlight(); n != 0 {
+						t.Errorf("finished: %d ops still in flight, want 0", n)
+					}
+					if open := l.openConns(); !cfg.accept && open != cfg.conns {
+						t.Errorf("finished: %d of %d connections open, want all: they close after the hold", open, cfg.conns)
+					}
+				}
+			}
+			res := l.run(0, 100*time.Millisecond, time.Second)
+			if res.Errors != 0 || res.Stalls != 0 || res.Ops == 0 {
+				t.Fatalf("errors %d, stalls %d (%s), ops %d: want no error and some ops", res.Errors, res.Stalls, res.FirstError, res.Ops)
+			}
+			if strings.Join(stages, " ") != "connected finished" {
+				t.Errorf("stages %q, want connected then finished", stages)
+			}
+			if l.openConns() != 0 {
+				t.Errorf("%d connections open after run", l.openConns())
+			}
+		})
+	}
+}
+
+func (l *loader) openConns() int {
+	n := 0
+	for i := range l.conns {
+		if l.conns[i].fd >= 0 {
+			n++
+		}
+	}
+	return n
+}

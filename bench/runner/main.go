@@ -100,6 +100,7 @@ type config struct {
 	connectors int
 	workloads  []string
 	quiet      float64  // most CPUs other processes may use in a quiet round
+	saturated  float64  // median load core busy from which a ratio is load-bound
 	pinServer  []string // command prefix, e.g. taskset -c 0
 	pinLoad    []string
 }
@@ -118,28 +119,49 @@ func main() {
 	jsonPath := flag.String("json", "out/results.json", "where to write all results ('' to skip)")
 	svgPath := flag.String("svg", "out/results.svg", "where to write the chart ('' to skip)")
 	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
+	saturated := flag.Float64("saturated", defaultSaturated, "mark a ratio load-bound where either server's median load core busy in its rounds is at least this (0 to 1)")
 	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
+	mdPath := flag.String("md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
+	syscalls := flag.Bool("syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
-		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 {
-		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors")
+		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 ||
+		*saturated < 0 || *saturated > 1 {
+		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors, -saturated 0 to 1")
 		flag.Usage()
 		os.Exit(2)
 	}
 
+	set := map[string]bool{} // flags given on the command line
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *from != "" {
-		rep, err := reread(*from)
+		threshold := 0.0 // the file's
+		if set["saturated"] {
+			threshold = *saturated
+		}
+		rep, err := reread(*from, threshold)
 		if err != nil {
 			fatal(err)
 		}
-		write(rep, *jsonPath, *svgPath)
+		write(rep, *jsonPath, *svgPath, *mdPath)
 		return
 	}
 
 	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
-		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet}
-	servers, notes, err := chooseServers(*binDir, *cmdEcho, splitList(*only))
+		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet, saturated: *saturated}
+	defaults := benchServers
+	if *syscalls {
+		defaults = syscallServers
+		cfg.warmup = 0 // loadgen -hold: strace attaches after setup instead
+		if !set["json"] {
+			*jsonPath = "out/syscalls.json"
+		}
+		if !set["md"] {
+			*mdPath = "out/syscalls.md"
+		}
+	}
+	servers, notes, err := chooseServers(*binDir, *cmdEcho, defaults, splitList(*only))
 	if err != nil {
 		fatal(err)
 	}
@@ -154,6 +176,15 @@ func main() {
 	}
 
 	stopOnSignal()
+	if *syscalls {
+		rep := countSyscalls(cfg, servers, notes)
+		writeSyscalls(rep, *jsonPath, *mdPath)
+		if n := rep.failed(); n > 0 {
+			fmt.Fprintf(os.Stderr, "runner: %d of %d counts failed\n", n, len(rep.Runs))
+			os.Exit(1)
+		}
+		return
+	}
 	start := time.Now()
 	perRun := cfg.warmup + cfg.dur + 250*time.Millisecond
 	fmt.Fprintf(os.Stderr, "runner: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
@@ -220,17 +251,21 @@ func main() {
 	rep := summarise(cfg, servers, runs)
 	rep.Meta.Notes = append(notes, rep.Meta.Notes...)
 	rep.Meta.Seconds = time.Since(start).Seconds()
-	write(rep, *jsonPath, *svgPath)
+	write(rep, *jsonPath, *svgPath, *mdPath)
 	if n := rep.failedRuns(); n > 0 {
 		fmt.Fprintf(os.Stderr, "runner: %d of %d runs failed\n", n, len(runs))
 		os.Exit(1)
 	}
 }
 
-// write prints the markdown report and writes the JSON and SVG files,
+// write prints the markdown report and writes the JSON, SVG and markdown files,
 // making their directories (out/ by default) as needed.
-func write(rep *report, jsonPath, svgPath string) {
-	fmt.Print(rep.markdown())
+func write(rep *report, jsonPath, svgPath, mdPath string) {
+	md := rep.markdown()
+	fmt.Print(md)
+	if mdPath != "" {
+		writeFile(mdPath, []byte(md))
+	}
 	if jsonPath != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		writeFile(jsonPath, append(b, '\n'))
@@ -250,8 +285,8 @@ func writeFile(path string, b []byte) {
 }
 
 // reread summarises again the runs of an earlier results.json, with the
-// settings it was made with.
-func reread(path string) (*report, error) {
+// settings it was made with, except a load-bound threshold other than 0.
+func reread(path string, saturated float64) (*report, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -263,13 +298,20 @@ func reread(path string) (*report, error) {
 	m := old.Meta
 	cfg := config{rounds: m.Rounds, dur: time.Duration(m.DurationS * float64(time.Second)),
 		warmup: time.Duration(m.WarmupS * float64(time.Second)), connectors: m.Conns,
-		workloads: old.Workloads, quiet: m.Quiet}
+		workloads: old.Workloads, quiet: m.Quiet, saturated: m.Saturated}
+	switch {
+	case saturated > 0:
+		cfg.saturated = saturated
+	case cfg.saturated == 0: // a file from before the load-bound marks
+		cfg.saturated = defaultSaturated
+	}
 	for i := range old.Runs {
 		old.Runs[i].Dropped = false // summarise decides again
 	}
 	rep := summarise(cfg, names(old.Servers), old.Runs)
 	notes := rep.Meta.Notes
 	rep.Meta = m
+	rep.Meta.Saturated = cfg.saturated
 	rep.Meta.Notes = nil
 	for _, n := range m.Notes { // keep the notes summarise does not make
 		if strings.HasPrefix(n, "skip:") || strings.HasPrefix(n, "note:") {
@@ -324,46 +366,57 @@ func runOrder(servers []server) []server {
 	return order
 }
 
-// chooseServers lists the servers to run. The library's echo server counts
-// only once its source exists; then its binary must be there too.
-func chooseServers(binDir, cmdEcho string, only []string) ([]server, []string, error) {
-	servers := []server{
-		{Name: "cecho", Bin: "cecho"},
-		{Name: "crawecho", Bin: "crawecho"},
-		{Name: "goecho", Bin: "goecho"},
-		{Name: "gnetecho", Bin: "gnetecho"},
+// benchServers are the servers `make bench` runs by default.
+var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "echo-nopoll"}
+
+// catalog is every server the runner knows; the echo ones are the
+// library's cmd/echo.
+var catalog = []server{
+	{Name: "cecho", Bin: "cecho"},
+	{Name: "crawecho", Bin: "crawecho"},
+	{Name: "goecho", Bin: "goecho"},
+	{Name: "gnetecho", Bin: "gnetecho"},
+	{Name: "echo-bufferevent", Bin: "echo", Args: []string{"-engine", "bufferevent"}},
+	{Name: "echo-bufferevent-nopoll", Bin: "echo", Args: []string{"-engine", "bufferevent", "-busy-poll", "0"}},
+	{Name: "echo-event", Bin: "echo", Args: []string{"-engine", "event"}},
+	{Name: "echo", Bin: "echo"},
+	{Name: "echo-nopoll", Bin: "echo", Args: []string{"-busy-poll", "0"}},
+}
+
+// chooseServers lists the servers to run: only, or else defaults. The
+// library's echo servers count only once its source exists; then its binary
+// must be there too.
+func chooseServers(binDir, cmdEcho string, defaults, only []string) ([]server, []string, error) {
+	st, err := os.Stat(cmdEcho)
+	haveEcho := err == nil && st.IsDir()
+	var servers, skipped []server
+	names := defaults
+	if len(only) > 0 {
+		names = only
+	}
+	for _, name := range names {
+		i := slices.IndexFunc(catalog, func(s server) bool { return s.Name == name })
+		switch {
+		case i < 0 || (!haveEcho && catalog[i].Bin == "echo" && len(only) > 0):
+			return nil, nil, fmt.Errorf("-servers: unknown or unavailable server %q", name)
+		case !haveEcho && catalog[i].Bin == "echo":
+			skipped = append(skipped, catalog[i])
+		default:
+			s := catalog[i]
+			s.Bin = filepath.Join(binDir, s.Bin)
+			if _, err := os.Stat(s.Bin); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w (run make -C bench build)", s.Name, err)
+			}
+			servers = append(servers, s)
+		}
 	}
 	var notes []string
-	if st, err := os.Stat(cmdEcho); err == nil && st.IsDir() {
-		servers = append(servers,
-			server{Name: "echo-bufferevent", Bin: "echo", Args: []string{"-engine", "bufferevent"}},
-			server{Name: "echo-event", Bin: "echo", Args: []string{"-engine", "event"}},
-			server{Name: "echo", Bin: "echo"},
-			server{Name: "echo-nopoll", Bin: "echo", Args: []string{"-busy-poll", "0"}},
-		)
-	} else {
-		notes = append(notes, fmt.Sprintf("skip: %s does not exist yet; echo-bufferevent, echo-event, echo and echo-nopoll are not benchmarked", cmdEcho))
-	}
-	if len(only) > 0 {
-		var kept []server
-		for _, name := range only {
-			found := false
-			for _, s := range servers {
-				if s.Name == name {
-					kept, found = append(kept, s), true
-				}
-			}
-			if !found {
-				return nil, nil, fmt.Errorf("-servers: unknown or unavailable server %q", name)
-			}
+	if len(skipped) > 0 {
+		var list []string
+		for _, s := range skipped {
+			list = append(list, s.Name)
 		}
-		servers = kept
-	}
-	for i := range servers {
-		servers[i].Bin = filepath.Join(binDir, servers[i].Bin)
-		if _, err := os.Stat(servers[i].Bin); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w (run make -C bench build)", servers[i].Name, err)
-		}
+		notes = append(notes, fmt.Sprintf("skip: %s does not exist yet; %s are not benchmarked", cmdEcho, strings.Join(list, ", ")))
 	}
 	return servers, notes, nil
 }
@@ -407,74 +460,16 @@ const listeningPrefix = "echo: listening on "
 // runOne starts s, loads it with workload w, and stops it.
 func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 	rec = runRecord{Server: s.Name, Workload: w, Round: round + 1}
-
-	argv := append(append(append([]string{}, cfg.pinServer...), s.Bin), s.Args...)
-	argv = append(argv, "0")
-	cmd := exec.Command(argv[0], argv[1:]...)
-	stderr, err := cmd.StderrPipe()
+	p, err := startServer(cfg, s)
 	if err != nil {
 		rec.Error = err.Error()
 		return rec
 	}
-	current.Lock()
-	err = cmd.Start()
-	current.cmd = cmd
-	current.Unlock()
-	if err != nil {
-		rec.Error = fmt.Sprintf("start: %v", err)
-		return rec
-	}
-
-	// Read stderr to its end: the listening line first, the rest kept for
-	// the report if the server misbehaves.
-	addrCh := make(chan string, 1)
-	var extra bytes.Buffer
-	stderrDone := make(chan struct{})
-	go func() {
-		defer close(stderrDone)
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			line := sc.Text()
-			if !sent && strings.HasPrefix(line, listeningPrefix) {
-				addrCh <- strings.TrimSpace(strings.TrimPrefix(line, listeningPrefix))
-				sent = true
-				continue
-			}
-			if extra.Len() < 4096 {
-				extra.WriteString(line + "\n")
-			}
-		}
-		if !sent {
-			close(addrCh)
-		}
-	}()
-	defer func() {
-		if stopErr := stopServer(cmd, stderrDone); stopErr != nil && rec.Error == "" {
-			rec.Error = stopErr.Error()
-		}
-		if !rec.ok() && extra.Len() > 0 {
-			rec.Error += "; server stderr: " + strings.TrimSpace(extra.String())
-		}
-	}()
-
-	var addr string
-	select {
-	case a, ok := <-addrCh:
-		if !ok {
-			rec.Error = "server exited without a listening line"
-			return rec
-		}
-		addr = a
-	case <-time.After(5 * time.Second):
-		rec.Error = "no listening line within 5s"
-		return rec
-	}
-
+	pid := p.cmd.Process.Pid
 	all0, allErr := machineCPU()
-	cpu0, cpuErr := processCPU(cmd.Process.Pid)
-	res, loadCPU, wall, err := runLoad(cfg, addr, w)
-	cpu1, cpuErr1 := processCPU(cmd.Process.Pid)
+	cpu0, cpuErr := processCPU(pid)
+	res, loadCPU, wall, err := runLoad(cfg, p.addr, w)
+	cpu1, cpuErr1 := processCPU(pid)
 	all1, allErr1 := machineCPU()
 	rec.Result = res
 	if wall > 0 {
@@ -489,10 +484,85 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 			rec.OtherCores = max(0, other.Seconds()/wall.Seconds())
 		}
 	}
-	if err != nil {
+	if err := p.stop(err); err != nil {
 		rec.Error = err.Error()
 	}
 	return rec
+}
+
+// serverProc is a server that printed its listening line.
+type serverProc struct {
+	cmd        *exec.Cmd
+	addr       string
+	extra      bytes.Buffer // stderr after the listening line, for errors
+	stderrDone chan struct{}
+}
+
+// startServer starts s pinned as cfg says, with port 0, and waits for its
+// listening line. The caller stops it.
+func startServer(cfg config, s server) (*serverProc, error) {
+	argv := append(append(append([]string{}, cfg.pinServer...), s.Bin), s.Args...)
+	argv = append(argv, "0")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	current.Lock()
+	err = cmd.Start()
+	current.cmd = cmd
+	current.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("start: %v", err)
+	}
+
+	// Read stderr to its end: the listening line first, the rest kept for
+	// the report if the server misbehaves.
+	p := &serverProc{cmd: cmd, stderrDone: make(chan struct{})}
+	addrCh := make(chan string, 1)
+	go func() {
+		defer close(p.stderrDone)
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			if !sent && strings.HasPrefix(line, listeningPrefix) {
+				addrCh <- strings.TrimSpace(strings.TrimPrefix(line, listeningPrefix))
+				sent = true
+				continue
+			}
+			if p.extra.Len() < 4096 {
+				p.extra.WriteString(line + "\n")
+			}
+		}
+		if !sent {
+			close(addrCh)
+		}
+	}()
+	select {
+	case a, ok := <-addrCh:
+		if !ok {
+			return nil, p.stop(errors.New("server exited without a listening line"))
+		}
+		p.addr = a
+	case <-time.After(5 * time.Second):
+		return nil, p.stop(errors.New("no listening line within 5s"))
+	}
+	return p, nil
+}
+
+// stop stops the server (stopServer) and tells why the run failed: runErr,
+// else a failure to stop, followed by the server's stderr; nil if neither.
+func (p *serverProc) stop(runErr error) error {
+	err := runErr
+	if stopErr := stopServer(p.cmd, p.stderrDone); stopErr != nil && err == nil {
+		err = stopErr
+	}
+	// stopServer has drained stderr: extra is no longer written.
+	if err != nil && p.extra.Len() > 0 {
+		err = fmt.Errorf("%v; server stderr: %s", err, strings.TrimSpace(p.extra.String()))
+	}
+	return err
 }
 
 // ticks is Linux's USER_HZ, the unit of /proc CPU times.
@@ -549,12 +619,9 @@ func processCPU(pid int) (time.Duration, error) {
 // runLoad runs bin/loadgen once, bounded in time, and tells the CPU time it
 // used and how long it ran.
 func runLoad(cfg config, addr, w string) (res loadresult.Result, cpu, wall time.Duration, err error) {
-	limit := cfg.warmup + cfg.dur + 20*time.Second // 1000 connects plus slack
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(context.Background(), loadLimit(cfg))
 	defer cancel()
-	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "loadgen"),
-		"-addr", addr, "-w", w, "-d", cfg.dur.String(), "-warmup", cfg.warmup.String(),
-		"-c", fmt.Sprint(cfg.connectors))
+	argv := loadArgv(cfg, addr, w)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -564,17 +631,35 @@ func runLoad(cfg config, addr, w string) (res loadresult.Result, cpu, wall time.
 	if st := cmd.ProcessState; st != nil {
 		cpu = st.UserTime() + st.SystemTime()
 	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	res, err = loadOutcome(stdout.String(), stderr.String(), runErr)
+	return res, cpu, wall, err
+}
+
+// loadLimit bounds one load generator run: 1000 connects plus slack.
+func loadLimit(cfg config) time.Duration { return cfg.warmup + cfg.dur + 20*time.Second }
+
+// loadArgv is the pinned load generator's command line for workload w.
+func loadArgv(cfg config, addr, w string, more ...string) []string {
+	argv := append(append([]string{}, cfg.pinLoad...), filepath.Join(cfg.binDir, "loadgen"),
+		"-addr", addr, "-w", w, "-d", cfg.dur.String(), "-warmup", cfg.warmup.String(),
+		"-c", fmt.Sprint(cfg.connectors))
+	return append(argv, more...)
+}
+
+// loadOutcome reads the load generator's JSON line from its stdout and says
+// whether the run failed.
+func loadOutcome(stdout, stderr string, runErr error) (res loadresult.Result, err error) {
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr.String()))
+		return res, fmt.Errorf("loadgen: %v; stderr: %s", firstErr(runErr, jerr), strings.TrimSpace(stderr))
 	}
 	if runErr != nil || res.Errors > 0 || res.Stalls > 0 {
 		if res.FirstError != "" {
-			return res, cpu, wall, fmt.Errorf("loadgen: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
+			return res, fmt.Errorf("loadgen: %d errors, %d stalls, first: %s", res.Errors, res.Stalls, res.FirstError)
 		}
-		return res, cpu, wall, fmt.Errorf("loadgen: %v; stderr: %s", runErr, strings.TrimSpace(stderr.String()))
+		return res, fmt.Errorf("loadgen: %v; stderr: %s", runErr, strings.TrimSpace(stderr))
 	}
-	return res, cpu, wall, nil
+	return res, nil
 }
 
 func firstErr(errs ...error) error {

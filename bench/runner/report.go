@@ -11,6 +11,22 @@ import (
 // preferredBaseline is the server the chart normalises to when it ran.
 const preferredBaseline = "goecho"
 
+// defaultSaturated is the median load core busy from which a ratio counts as
+// load-bound. At 90 % the load generator is idle less than a tenth of its
+// time, so a faster server could get at most about 10 % more ops/s from it;
+// on our 2-core machine 4 of the 5 workloads ran at 95–97 % and 1x64B, which
+// waits on each echo, well below.
+const defaultSaturated = 0.90
+
+// saturated tells whether the load core of either side of a ratio was busy
+// at least threshold of the time.
+func saturated(busyNum, busyDen, threshold float64) bool {
+	return threshold > 0 && max(busyNum, busyDen) >= threshold
+}
+
+// loadBoundMark follows a ratio whose load core was saturated.
+const loadBoundMark = " †"
+
 // pairSpec is a ratio the report tracks. Target 0 means a reference ratio
 // with no target; echoOnly targets skip the accept workload ("every echo
 // workload" in DESIGN.md).
@@ -48,10 +64,13 @@ type meta struct {
 	Seconds   float64 `json:"wall_seconds"`
 	// OtherCores is the median over runs of the CPUs that other processes
 	// kept busy; OtherCoresMax the worst run.
-	OtherCores    float64  `json:"other_cores_median"`
-	OtherCoresMax float64  `json:"other_cores_max"`
-	Quiet         float64  `json:"quiet_cpus"` // the noisy-round threshold
-	Notes         []string `json:"notes,omitempty"`
+	OtherCores    float64 `json:"other_cores_median"`
+	OtherCoresMax float64 `json:"other_cores_max"`
+	Quiet         float64 `json:"quiet_cpus"` // the noisy-round threshold
+	// Saturated is the median load core busy from which a ratio is marked
+	// load-bound (ratioCell.LoadSaturated).
+	Saturated float64  `json:"saturated_load_busy"`
+	Notes     []string `json:"notes,omitempty"`
 }
 
 // cell summarises one server × workload over its successful rounds.
@@ -62,6 +81,7 @@ type cell struct {
 	CPUusOp   float64 `json:"server_cpu_us_per_op"`
 	Rounds    int     `json:"rounds_ok"`
 	SpreadPct float64 `json:"spread_pct"` // (max-min)/median of ops/s
+	LoadBusy  float64 `json:"load_busy"`  // median load core busy
 }
 
 // ratioCell is one pair × workload: the median of the per-round ratios.
@@ -71,6 +91,13 @@ type ratioCell struct {
 	Max      float64   `json:"max"`
 	PerRound []float64 `json:"per_round"`
 	Pass     *bool     `json:"pass,omitempty"`
+	// LoadBusyNum and LoadBusyDen are the median load core busy of each
+	// server over the rounds behind the ratio; LoadSaturated says that
+	// either reached meta.saturated_load_busy, so that the load generator
+	// may have capped ops/s and the CPU-efficiency ratio is the one to read.
+	LoadBusyNum   float64 `json:"load_busy_num"`
+	LoadBusyDen   float64 `json:"load_busy_den"`
+	LoadSaturated bool    `json:"load_saturated"`
 }
 
 type ratioRow struct {
@@ -107,6 +134,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 			WarmupS:   cfg.warmup.Seconds(),
 			Conns:     cfg.connectors,
 			Quiet:     cfg.quiet,
+			Saturated: cfg.saturated,
 		},
 		Workloads: cfg.workloads,
 		Summary:   map[string]map[string]*cell{},
@@ -156,27 +184,28 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 	}
 
 	// byRound[server][workload][round] is a successful run.
-	type sample struct{ ops, cpu float64 }
+	type sample struct{ ops, cpu, busy float64 }
 	byRound := map[string]map[string]map[int]sample{}
 	for _, s := range rep.Servers {
 		rep.Summary[s] = map[string]*cell{}
 		byRound[s] = map[string]map[int]sample{}
 		for _, w := range rep.Workloads {
 			byRound[s][w] = map[int]sample{}
-			var ops, p50, p99, cpu []float64
+			var ops, p50, p99, cpu, busy []float64
 			for _, r := range runs {
 				if r.Server == s && r.Workload == w && r.ok() && !r.Dropped {
 					ops = append(ops, r.OpsPerSec)
 					p50 = append(p50, r.P50us)
 					p99 = append(p99, r.P99us)
 					cpu = append(cpu, r.ServerCPUus)
-					byRound[s][w][r.Round] = sample{r.OpsPerSec, r.ServerCPUus}
+					busy = append(busy, r.LoadBusy)
+					byRound[s][w][r.Round] = sample{r.OpsPerSec, r.ServerCPUus, r.LoadBusy}
 				}
 			}
 			if len(ops) == 0 {
 				continue
 			}
-			c := &cell{Rounds: len(ops), P50us: median(p50), P99us: median(p99), CPUusOp: median(cpu)}
+			c := &cell{Rounds: len(ops), P50us: median(p50), P99us: median(p99), CPUusOp: median(cpu), LoadBusy: median(busy)}
 			c.OpsPerSec = median(ops) // sorts ops
 			if c.OpsPerSec > 0 {
 				c.SpreadPct = 100 * (ops[len(ops)-1] - ops[0]) / c.OpsPerSec
@@ -187,18 +216,24 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 
 	// ratio is the median over rounds of num's ops/s over den's, or with
 	// cpu, of den's CPU per op over num's: above 1, num does better.
+	// The load core busy of both sides, over the rounds that gave a
+	// ratio, tells whether the load generator may have been the limit.
 	ratio := func(num, den, w string, cpu bool) *ratioCell {
-		var per []float64
+		var per, busyA, busyB []float64
 		for round := 1; round <= maxRound[w]; round++ {
 			a, okA := byRound[num][w][round]
 			b, okB := byRound[den][w][round]
 			switch {
 			case !okA || !okB:
+				continue
 			case !cpu && b.ops > 0:
 				per = append(per, a.ops/b.ops)
 			case cpu && a.cpu > 0 && b.cpu > 0:
 				per = append(per, b.cpu/a.cpu)
+			default:
+				continue
 			}
+			busyA, busyB = append(busyA, a.busy), append(busyB, b.busy)
 		}
 		if len(per) == 0 {
 			return nil
@@ -206,6 +241,8 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 		rc := &ratioCell{PerRound: append([]float64(nil), per...)}
 		rc.Median = median(per)
 		rc.Min, rc.Max = per[0], per[len(per)-1]
+		rc.LoadBusyNum, rc.LoadBusyDen = median(busyA), median(busyB)
+		rc.LoadSaturated = saturated(rc.LoadBusyNum, rc.LoadBusyDen, cfg.saturated)
 		return rc
 	}
 	for _, p := range pairSpecs {
@@ -323,65 +360,19 @@ func (rep *report) markdown() string {
 		b.WriteString("\n")
 	}
 
-	if len(rep.Ratios) > 0 {
-		fmt.Fprintf(&b, "\n### Ratios: median of per-round ops/s ratios\n\n")
-		b.WriteString(tableHead("pair", "target", rep.Workloads))
-		for _, row := range rep.Ratios {
-			target := "reference"
-			if row.Target > 0 {
-				target = fmt.Sprintf("≥ %.2f", row.Target)
-			}
-			fmt.Fprintf(&b, "| %s | %s |", row.Pair, target)
-			for _, w := range rep.Workloads {
-				rc := row.Cells[w]
-				switch {
-				case rc == nil:
-					b.WriteString(" n/a |")
-				case rc.Pass == nil:
-					fmt.Fprintf(&b, " %.2f |", rc.Median)
-				case *rc.Pass:
-					fmt.Fprintf(&b, " %.2f pass |", rc.Median)
-				default:
-					fmt.Fprintf(&b, " %.2f **FAIL** |", rc.Median)
-				}
-			}
-			b.WriteString("\n")
-		}
-		if rep.has("echo") {
-			b.WriteString("\nThe echo/goecho and echo/gnetecho targets apply to the echo workloads; accept is shown for reference.\n")
-		}
-	}
-
-	fmt.Fprintf(&b, "\n### Server CPU time per op, µs (median; lower is better)\n\n")
-	b.WriteString(tableHead("server", "", rep.Workloads))
-	for _, s := range rep.Servers {
-		fmt.Fprintf(&b, "| %s |", s)
-		for _, w := range rep.Workloads {
-			if c := rep.Summary[s][w]; c != nil {
-				fmt.Fprintf(&b, " %.1f |", c.CPUusOp)
-			} else {
-				b.WriteString(" – |")
-			}
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
-
-	if len(rep.CPURatios) > 0 {
-		fmt.Fprintf(&b, "\n### CPU-efficiency ratios: median of per-round (CPU per op of the second ÷ of the first)\n\n")
-		b.WriteString(tableHead("pair", "", rep.Workloads))
-		for _, row := range rep.CPURatios {
-			fmt.Fprintf(&b, "| %s |", row.Pair)
-			for _, w := range rep.Workloads {
-				if rc := row.Cells[w]; rc != nil {
-					fmt.Fprintf(&b, " %.2f |", rc.Median)
-				} else {
-					b.WriteString(" n/a |")
-				}
-			}
-			b.WriteString("\n")
-		}
-		b.WriteString("\nAbove 1 the first server spends less CPU per op. No targets; these move far less than ops/s when other processes compete for the CPUs.\n")
+	// Where the load core was saturated, ops/s ratios may measure the load
+	// generator: the CPU-efficiency ratios come first there.
+	if bound := rep.loadBoundWorkloads(); len(bound) > 0 && len(rep.CPURatios) > 0 {
+		fmt.Fprintf(&b, "\n**The load generator's core was saturated on %s** (median load core busy ≥ %.0f%% for a server of the pair, marked †): "+
+			"there ops/s ratios may measure the load generator, so the CPU-efficiency ratios come first and are the headline.\n",
+			strings.Join(bound, ", "), 100*rep.Meta.Saturated)
+		b.WriteString(rep.cpuRatiosMarkdown())
+		b.WriteString(rep.ratiosMarkdown())
+		b.WriteString(rep.cpuPerOpMarkdown())
+	} else {
+		b.WriteString(rep.ratiosMarkdown())
+		b.WriteString(rep.cpuPerOpMarkdown())
+		b.WriteString(rep.cpuRatiosMarkdown())
 	}
 
 	fmt.Fprintf(&b, "\n### Noise: spread of ops/s across rounds, (max − min) / median\n\n")
@@ -482,4 +473,118 @@ func fmtMicros(us float64) string {
 		return fmt.Sprintf("p99 %.1f ms", us/1000)
 	}
 	return fmt.Sprintf("p99 %.0f µs", us)
+}
+
+// ratiosMarkdown is the ops/s ratio table with its targets.
+func (rep *report) ratiosMarkdown() string {
+	if len(rep.Ratios) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### Ratios: median of per-round ops/s ratios\n\n")
+	b.WriteString(tableHead("pair", "target", rep.Workloads))
+	marked := false
+	for _, row := range rep.Ratios {
+		target := "reference"
+		if row.Target > 0 {
+			target = fmt.Sprintf("≥ %.2f", row.Target)
+		}
+		fmt.Fprintf(&b, "| %s | %s |", row.Pair, target)
+		for _, w := range rep.Workloads {
+			rc := row.Cells[w]
+			var cell string
+			switch {
+			case rc == nil:
+				b.WriteString(" n/a |")
+				continue
+			case rc.Pass == nil:
+				cell = fmt.Sprintf("%.2f", rc.Median)
+			case *rc.Pass:
+				cell = fmt.Sprintf("%.2f pass", rc.Median)
+			default:
+				cell = fmt.Sprintf("%.2f **FAIL**", rc.Median)
+			}
+			if rc.LoadSaturated {
+				cell += loadBoundMark
+				marked = true
+			}
+			b.WriteString(" " + cell + " |")
+		}
+		b.WriteString("\n")
+	}
+	if rep.has("echo") {
+		b.WriteString("\nThe echo/goecho and echo/gnetecho targets apply to the echo workloads; accept is shown for reference.\n")
+	}
+	if marked {
+		b.WriteString("\n† The load core was saturated in the rounds behind this ratio: it may measure the load generator; read the CPU-efficiency ratio of the pair.\n")
+	}
+	return b.String()
+}
+
+// cpuPerOpMarkdown is the table of each server's CPU time per op.
+func (rep *report) cpuPerOpMarkdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### Server CPU time per op, µs (median; lower is better)\n\n")
+	b.WriteString(tableHead("server", "", rep.Workloads))
+	for _, s := range rep.Servers {
+		fmt.Fprintf(&b, "| %s |", s)
+		for _, w := range rep.Workloads {
+			if c := rep.Summary[s][w]; c != nil {
+				fmt.Fprintf(&b, " %.1f |", c.CPUusOp)
+			} else {
+				b.WriteString(" – |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
+	return b.String()
+}
+
+// cpuRatiosMarkdown is the CPU-efficiency ratio table.
+func (rep *report) cpuRatiosMarkdown() string {
+	if len(rep.CPURatios) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### CPU-efficiency ratios: median of per-round (CPU per op of the second ÷ of the first)\n\n")
+	b.WriteString(tableHead("pair", "", rep.Workloads))
+	marked := false
+	for _, row := range rep.CPURatios {
+		fmt.Fprintf(&b, "| %s |", row.Pair)
+		for _, w := range rep.Workloads {
+			rc := row.Cells[w]
+			if rc == nil {
+				b.WriteString(" n/a |")
+				continue
+			}
+			cell := fmt.Sprintf("%.2f", rc.Median)
+			if rc.LoadSaturated {
+				cell += loadBoundMark
+				marked = true
+			}
+			b.WriteString(" " + cell + " |")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nAbove 1 the first server spends less CPU per op. No targets; these move far less than ops/s when other processes compete for the CPUs.\n")
+	if marked {
+		b.WriteString("\n† The load core was saturated in these rounds: this ratio, not the ops/s one, tells the pair apart.\n")
+	}
+	return b.String()
+}
+
+// loadBoundWorkloads are the workloads on which some ops/s ratio was
+// load-bound.
+func (rep *report) loadBoundWorkloads() []string {
+	var out []string
+	for _, w := range rep.Workloads {
+		for _, row := range rep.Ratios {
+			if rc := row.Cells[w]; rc != nil && rc.LoadSaturated {
+				out = append(out, w)
+				break
+			}
+		}
+	}
+	return out
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"encoding/xml"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +191,98 @@ func TestRunOrderPutsComparedServersSideBySide(t *testing.T) {
 	want := "cecho echo-bufferevent crawecho echo-event echo-nopoll goecho echo gnetecho other"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("run order %v, want %s", got, want)
+	}
+}
+
+// busyRuns are crawecho and echo-event over three rounds of 1x64B and
+// accept, with the load core busy as given per round and server.
+func busyRuns(busy map[string][3]float64) []runRecord {
+	var runs []runRecord
+	for _, w := range []string{"1x64B", "accept"} {
+		for round := 1; round <= 3; round++ {
+			for _, s := range []string{"crawecho", "echo-event"} {
+				r := rec(s, w, round, 100, 0)
+				r.ServerCPUus = 10
+				r.LoadBusy = busy[s+" "+w][round-1]
+				runs = append(runs, r)
+			}
+		}
+	}
+	return runs
+}
+
+func TestLoadBoundRatios(t *testing.T) {
+	cfg := testConfig(3)
+	cfg.saturated = defaultSaturated
+	for _, tc := range []struct {
+		name string
+		busy map[string][3]float64
+		want bool // 1x64B load-bound; accept never is here
+	}{
+		{"neither side near the threshold", map[string][3]float64{
+			"crawecho 1x64B": {0.5, 0.6, 0.5}, "echo-event 1x64B": {0.6, 0.5, 0.6}}, false},
+		{"one side at the threshold", map[string][3]float64{
+			"crawecho 1x64B": {0.5, 0.5, 0.5}, "echo-event 1x64B": {0.9, 0.95, 0.3}}, true},
+		{"one saturated round of three is not the median", map[string][3]float64{
+			"crawecho 1x64B": {0.97, 0.5, 0.5}, "echo-event 1x64B": {0.5, 0.5, 0.97}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := summarise(cfg, names([]string{"crawecho", "echo-event"}), busyRuns(tc.busy))
+			for _, rows := range [][]ratioRow{rep.Ratios, rep.CPURatios} {
+				if got := rows[0].Cells["1x64B"].LoadSaturated; got != tc.want {
+					t.Errorf("%s 1x64B load-bound = %v, want %v (busy %+v)", rows[0].Pair, got, tc.want, rows[0].Cells["1x64B"])
+				}
+				if rows[0].Cells["accept"].LoadSaturated {
+					t.Errorf("%s accept load-bound with an idle load core", rows[0].Pair)
+				}
+			}
+			md := rep.markdown()
+			cpuAt, opsAt := strings.Index(md, "### CPU-efficiency ratios"), strings.Index(md, "### Ratios: median of per-round ops/s")
+			if cpuAt < 0 || opsAt < 0 {
+				t.Fatalf("markdown lacks a ratio table:\n%s", md)
+			}
+			if tc.want {
+				if cpuAt > opsAt || !strings.Contains(md, "saturated on 1x64B**") {
+					t.Errorf("load-bound 1x64B: want the CPU-efficiency ratios first, after a line naming 1x64B:\n%s", md)
+				}
+				if !strings.Contains(md, "| echo-event/crawecho | ≥ 0.95 | 1.00 pass † | 1.00 pass |") ||
+					!strings.Contains(md, "| echo-event/crawecho | 1.00 † | 1.00 |") {
+					t.Errorf("the load-bound cells (and only they) should carry †:\n%s", md)
+				}
+			} else if opsAt > cpuAt || strings.Contains(md, "†") {
+				t.Errorf("nothing load-bound: want the ops/s ratios first and no mark:\n%s", md)
+			}
+		})
+	}
+}
+
+func TestFromAnEarlierResultsFileMarksLoadBoundRatios(t *testing.T) {
+	// An earlier results.json has no saturated_load_busy: -from uses the
+	// default threshold and adds the marks.
+	cfg := testConfig(3)
+	old := summarise(cfg, names([]string{"crawecho", "echo-event"}), busyRuns(map[string][3]float64{
+		"crawecho 1x64B": {0.96, 0.97, 0.95}, "echo-event 1x64B": {0.96, 0.97, 0.95}}))
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = []byte(strings.Replace(string(b), `,"saturated_load_busy":0`, "", 1))
+	if strings.Contains(string(b), "saturated_load_busy") {
+		t.Fatalf("test file still names the threshold: %s", b)
+	}
+	path := filepath.Join(t.TempDir(), "results.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := reread(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Meta.Saturated != defaultSaturated || !rep.Ratios[0].Cells["1x64B"].LoadSaturated {
+		t.Errorf("threshold %v, 1x64B load-bound %v: want %v and true", rep.Meta.Saturated, rep.Ratios[0].Cells["1x64B"].LoadSaturated, defaultSaturated)
+	}
+	// -from -saturated 0.99 asks again with another threshold.
+	if rep, err = reread(path, 0.99); err != nil || rep.Meta.Saturated != 0.99 || rep.Ratios[0].Cells["1x64B"].LoadSaturated {
+		t.Errorf("-saturated 0.99: threshold %v, 1x64B load-bound %v (%v): want 0.99 and false", rep.Meta.Saturated, rep.Ratios[0].Cells["1x64B"].LoadSaturated, err)
 	}
 }
