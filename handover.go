@@ -39,28 +39,19 @@ import (
 // File may be called from any goroutine, including from inside callbacks.
 // On a closed listener it returns ErrClosed; other errors are
 // *net.OpError values that wrap the errno.
-func (l *Listener) File() (*os.File, error) {
-	var f *os.File
-	err := l.base.call(func() error {
-		if l.closed.Load() {
-			return ErrClosed
-		}
-		opErr := func(err error) error {
-			return &net.OpError{Op: "file", Net: l.network, Addr: l.addr, Err: err}
-		}
-		// Close-on-exec: only the child it is handed to, through
-		// ExtraFiles, should inherit it.
-		fd, err := sysFcntl(l.fd, syscall.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			return opErr(os.NewSyscallError("fcntl", err))
-		}
-		// os.NewFile leaves the mode of a non-blocking descriptor alone,
-		// also in Fd: the socket stays non-blocking for libevent.
-		f = os.NewFile(uintptr(fd), "evlistener "+l.network+" "+addrString(l.addr))
-		l.unlink = ""
-		return nil
-	})
-	return f, err
+func (l *Listener) File() (*os.File, error) { return get(l, (*Listener).file) }
+
+func (l *Listener) file() (*os.File, error) {
+	// Close-on-exec: only the child it is handed to, through ExtraFiles,
+	// should inherit it.
+	fd, err := sysFcntl(l.fd, syscall.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, &net.OpError{Op: "file", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("fcntl", err)}
+	}
+	// os.NewFile leaves the mode of a non-blocking descriptor alone, also
+	// in Fd: the socket stays non-blocking for libevent.
+	l.unlink = ""
+	return os.NewFile(uintptr(fd), "evlistener "+l.network+" "+addrString(l.addr)), nil
 }
 
 func sysFcntl(fd, cmd, arg int) (int, error) {
