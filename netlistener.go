@@ -43,17 +43,19 @@ import (
 //
 // A nil or closed l gives a listener whose Accept and Close return errors.
 //
-// GOMAXPROCS: the goroutine in Dispatch waits for events inside a cgo call
-// and keeps its P meanwhile; the Go runtime takes the P back for other
-// goroutines only after 20 µs to 10 ms (sysmon). With GOMAXPROCS equal to
-// the number of CPUs, the handlers that Serve starts then have one P fewer
-// than under net.Listen: on 2 CPUs, net/http on NetListener served 0.84–0.90
-// times net.Listen's requests/s (wrk, 50 connections, "Connection: close"),
-// and as many with GOMAXPROCS=3. Run with one P more than the CPUs for each
-// goroutine that runs Dispatch, e.g.
-// runtime.GOMAXPROCS(runtime.NumCPU() + 1). Each connection also costs the
-// few system calls of net.FileConn (see FileConn), which net.Listen's
-// Accept does not make.
+// Cost: NetListener is libevent's accept path for code written for Go's net,
+// not a faster one. Each connection takes about twice the system calls of
+// net.Listen's Accept: a second accept4 (libevent's accept loop runs until
+// EAGAIN), libevent's epoll_wait beside the Go runtime's, and net.FileConn's
+// dup, fcntl, getsockopt, getsockname, getpeername and the close of the
+// original descriptor. Where accepting is what the CPU does (wrk, 50
+// connections, "Connection: close", a trivial handler, the server pinned to
+// one CPU), net/http on NetListener served 0.69 times net.Listen's
+// requests/s with GOMAXPROCS=1, and 0.80 times with GOMAXPROCS=2: the
+// goroutine in Dispatch keeps its P while it waits in the kernel, and the
+// runtime takes it back for other goroutines only after 20 µs to 10 ms, so
+// give a process one P more than it has Dispatch loops. On two CPUs,
+// unpinned, the two were within run-to-run noise (0.9–1.1).
 func NetListener(l *Listener, queue int) net.Listener {
 	nl := &netListener{l: l, max: max(queue, 1)}
 	nl.ready = sync.NewCond(&nl.mu)
