@@ -48,8 +48,8 @@ type Listener struct {
 	addr    net.Addr // its bound address
 	unlink  string   // unix socket path to remove on Close
 
-	// Owned by the loop: touched only on the loop goroutine, or under the
-	// base's lock while no loop runs (see Base.call).
+	// Owned by the loop: touched only by the goroutine that counts as the
+	// loop (see Base.call).
 	ptr                 *C.struct_evconnlistener
 	timer               *C.struct_event // back-off retry
 	cb                  AcceptFunc

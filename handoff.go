@@ -19,8 +19,9 @@ import (
 // during a callback (libevent issue #1224), and buffer events share the
 // hazard (libevent_obsolete#105). So every method runs its libevent work,
 // its loop half, on the loop goroutine: directly when called there (from a
-// callback), under the base's lock when no Dispatch runs, and otherwise
-// handed to the loop, which runs it and wakes the caller.
+// callback); handed to the loop while Dispatch runs, which runs it and wakes
+// the caller; and with no Dispatch running on the caller's goroutine, which
+// counts as the loop meanwhile (see Base.call).
 //
 // Handed-over work runs after the callback that runs now, never after a
 // backlog: every Go callback ends by looking at one atomic flag and runs

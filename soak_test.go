@@ -167,7 +167,7 @@ func TestSoak(t *testing.T) {
 	})
 
 	// With no loop running, the binding calls libevent on the caller's
-	// goroutine under the base's lock; with Dispatch running it hands each
+	// goroutine, which counts as the loop meanwhile; with Dispatch running it hands each
 	// call to the loop thread and waits. Both paths open and free.
 	listeners := soakListeners / soakScale()
 	for _, running := range []bool{false, true} {
