@@ -5,143 +5,33 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 var chatBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "chat-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	chatBin = filepath.Join(dir, "chat")
-	// go test puts its own go first on PATH.
-	build := exec.Command("go", append(append([]string{"build"}, chatBuildFlags...), "-o", chatBin, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building chat:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { servertest.Main(m, "chat", &chatBin) }
 
 // chatProc is a running chat server.
-type chatProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
-	mu     sync.Mutex
-	log    strings.Builder // its stderr
-	logged chan struct{}   // a token after each line of stderr
-}
+type chatProc struct{ *servertest.Process }
 
 // startChat runs the binary with args and port 0 and waits for its
 // listening line.
 func startChat(t testing.TB, args ...string) *chatProc {
 	t.Helper()
-	p := &chatProc{
-		cmd:    exec.Command(chatBin, append(args, "0")...),
-		exited: make(chan struct{}),
-		logged: make(chan struct{}, 1),
-	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.log.WriteString(line + "\n")
-			p.mu.Unlock()
-			select {
-			case p.logged <- struct{}{}:
-			default:
-			}
-			if a, ok := strings.CutPrefix(line, "chat: listening on "); ok {
-				addrc <- a
-			}
-		}
-		p.cmd.Wait() // after the last read of the pipe, as Wait requires
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("chat %v stderr:\n%s", args, p.stderrText())
-		}
-	})
-	select {
-	case p.addr = <-addrc:
-	case <-p.exited:
-		t.Fatalf("chat %v exited before listening: %v\n%s", args, p.cmd.ProcessState, p.stderrText())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("chat %v printed no listening line", args)
-	}
-	return p
-}
-
-func (p *chatProc) stderrText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-// waitLog waits up to d for the server to have printed a line holding s.
-func (p *chatProc) waitLog(t testing.TB, d time.Duration, s string) {
-	t.Helper()
-	select {
-	case <-p.whenLogged(s):
-	case <-time.After(d):
-		t.Fatalf("chat did not print %q within %v", s, d)
-	}
-}
-
-// whenLogged returns a channel that is closed once the server has printed
-// a line holding s; it is never closed if the server exits without.
-func (p *chatProc) whenLogged(s string) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		for !strings.Contains(p.stderrText(), s) {
-			select {
-			case <-p.logged:
-			case <-p.exited:
-				if !strings.Contains(p.stderrText(), s) {
-					return
-				}
-			}
-		}
-		close(ch)
-	}()
-	return ch
+	return &chatProc{servertest.Start(t, chatBin, "chat", args...)}
 }
 
 // stop sends sig and checks that the server exits with status 0 and
@@ -152,49 +42,18 @@ func (p *chatProc) whenLogged(s string) <-chan struct{} {
 // than the flush bound.
 func (p *chatProc) stop(t testing.TB, sig os.Signal) (conns int, took time.Duration) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	return p.waitStopped(t, sig)
+	return p.Stop(t, sig, stopLimit, shutdownReport)
 }
 
 func (p *chatProc) waitStopped(t testing.TB, sig os.Signal) (conns int, took time.Duration) {
 	t.Helper()
-	limit := flushTimeout + 5*time.Second + exitCheckTime
-	select {
-	case <-p.exited:
-	case <-time.After(limit):
-		t.Fatalf("chat did not exit within %v of %v", limit, sig)
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit status after %v: %d, want 0", sig, code)
-	}
-	var d string
-	for _, line := range strings.Split(p.stderrText(), "\n") {
-		if _, err := fmt.Sscanf(line, "chat: "+sig.String()+": flushed and closed %d connections in %s", &conns, &d); err == nil {
-			took, _ = time.ParseDuration(d)
-		}
-	}
-	if took == 0 {
-		t.Fatalf("no shutdown report after %v in:\n%s", sig, p.stderrText())
-	}
-	return conns, took
+	return p.Stopped(t, sig, stopLimit, shutdownReport)
 }
 
-// rss reads the server's resident set size from /proc/PID/status.
-func (p *chatProc) rss() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/PID/status")
-}
+const (
+	stopLimit      = flushTimeout + 5*time.Second + servertest.ExitCheckTime
+	shutdownReport = "flushed and closed %d connections in %s"
+)
 
 // peer is one chat connection of a test.
 type peer struct {
@@ -207,16 +66,8 @@ type peer struct {
 // dial connects a client; control, if not nil, sets socket options first.
 func (p *chatProc) dial(t testing.TB, name string, control func(fd uintptr)) *peer {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if control != nil {
-		d.Control = func(_, _ string, rc syscall.RawConn) error { return rc.Control(control) }
-	}
-	c, err := d.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &peer{t: t, name: name, c: c.(*net.TCPConn), r: bufio.NewReaderSize(c, 64<<10)}
+	c := p.DialControl(t, control)
+	return &peer{t: t, name: name, c: c, r: bufio.NewReaderSize(c, 64<<10)}
 }
 
 // join dials clients by name, one after the other, and joins them.
@@ -328,18 +179,8 @@ func trim(s string) string {
 	return s
 }
 
-// freePort returns a port that nothing listens on now.
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
 func TestBadArguments(t *testing.T) {
-	port := freePort(t)
+	port := servertest.FreePort(t)
 	for _, tc := range []struct {
 		args []string
 		want string // in the one line on stderr
@@ -364,25 +205,10 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-no-such-flag", port}, "no-such-flag"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			cmd := exec.Command(chatBin, tc.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-				t.Fatal("chat did not exit")
-			}
-			if code := cmd.ProcessState.ExitCode(); code != 2 {
+			code, msg := servertest.Run(t, chatBin, "chat", tc.args...)
+			if code != 2 {
 				t.Errorf("exit status %d, want 2", code)
 			}
-			msg := stderr.String()
 			if n := strings.Count(msg, "\n"); n != 1 || !strings.HasSuffix(msg, "\n") {
 				t.Errorf("stderr has %d lines, want one:\n%s", n, msg)
 			}
@@ -616,7 +442,7 @@ func TestMaxLine(t *testing.T) {
 					io.WriteString(s.c, piece)
 				}
 				s.closedByServer()
-				p.waitLog(t, 10*time.Second, fmt.Sprintf("chat: disconnected %v:", s.c.LocalAddr()))
+				p.WaitLog(t, 10*time.Second, fmt.Sprintf("chat: disconnected %v:", s.c.LocalAddr()))
 			} else {
 				for i, piece := range tc.pieces {
 					s.write(piece)

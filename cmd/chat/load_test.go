@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 // payload is what lines are cut from: printable, so that no LF or CR
@@ -142,32 +141,6 @@ func receiveLines(c *peer, from []string, n, max int, got *atomic.Int64, w *wind
 	return nil
 }
 
-// sampleRSS records the server's peak RSS every 10 ms until stop is closed;
-// the returned channel gives the peak.
-func sampleRSS(t *testing.T, p *chatProc, stop <-chan struct{}) <-chan int64 {
-	peakc := make(chan int64, 1)
-	go func() {
-		var peak int64
-		defer func() { peakc <- peak }()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			rss, err := p.rss()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			peak = max(peak, rss)
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return peakc
-}
-
 // TestSlowConsumer: while two clients send 256 MiB of lines in all, which
 // they and a third client read, a fourth never reads. The server drops it
 // once more than -max-pending waits for it, while the others go on; they
@@ -189,12 +162,12 @@ func TestSlowConsumer(t *testing.T) {
 	p := startChat(t, "-max-pending", strconv.Itoa(maxPending))
 	cs := p.join(t, "s1", "s2", "reader", "slow")
 	s1, s2, reader, slow := cs[0], cs[1], cs[2], cs[3]
-	base, err := p.rss()
+	base, err := p.RSS()
 	if err != nil {
 		t.Fatal(err)
 	}
 	stopSampling := make(chan struct{})
-	peakc := sampleRSS(t, p, stopSampling)
+	peakc := p.SampleRSS(t, stopSampling)
 
 	start := time.Now()
 	var got [3]atomic.Int64 // lines received by s1, s2, reader
@@ -211,7 +184,7 @@ func TestSlowConsumer(t *testing.T) {
 
 	// The slow client is dropped early, while the others still have most
 	// of the way to go.
-	dropped := p.whenLogged(fmt.Sprintf("chat: disconnected %v: more than -max-pending", slow.c.LocalAddr()))
+	dropped := p.WhenLogged(fmt.Sprintf("chat: disconnected %v: more than -max-pending", slow.c.LocalAddr()))
 	var droppedAt atomic.Int64
 	droppedAt.Store(-1)
 	go func() {
@@ -219,7 +192,7 @@ func TestSlowConsumer(t *testing.T) {
 		droppedAt.Store(got[2].Load())
 	}()
 	for range 5 {
-		if err := recv(t, errs, 180*time.Second, "the clients"); err != nil {
+		if err := servertest.Recv(t, errs, 180*time.Second, "the clients"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -257,18 +230,6 @@ func TestSlowConsumer(t *testing.T) {
 	p.stop(t, syscall.SIGTERM)
 }
 
-// recv waits for a value on ch for up to d.
-func recv[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("timed out after %v waiting for %s", d, what)
-		panic("unreachable")
-	}
-}
-
 // smallReceiveBuffer keeps what the kernel holds for a client small, so
 // that what it has not read waits in the server.
 func smallReceiveBuffer(fd uintptr) {
@@ -304,7 +265,7 @@ func TestSignal(t *testing.T) {
 			t.Fatal(err)
 		}
 		sender.send("end")
-		if err := recv(t, errs, 60*time.Second, "the fast reader"); err != nil {
+		if err := servertest.Recv(t, errs, 60*time.Second, "the fast reader"); err != nil {
 			t.Fatal(err)
 		}
 		fast.expect("end\n")
@@ -316,7 +277,7 @@ func TestSignal(t *testing.T) {
 
 	t.Run("queued lines reach a client that reads slowly", func(t *testing.T) {
 		p, slow, want := setup(t)
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		// It read nothing until now, takes at most its receive buffer per
@@ -372,72 +333,18 @@ func TestSignal(t *testing.T) {
 	})
 }
 
-// listeningFD finds the descriptor number, in process pid, of the TCP socket
-// listening on port: its inode from /proc/net/tcp, then the fd that links
-// to it.
-func listeningFD(t *testing.T, pid, port int) int {
-	t.Helper()
-	inode := ""
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, _ := os.ReadFile(f)
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			if len(fields) > 9 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
-				inode = fields[9]
-			}
-		}
-	}
-	if inode == "" {
-		t.Fatalf("no socket listens on port %d", port)
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); link == "socket:["+inode+"]" {
-			fd, _ := strconv.Atoi(e.Name())
-			return fd
-		}
-	}
-	t.Fatalf("process %d has no fd for socket inode %s", pid, inode)
-	return -1
-}
-
 // TestAcceptErrorEndsServer: an accept error that is not a resource
 // shortage stops the server with a message and status 1. Shutting the
 // listening socket down (through a duplicate taken with pidfd_getfd) makes
 // accept fail with EINVAL.
 func TestAcceptErrorEndsServer(t *testing.T) {
-	const sysPidfdOpen, sysPidfdGetfd = 434, 438 // the same on every Linux architecture
 	p := startChat(t)
 	p.join(t, "a", "b")
-	_, portStr, _ := net.SplitHostPort(p.addr)
-	port, _ := strconv.Atoi(portStr)
-	lfd := listeningFD(t, p.cmd.Process.Pid, port)
-	pidfd, _, e := syscall.Syscall(sysPidfdOpen, uintptr(p.cmd.Process.Pid), 0, 0)
-	if e != 0 {
-		t.Fatal(os.NewSyscallError("pidfd_open", e))
-	}
-	defer syscall.Close(int(pidfd))
-	dup, _, e := syscall.Syscall(sysPidfdGetfd, pidfd, uintptr(lfd), 0)
-	if e != 0 {
-		t.Fatal(os.NewSyscallError("pidfd_getfd", e))
-	}
-	defer syscall.Close(int(dup))
-	if err := syscall.Shutdown(int(dup), syscall.SHUT_RD); err != nil {
-		t.Fatal(os.NewSyscallError("shutdown", err))
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server kept running after a fatal accept error")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+	p.ShutdownListener(t)
+	if code := p.Wait(t, 10*time.Second, "a fatal accept error"); code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
-	if msg := p.stderrText(); !strings.Contains(msg, "accept") || !strings.Contains(msg, "invalid argument") {
+	if msg := p.Log(); !strings.Contains(msg, "accept") || !strings.Contains(msg, "invalid argument") {
 		t.Errorf("stderr does not report the accept error:\n%s", msg)
 	}
 }

@@ -17,13 +17,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 func TestFloodPastMaxConns(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		const limit, clients = 8, 400 // all fit in the server's backlog
 		p := startEcho(t, "-engine", engine, "-max-conns", strconv.Itoa(limit))
-		fds := p.openFDs(t)
+		fds := p.OpenFDs(t)
 
 		// While the flood lasts, the server never holds more than limit
 		// connections.
@@ -33,7 +35,7 @@ func TestFloodPastMaxConns(t *testing.T) {
 		go func() {
 			defer close(sampled)
 			for {
-				if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid)); err == nil {
+				if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.Cmd.Process.Pid)); err == nil {
 					peak.Store(max(peak.Load(), int64(len(ents))))
 				}
 				select {
@@ -47,7 +49,7 @@ func TestFloodPastMaxConns(t *testing.T) {
 		start := time.Now()
 		errs := make(chan error, clients)
 		for i := range clients {
-			go func() { errs <- floodClient(p.addr, i) }()
+			go func() { errs <- floodClient(p.Addr, i) }()
 		}
 		failed := 0
 		for range clients {
@@ -67,7 +69,7 @@ func TestFloodPastMaxConns(t *testing.T) {
 		if peak.Load() > int64(fds+limit) {
 			t.Errorf("server held %d descriptors, want at most %d + %d connections", peak.Load(), fds, limit)
 		}
-		waitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.openFDs(t) <= fds })
+		servertest.WaitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.OpenFDs(t) <= fds })
 		p.stop(t, syscall.SIGTERM)
 	})
 }
@@ -101,10 +103,10 @@ func TestIdleClientsHoldingEverySlot(t *testing.T) {
 		// after them is served within about three idle periods.
 		const limit, idlers, idle = 4, 12, 300 * time.Millisecond
 		p := startEcho(t, "-engine", engine, "-max-conns", strconv.Itoa(limit), "-idle", idle.String())
-		fds := p.openFDs(t)
+		fds := p.OpenFDs(t)
 		closedAfter := make(chan time.Duration, idlers)
 		for i := range idlers {
-			c := p.dial(t)
+			c := p.Dial(t)
 			// One byte, as a slow request would start; then nothing.
 			if _, err := c.Write([]byte{byte(i)}); err != nil {
 				t.Fatal(err)
@@ -119,7 +121,7 @@ func TestIdleClientsHoldingEverySlot(t *testing.T) {
 				closedAfter <- time.Since(start)
 			}()
 		}
-		late := p.dial(t)
+		late := p.Dial(t)
 		start := time.Now()
 		if err := echoByte(late, 'L', 30*time.Second); err != nil {
 			t.Fatalf("client behind %d idle ones: %v", idlers, err)
@@ -138,7 +140,7 @@ func TestIdleClientsHoldingEverySlot(t *testing.T) {
 			t.Errorf("served after %v, want within %v", waited, bound)
 		}
 		late.Close()
-		waitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.openFDs(t) <= fds })
+		servertest.WaitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.OpenFDs(t) <= fds })
 		p.stop(t, syscall.SIGTERM)
 	})
 }
@@ -147,17 +149,17 @@ func TestResetMidEcho(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		const rounds = 20
 		p := startEcho(t, "-engine", engine)
-		fds := p.openFDs(t)
+		fds := p.OpenFDs(t)
 		// A client that stays throughout must not notice the others.
-		steady := p.dial(t)
+		steady := p.Dial(t)
 		for i := range rounds {
-			resetMidEcho(t, p.addr, uint64(i))
+			resetMidEcho(t, p.Addr, uint64(i))
 			if err := echoByte(steady, byte(i), 5*time.Second); err != nil {
 				t.Fatalf("steady client after reset %d: %v", i, err)
 			}
 		}
 		steady.Close()
-		waitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.openFDs(t) <= fds })
+		servertest.WaitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.OpenFDs(t) <= fds })
 		p.stop(t, syscall.SIGTERM)
 	})
 }
@@ -194,7 +196,7 @@ func resetMidEcho(t *testing.T, addr string, seed uint64) {
 func TestEveryByteValue(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		p := startEcho(t, "-engine", engine)
-		c := p.dial(t)
+		c := p.Dial(t)
 		// One at a time: no value is taken for an end of line, of file
 		// or of the string, or held back waiting for one.
 		for v := range 256 {

@@ -5,8 +5,6 @@ package main
 // the process.
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,8 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,29 +21,13 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 var echoBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "echo-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	echoBin = filepath.Join(dir, "echo")
-	// go test puts its own go first on PATH.
-	build := exec.Command("go", append(append([]string{"build"}, echoBuildFlags...), "-o", echoBin, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building echo:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { servertest.Main(m, "echo", &echoBin) }
 
 var engines = []string{"event", "bufferevent"}
 
@@ -59,99 +39,27 @@ func forEachEngine(t *testing.T, test func(t *testing.T, engine string)) {
 }
 
 // echoProc is a running echo server.
-type echoProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
-	mu     sync.Mutex
-	log    strings.Builder // its stderr
-}
+type echoProc struct{ *servertest.Process }
 
 // startEcho runs the binary with args and port 0 and waits for its
 // listening line.
 func startEcho(t testing.TB, args ...string) *echoProc {
 	t.Helper()
-	p := &echoProc{cmd: exec.Command(echoBin, append(args, "0")...), exited: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.log.WriteString(line + "\n")
-			p.mu.Unlock()
-			if a, ok := strings.CutPrefix(line, "echo: listening on "); ok {
-				addrc <- a
-			}
-		}
-		p.cmd.Wait() // after the last read of the pipe, as Wait requires
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("echo %v stderr:\n%s", args, p.stderrText())
-		}
-	})
-	select {
-	case p.addr = <-addrc:
-	case <-p.exited:
-		t.Fatalf("echo %v exited before listening: %v\n%s", args, p.cmd.ProcessState, p.stderrText())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("echo %v printed no listening line", args)
-	}
-	return p
-}
-
-func (p *echoProc) stderrText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
+	return &echoProc{servertest.Start(t, echoBin, "echo", args...)}
 }
 
 // stop sends sig and checks that the server exits with status 0, having
 // closed every connection and freed everything within a second. The second
 // is checked on the time the server reports for its shutdown; the time seen
 // from here, which adds signal delivery, the checks at exit of an
-// instrumented build (exitCheckTime) and the scheduling of two processes on
-// a machine the other tests keep busy, only has to stay under 5 s more.
+// instrumented build (servertest.ExitCheckTime) and the scheduling of two
+// processes on a machine the other tests keep busy, only has to stay under
+// 5 s more.
 func (p *echoProc) stop(t testing.TB, sig os.Signal) (conns int) {
 	t.Helper()
 	start := time.Now()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(5*time.Second + exitCheckTime):
-		t.Fatalf("echo did not exit within %v of %v", 5*time.Second+exitCheckTime, sig)
-	}
+	conns, took := p.Stop(t, sig, 5*time.Second+servertest.ExitCheckTime, "closed %d connections and stopped in %s")
 	seen := time.Since(start)
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit status after %v: %d, want 0", sig, code)
-	}
-	var took time.Duration
-	var d string
-	for _, line := range strings.Split(p.stderrText(), "\n") {
-		if _, err := fmt.Sscanf(line, "echo: "+sig.String()+": closed %d connections and stopped in %s", &conns, &d); err == nil {
-			took, _ = time.ParseDuration(d)
-		}
-	}
-	if took == 0 {
-		t.Fatalf("no shutdown report after %v in:\n%s", sig, p.stderrText())
-	}
 	if took > time.Second {
 		t.Errorf("shutdown took %v, want < 1 s", took)
 	}
@@ -159,54 +67,8 @@ func (p *echoProc) stop(t testing.TB, sig os.Signal) (conns int) {
 	return conns
 }
 
-func (p *echoProc) dial(t testing.TB) *net.TCPConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
-
-// rss reads the server's resident set size from /proc/PID/status.
-func (p *echoProc) rss() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/PID/status")
-}
-
-func (p *echoProc) openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestBadArguments(t *testing.T) {
-	port := freePort(t)
+	port := servertest.FreePort(t)
 	for _, tc := range []struct {
 		args []string
 		want string // in the message on stderr
@@ -232,33 +94,20 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-no-such-flag", port}, "no-such-flag"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			cmd := exec.Command(echoBin, tc.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			done := make(chan error, 1)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				t.Fatal("echo did not exit")
-			}
-			if code := cmd.ProcessState.ExitCode(); code != 2 {
+			code, stderr := servertest.Run(t, echoBin, "echo", tc.args...)
+			if code != 2 {
 				t.Errorf("exit status %d, want 2", code)
 			}
-			if !strings.Contains(stderr.String(), tc.want) {
-				t.Errorf("stderr does not say %q:\n%s", tc.want, stderr.String())
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr does not say %q:\n%s", tc.want, stderr)
 			}
 			// One rule for every bad argument: the error and a pointer
 			// to -h, not the whole usage.
-			if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; lines != 2 {
-				t.Errorf("stderr has %d lines, want the error and the usage line:\n%s", lines, stderr.String())
+			if lines := strings.Count(strings.TrimSpace(stderr), "\n") + 1; lines != 2 {
+				t.Errorf("stderr has %d lines, want the error and the usage line:\n%s", lines, stderr)
 			}
-			if strings.Contains(stderr.String(), "listening") {
-				t.Errorf("it listened:\n%s", stderr.String())
+			if strings.Contains(stderr, "listening") {
+				t.Errorf("it listened:\n%s", stderr)
 			}
 			// Nothing was bound: the port is still free.
 			ln, err := net.Listen("tcp", "127.0.0.1:"+port)
@@ -268,16 +117,6 @@ func TestBadArguments(t *testing.T) {
 			ln.Close()
 		})
 	}
-}
-
-// freePort returns a port that nothing listens on now.
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // castagnoli is CRC-32C, computed in hardware: the race detector does not
@@ -358,11 +197,11 @@ func echoStream(c *net.TCPConn, seed uint64, total int64) error {
 func TestEcho(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		p := startEcho(t, "-engine", engine)
-		fds := p.openFDs(t)
+		fds := p.OpenFDs(t)
 		const clients, size = 16, 4 << 20
 		errs := make(chan error, clients)
 		for i := 0; i < clients; i++ {
-			c := p.dial(t)
+			c := p.Dial(t)
 			go func() { errs <- echoStream(c, uint64(i), size) }()
 		}
 		for i := 0; i < clients; i++ {
@@ -372,7 +211,7 @@ func TestEcho(t *testing.T) {
 		}
 		// The server closed every connection once its echo was out: its
 		// descriptors are back where they were.
-		waitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.openFDs(t) <= fds })
+		servertest.WaitFor(t, 5*time.Second, "the server's fds back to baseline", func() bool { return p.OpenFDs(t) <= fds })
 		p.stop(t, syscall.SIGINT)
 	})
 }
@@ -385,32 +224,13 @@ func TestClientThatDoesNotRead(t *testing.T) {
 			maxStall = 64 << 20
 		)
 		p := startEcho(t, "-engine", engine, "-max-pending", strconv.Itoa(1<<20))
-		c := p.dial(t)
-		base, err := p.rss()
+		c := p.Dial(t)
+		base, err := p.RSS()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var peak atomic.Int64
 		stopSampling := make(chan struct{})
-		sampled := make(chan struct{})
-		go func() {
-			defer close(sampled)
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				rss, err := p.rss()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				peak.Store(max(peak.Load(), rss))
-				select {
-				case <-stopSampling:
-					return
-				case <-tick.C:
-				}
-			}
-		}()
+		peakc := p.SampleRSS(t, stopSampling)
 
 		var sent atomic.Int64
 		wrote := make(chan uint64, 1)
@@ -426,7 +246,7 @@ func TestClientThatDoesNotRead(t *testing.T) {
 		// The server stops reading: the writer stalls with the socket
 		// buffers and at most -max-pending in the server.
 		last, since := int64(-1), time.Now()
-		waitFor(t, 20*time.Second, "the writer to stall", func() bool {
+		servertest.WaitFor(t, 20*time.Second, "the writer to stall", func() bool {
 			if n := sent.Load(); n != last {
 				last, since = n, time.Now()
 			}
@@ -444,11 +264,11 @@ func TestClientThatDoesNotRead(t *testing.T) {
 			t.Fatalf("echoed %d bytes (same CRC: %v), sent %d", n, got == want, total)
 		}
 		close(stopSampling)
-		<-sampled
-		if grow := peak.Load() - base; grow > maxGrow {
+		peak := <-peakc
+		if grow := peak - base; grow > maxGrow {
 			t.Errorf("server RSS grew by %d MiB, want < %d MiB", grow>>20, maxGrow>>20)
 		}
-		t.Logf("stalled after %d MiB; server RSS %d MiB at start, peak %d MiB", last>>20, base>>20, peak.Load()>>20)
+		t.Logf("stalled after %d MiB; server RSS %d MiB at start, peak %d MiB", last>>20, base>>20, peak>>20)
 		p.stop(t, syscall.SIGTERM)
 	})
 }
@@ -476,7 +296,7 @@ func TestMaxConns(t *testing.T) {
 		p := startEcho(t, "-engine", engine, "-max-conns", strconv.Itoa(limit))
 		conns := make([]*net.TCPConn, clients)
 		for i := range conns {
-			conns[i] = p.dial(t)
+			conns[i] = p.Dial(t)
 			if i < limit {
 				if err := echoByte(conns[i], byte(i), 5*time.Second); err != nil {
 					t.Fatalf("client %d of %d: %v", i, limit, err)
@@ -543,7 +363,7 @@ func TestIdle(t *testing.T) {
 		// before a later dial returns: time the quiet client from before
 		// its own dial.
 		start := time.Now()
-		quiet, busy, slow := p.dial(t), p.dial(t), p.dial(t)
+		quiet, busy, slow := p.Dial(t), p.Dial(t), p.Dial(t)
 		active := 2 * idle // how long busy and slow keep going
 
 		// The quiet client does nothing: it is closed after the period.
@@ -619,13 +439,13 @@ func TestIdle(t *testing.T) {
 			slowDone <- nil
 		}()
 
-		if err := recv(t, busyDone, "the busy client"); err != nil {
+		if err := servertest.Recv(t, busyDone, 30*time.Second, "the busy client"); err != nil {
 			t.Errorf("busy client: %v", err)
 		}
-		if err := recv(t, slowDone, "the slow client"); err != nil {
+		if err := servertest.Recv(t, slowDone, 30*time.Second, "the slow client"); err != nil {
 			t.Errorf("slow client: %v", err)
 		}
-		switch d := recv(t, quietClosed, "the quiet client"); {
+		switch d := servertest.Recv(t, quietClosed, 30*time.Second, "the quiet client"); {
 		case d < 0:
 			t.Error("the quiet client was not closed with EOF")
 		// libevent's clock ticks coarsely: allow a few milliseconds early.
@@ -643,49 +463,18 @@ func TestIdle(t *testing.T) {
 	})
 }
 
-// recv waits for a value on ch for up to 30 s.
-func recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(30 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
-// listeners counts the TCP sockets listening on port, from /proc/net.
-func listeners(t *testing.T, port int) int {
-	n := 0
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			// local_address is HEXIP:HEXPORT, st 0A is LISTEN.
-			if len(fields) > 3 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 func TestLoops(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		p := startEcho(t, "-engine", engine, "-loops", "2", "-max-conns", "64")
-		_, portStr, _ := net.SplitHostPort(p.addr)
+		_, portStr, _ := net.SplitHostPort(p.Addr)
 		port, _ := strconv.Atoi(portStr)
-		if n := listeners(t, port); n != 2 {
+		if n := servertest.Listeners(port); n != 2 {
 			t.Fatalf("%d sockets listen on port %d, want 2 (one per loop)", n, port)
 		}
 		const clients = 32
 		errs := make(chan error, clients)
 		for i := 0; i < clients; i++ {
-			c := p.dial(t)
+			c := p.Dial(t)
 			go func() { errs <- echoStream(c, uint64(i), 256<<10) }()
 		}
 		for i := 0; i < clients; i++ {
@@ -704,7 +493,7 @@ func TestSignalUnderLoad(t *testing.T) {
 		var echoed atomic.Int64
 		var wg sync.WaitGroup
 		for i := 0; i < clients; i++ {
-			c := p.dial(t)
+			c := p.Dial(t)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -721,7 +510,7 @@ func TestSignalUnderLoad(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, 10*time.Second, "load", func() bool { return echoed.Load() >= 2000 })
+		servertest.WaitFor(t, 10*time.Second, "load", func() bool { return echoed.Load() >= 2000 })
 		if n := p.stop(t, syscall.SIGTERM); n != clients {
 			t.Errorf("closed %d connections at shutdown, want %d", n, clients)
 		}
@@ -756,18 +545,18 @@ func TestAcceptShortage(t *testing.T) {
 		p := startEcho(t, "-engine", engine, "-max-conns", "100")
 		// Room for three more descriptors: the fourth accept fails with
 		// EMFILE.
-		setSoftNofile(t, p.cmd.Process.Pid, uint64(p.openFDs(t)+room))
+		setSoftNofile(t, p.Cmd.Process.Pid, uint64(p.OpenFDs(t)+room))
 		conns := make([]*net.TCPConn, clients)
 		for i := range conns {
-			conns[i] = p.dial(t)
+			conns[i] = p.Dial(t)
 			if i < room {
 				if err := echoByte(conns[i], byte(i), 5*time.Second); err != nil {
 					t.Fatalf("client %d: %v", i, err)
 				}
 			}
 		}
-		waitFor(t, 5*time.Second, "the server to report the shortage", func() bool {
-			return strings.Contains(p.stderrText(), "too many open files")
+		servertest.WaitFor(t, 5*time.Second, "the server to report the shortage", func() bool {
+			return strings.Contains(p.Log(), "too many open files")
 		})
 		// The server backs off and keeps running; as clients leave, the
 		// ones waiting are served.
@@ -777,44 +566,11 @@ func TestAcceptShortage(t *testing.T) {
 				t.Fatalf("client %d after client %d left: %v", i, i-room, err)
 			}
 		}
-		if n := strings.Count(p.stderrText(), "too many open files"); n > 20 {
+		if n := strings.Count(p.Log(), "too many open files"); n > 20 {
 			t.Errorf("%d shortage messages: the listener did not back off", n)
 		}
 		p.stop(t, syscall.SIGTERM)
 	})
-}
-
-// listeningFD finds the descriptor number, in process pid, of the TCP socket
-// listening on port: its inode from /proc/net/tcp, then the fd that links
-// to it.
-func listeningFD(t *testing.T, pid, port int) int {
-	t.Helper()
-	inode := ""
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, _ := os.ReadFile(f)
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			if len(fields) > 9 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
-				inode = fields[9]
-			}
-		}
-	}
-	if inode == "" {
-		t.Fatalf("no socket listens on port %d", port)
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); link == "socket:["+inode+"]" {
-			fd, _ := strconv.Atoi(e.Name())
-			return fd
-		}
-	}
-	t.Fatalf("process %d has no fd for socket inode %s", pid, inode)
-	return -1
 }
 
 // TestAcceptErrorEndsServer: an accept error that is not a resource
@@ -822,38 +578,17 @@ func listeningFD(t *testing.T, pid, port int) int {
 // listening socket down (through a duplicate taken with pidfd_getfd) makes
 // accept fail with EINVAL.
 func TestAcceptErrorEndsServer(t *testing.T) {
-	const sysPidfdOpen, sysPidfdGetfd = 434, 438 // the same on every Linux architecture
 	forEachEngine(t, func(t *testing.T, engine string) {
 		p := startEcho(t, "-engine", engine)
-		c := p.dial(t)
+		c := p.Dial(t)
 		if err := echoByte(c, 'a', 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		_, portStr, _ := net.SplitHostPort(p.addr)
-		port, _ := strconv.Atoi(portStr)
-		lfd := listeningFD(t, p.cmd.Process.Pid, port)
-		pidfd, _, e := syscall.Syscall(sysPidfdOpen, uintptr(p.cmd.Process.Pid), 0, 0)
-		if e != 0 {
-			t.Fatal(os.NewSyscallError("pidfd_open", e))
-		}
-		defer syscall.Close(int(pidfd))
-		dup, _, e := syscall.Syscall(sysPidfdGetfd, pidfd, uintptr(lfd), 0)
-		if e != 0 {
-			t.Fatal(os.NewSyscallError("pidfd_getfd", e))
-		}
-		defer syscall.Close(int(dup))
-		if err := syscall.Shutdown(int(dup), syscall.SHUT_RD); err != nil {
-			t.Fatal(os.NewSyscallError("shutdown", err))
-		}
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the server kept running after a fatal accept error")
-		}
-		if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+		p.ShutdownListener(t)
+		if code := p.Wait(t, 10*time.Second, "a fatal accept error"); code != 1 {
 			t.Errorf("exit status %d, want 1", code)
 		}
-		if msg := p.stderrText(); !strings.Contains(msg, "accept") || !strings.Contains(msg, "invalid argument") {
+		if msg := p.Log(); !strings.Contains(msg, "accept") || !strings.Contains(msg, "invalid argument") {
 			t.Errorf("stderr does not report the accept error:\n%s", msg)
 		}
 	})

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 // becomeSubreaper makes this process the parent of orphaned descendants
@@ -108,7 +110,7 @@ func (f *family) stderrText() string {
 func (f *family) waitLine(re *regexp.Regexp, n int, d time.Duration) []string {
 	f.t.Helper()
 	var m []string
-	waitFor(f.t, d, fmt.Sprintf("line %d matching %q", n, re), func() bool {
+	servertest.WaitFor(f.t, d, fmt.Sprintf("line %d matching %q", n, re), func() bool {
 		all := re.FindAllStringSubmatch(f.stderrText(), -1)
 		if len(all) >= n {
 			m = all[n-1]
@@ -179,7 +181,7 @@ func (f *family) stopLast(pid int) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		f.t.Fatal(err)
 	}
-	if code := f.waitExit(pid, 5*time.Second+exitCheckTime); code != 0 {
+	if code := f.waitExit(pid, 5*time.Second+servertest.ExitCheckTime); code != 0 {
 		f.t.Errorf("pid %d: exit status %d after SIGTERM, want 0", pid, code)
 	}
 }
@@ -312,7 +314,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	moreShort := func(n int64) {
 		t.Helper()
 		target := counts.opened.Load() + n
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d more short connections", n), func() bool { return counts.opened.Load() >= target })
+		servertest.WaitFor(t, 30*time.Second, fmt.Sprintf("%d more short connections", n), func() bool { return counts.opened.Load() >= target })
 	}
 	openLong(8) // stay with the first process to the end
 	moreShort(300)
@@ -330,7 +332,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	close(stopLong)
 	for range longs {
-		recv(t, longDone, "the long-lived clients")
+		servertest.Recv(t, longDone, 30*time.Second, "the long-lived clients")
 	}
 	if code := f.waitExit(pid1, 10*time.Second); code != 0 {
 		t.Errorf("first process: exit status %d, want 0", code)
@@ -499,14 +501,14 @@ func TestUpgradeLoops(t *testing.T) {
 	addr := f.waitLine(listeningRE, 1, 10*time.Second)[1]
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
-	if n := listeners(t, port); n != 2 {
+	if n := servertest.Listeners(port); n != 2 {
 		t.Fatalf("%d sockets listen on port %d, want 2", n, port)
 	}
 	pid2, _ := f.upgrade(f.first.Process.Pid, 1)
 	if code := f.waitExit(f.first.Process.Pid, 10*time.Second); code != 0 {
 		t.Errorf("old process: exit status %d, want 0", code)
 	}
-	if n := listeners(t, port); n != 2 {
+	if n := servertest.Listeners(port); n != 2 {
 		t.Fatalf("%d sockets listen on port %d after the upgrade, want both", n, port)
 	}
 	for _, l := range listeningRE.FindAllStringSubmatch(f.stderrText(), -1) {
@@ -528,7 +530,7 @@ func TestUpgradeLoops(t *testing.T) {
 		}()
 	}
 	for range burst {
-		if err := recv(t, errs, "the burst"); err != nil {
+		if err := servertest.Recv(t, errs, 30*time.Second, "the burst"); err != nil {
 			t.Errorf("client: %v", err)
 		}
 	}
@@ -543,12 +545,12 @@ func TestSocketActivation(t *testing.T) {
 	if err != nil {
 		t.Skip("systemd-socket-activate not installed (make deps installs it)")
 	}
-	addr := "127.0.0.1:" + freePort(t)
-	unused := freePort(t)
+	addr := "127.0.0.1:" + servertest.FreePort(t)
+	unused := servertest.FreePort(t)
 	f := startFamily(t, "", tool, "-l", addr, echoBin, "-addr", "0.0.0.0", unused)
 	// The tool starts echo on the first connection.
 	var c net.Conn
-	waitFor(t, 10*time.Second, "systemd-socket-activate to listen", func() bool {
+	servertest.WaitFor(t, 10*time.Second, "systemd-socket-activate to listen", func() bool {
 		c, err = net.Dial("tcp", addr)
 		return err == nil
 	})
@@ -561,12 +563,12 @@ func TestSocketActivation(t *testing.T) {
 	}
 	pid := f.first.Process.Pid // the tool execs echo
 	uport, _ := strconv.Atoi(unused)
-	if n := listeners(t, uport); n != 0 {
+	if n := servertest.Listeners(uport); n != 0 {
 		t.Errorf("%d sockets listen on the port argument %s: echo bound it", n, unused)
 	}
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
-	if n := listeners(t, port); n != 1 {
+	if n := servertest.Listeners(port); n != 1 {
 		t.Errorf("%d sockets listen on %s, want the one inherited", n, addr)
 	}
 	pid2, _ := f.upgrade(pid, 1)

@@ -1,20 +1,20 @@
 //go:build race
 
-package main
+package servertest
 
 import (
 	"os"
 	"time"
 )
 
-// The server under test is built as this test binary is, so that the race
+// The server under test is built as the test binary is, so that the race
 // detector watches the binding inside it too. A race it reports makes the
 // server exit with status 66, which the tests check.
-var echoBuildFlags = []string{"-race"}
+var BuildFlags = []string{"-race"}
 
-// exitCheckTime is what checks at exit add to the server's shutdown: none,
+// ExitCheckTime is what checks at exit add to the server's shutdown: none,
 // with the race runtime's wait at exit turned off below.
-const exitCheckTime time.Duration = 0
+const ExitCheckTime time.Duration = 0
 
 func init() {
 	// The race runtime waits a second at exit for late reports; the

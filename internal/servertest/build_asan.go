@@ -1,21 +1,21 @@
 //go:build asan
 
-package main
+package servertest
 
 import (
 	"os"
 	"time"
 )
 
-// The server under test is built as this test binary is, so that
+// The server under test is built as the test binary is, so that
 // AddressSanitizer watches the binding's C side inside it too; an error it
 // finds, or a leak its check at exit finds, makes the server exit non-zero,
 // which the tests check.
-var chatBuildFlags = []string{"-asan"}
+var BuildFlags = []string{"-asan"}
 
-// exitCheckTime is what checks at exit add to the server's shutdown:
+// ExitCheckTime is what checks at exit add to the server's shutdown:
 // LeakSanitizer stops the process and scans its memory, 0.4 to 0.9 s here.
-const exitCheckTime = 2 * time.Second
+const ExitCheckTime = 2 * time.Second
 
 func init() {
 	// ASan holds freed memory back (256 MiB by default) to catch late
