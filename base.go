@@ -177,10 +177,7 @@ func (b *Base) Dispatch() error {
 	if b.onLoop() { // from a callback, or from a function Do runs
 		return errors.New("evlistener: Dispatch is already running on this base")
 	}
-	b.mu.Lock()
-	for b.direct {
-		b.idle.Wait()
-	}
+	b.lockLoop(false)
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
@@ -293,10 +290,7 @@ func (b *Base) LoopExit(after time.Duration) error {
 // return ErrClosed.
 func (b *Base) Close() error {
 	onLoop := b.onLoop()
-	b.mu.Lock()
-	for b.direct && !onLoop {
-		b.idle.Wait()
-	}
+	b.lockLoop(onLoop)
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed

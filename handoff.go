@@ -133,10 +133,7 @@ func (b *Base) call(fn func() error) error {
 	if b.onLoop() {
 		return fn()
 	}
-	b.mu.Lock()
-	for b.direct {
-		b.idle.Wait()
-	}
+	b.lockLoop(false)
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
@@ -191,6 +188,15 @@ func (b *Base) drainDirect() (pan any) {
 		if p := b.runTasks(q); pan == nil {
 			pan = p
 		}
+	}
+}
+
+// lockLoop locks b.mu, once no other goroutine runs loop work with no
+// Dispatch (b.direct); onLoop says the caller is that goroutine itself.
+func (b *Base) lockLoop(onLoop bool) {
+	b.mu.Lock()
+	for b.direct && !onLoop {
+		b.idle.Wait()
 	}
 }
 
@@ -264,12 +270,7 @@ func (b *Base) Post(f func()) error {
 		return errNilFunc
 	}
 	fn := func() error { f(); return nil }
-	b.mu.Lock()
-	if !b.onLoop() {
-		for b.direct {
-			b.idle.Wait()
-		}
-	}
+	b.lockLoop(b.onLoop())
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
