@@ -144,75 +144,64 @@ func TestCallsUnderAcceptFlood(t *testing.T) {
 // connections waiting in the backlog (libevent's accept loop would take
 // them all) nor other active events. The next Dispatch serves them.
 func TestLoopBreakLetsNoQueuedCallbackStart(t *testing.T) {
-	t.Run("connections in the backlog", func(t *testing.T) {
-		b := newBase(t)
-		k := newBlocker(t)
-		var calls atomic.Int32
-		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
-			syscall.Close(fd)
-			switch calls.Add(1) {
-			case 1:
-				k.block()
-			case 4:
-				l.Disable() // all served: let Dispatch end by itself
+	// Each source queues 4 callbacks before Dispatch; callback runs first
+	// in each, and blocks in the first.
+	sources := []struct {
+		name  string
+		queue func(t *testing.T, b *Base, callback func())
+	}{
+		{"connections in the backlog", func(t *testing.T, b *Base, callback func()) {
+			n := 0 // loop-owned
+			l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+				syscall.Close(fd)
+				callback()
+				if n++; n == 4 {
+					l.Disable() // all served: let Dispatch end by itself
+				}
+			}, 0)
+			for range 4 {
+				dial(t, l.Addr())
 			}
-		}, 0)
-		for range 4 {
-			dial(t, l.Addr())
-		}
-		r := startDispatch(t, b)
-		recv(t, k.entered, "the first callback")
-		if err := b.LoopBreak(); err != nil {
-			t.Fatal(err)
-		}
-		close(k.released)
-		if err := r.wait(t); err != nil {
-			t.Fatal(err)
-		}
-		if n := calls.Load(); n != 1 {
-			t.Fatalf("%d callbacks ran, want 1: queued connections were accepted after LoopBreak", n)
-		}
-		if err := dispatch(t, b); err != nil {
-			t.Fatal(err)
-		}
-		if n := calls.Load(); n != 4 {
-			t.Fatalf("%d callbacks after the second Dispatch, want 4", n)
-		}
-	})
-	t.Run("active events", func(t *testing.T) {
-		b := newBase(t)
-		k := newBlocker(t)
-		var calls atomic.Int32
-		evs := make([]*Event, 4)
-		for i := range evs {
-			evs[i] = newEvent(t, b, -1, 0, func(*Event, int, Events) {
+		}},
+		{"active events", func(t *testing.T, b *Base, callback func()) {
+			for range 4 {
+				ev := newEvent(t, b, -1, 0, func(*Event, int, Events) { callback() })
+				if err := ev.Active(EvTimeout); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	}
+	for _, src := range sources {
+		t.Run(src.name, func(t *testing.T) {
+			b := newBase(t)
+			k := newBlocker(t)
+			var calls atomic.Int32
+			src.queue(t, b, func() {
 				if calls.Add(1) == 1 {
 					k.block()
 				}
 			})
-			if err := evs[i].Active(EvTimeout); err != nil {
+			r := startDispatch(t, b)
+			recv(t, k.entered, "the first callback")
+			if err := b.LoopBreak(); err != nil {
 				t.Fatal(err)
 			}
-		}
-		r := startDispatch(t, b)
-		recv(t, k.entered, "the first callback")
-		if err := b.LoopBreak(); err != nil {
-			t.Fatal(err)
-		}
-		close(k.released)
-		if err := r.wait(t); err != nil {
-			t.Fatal(err)
-		}
-		if n := calls.Load(); n != 1 {
-			t.Fatalf("%d callbacks ran, want 1: active events ran after LoopBreak", n)
-		}
-		if err := dispatch(t, b); err != nil {
-			t.Fatal(err)
-		}
-		if n := calls.Load(); n != 4 {
-			t.Fatalf("%d callbacks after the second Dispatch, want 4", n)
-		}
-	})
+			close(k.released)
+			if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			if n := calls.Load(); n != 1 {
+				t.Fatalf("%d callbacks ran, want 1: %s ran after LoopBreak", n, src.name)
+			}
+			if err := dispatch(t, b); err != nil {
+				t.Fatal(err)
+			}
+			if n := calls.Load(); n != 4 {
+				t.Fatalf("%d callbacks after the second Dispatch, want 4", n)
+			}
+		})
+	}
 }
 
 func init() { helpers["many-waiters"] = helperManyWaiters }
