@@ -37,10 +37,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/cmdline"
 )
 
 const (
@@ -129,33 +130,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(stderr, "chat: %v (chat -h tells more)\n", err)
 		return cfg, err
 	}
-	// The flag package would print its error and then the whole usage; a
-	// bad flag gets the one line that every other bad value gets.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage()
-			return cfg, err
-		}
-		// A negative port reads as a flag to the flag package.
-		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
-			if _, numErr := strconv.Atoi(name); numErr == nil {
-				return usageErr("invalid port %q: want a number from 0 to 65535", "-"+name)
-			}
-		}
-		return usageErr("%v", err)
-	}
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		p, err := strconv.Atoi(fs.Arg(0))
-		if err != nil || p < 0 || p > 65535 {
-			return usageErr("invalid port %q: want a number from 0 to 65535", fs.Arg(0))
-		}
-		cfg.port = p
-	default:
-		return usageErr("too many arguments %q: want at most one, the port (0 to 65535)", fs.Args())
+	fail := func(format string, a ...any) error { _, err := usageErr(format, a...); return err }
+	if err := cmdline.Parse(fs, args, &cfg.port, usage, fail); err != nil {
+		return cfg, err
 	}
 	if !validHost(cfg.addr) {
 		return usageErr("-addr %q: want an IP address or a host name, without a port", cfg.addr)

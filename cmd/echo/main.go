@@ -56,10 +56,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/cmdline"
 )
 
 const (
@@ -214,9 +214,6 @@ func pendingDone(u *upgrade) <-chan error {
 func parseArgs(args []string, stderr io.Writer) (config, error) {
 	cfg := config{port: defaultPort}
 	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
-	// Every bad argument gets the same one line (usageErr), a bad flag
-	// value too; only -h prints the whole usage.
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
 	fs.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
@@ -237,38 +234,17 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			"accepting, serves its own connections for at most -drain, and exits 0.\n\nflags:\n", defaultPort)
 		fs.PrintDefaults()
 	}
-	fs.Usage = func() {}
 	usageErr := func(format string, a ...any) (config, error) {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintf(stderr, "echo: %v\nusage: echo [flags] [port]; echo -h tells more\n", err)
 		return cfg, err
 	}
-	if err := fs.Parse(args); err == flag.ErrHelp {
-		usage()
+	fail := func(format string, a ...any) error { _, err := usageErr(format, a...); return err }
+	if err := cmdline.Parse(fs, args, &cfg.port, usage, fail); err != nil {
 		return cfg, err
-	} else if err != nil {
-		// "-1" reads as a flag to the flag package; to a user it is a
-		// port out of range.
-		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
-			if _, nerr := strconv.Atoi(name); nerr == nil {
-				return usageErr("invalid port %q: want a number from 0 to 65535", "-"+name)
-			}
-		}
-		return usageErr("%v", err)
 	}
 	maxConnsSet := false
 	fs.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
-	switch fs.NArg() {
-	case 0:
-	case 1:
-		p, err := strconv.Atoi(fs.Arg(0))
-		if err != nil || p < 0 || p > 65535 {
-			return usageErr("invalid port %q: want a number from 0 to 65535", fs.Arg(0))
-		}
-		cfg.port = p
-	default:
-		return usageErr("too many arguments %q: want at most one, the port (0 to 65535)", fs.Args())
-	}
 	if cfg.engine != "event" && cfg.engine != "bufferevent" {
 		return usageErr("unknown -engine %q: want event or bufferevent", cfg.engine)
 	}
