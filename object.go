@@ -43,12 +43,7 @@ func newObject[O loopObject, A any](b *Base, self O, fd int, open func(O, A) err
 	o := self.header()
 	o.base, o.fd = b, fd
 	o.h = newHandle(self)
-	var err error
-	if b.onLoop() {
-		err = open(self, arg) // no closure to allocate
-	} else {
-		err = b.call(func() error { return open(self, arg) })
-	}
+	err := do1(self, open, arg)
 	if err != nil {
 		deleteHandle(o.h)
 	}
