@@ -209,4 +209,18 @@ func TestDoPostClosed(t *testing.T) {
 	if err := newBase(t).Do(nil); err == nil {
 		t.Error("Do(nil) returned nil")
 	}
+	// Closed from a callback while Dispatch still runs: Post refuses too.
+	b2 := newBase(t)
+	var postErr error
+	tm := newEvent(t, b2, -1, 0, func(*Event, int, Events) {
+		b2.Close()
+		postErr = b2.Post(func() { t.Error("f ran, posted after Close") })
+	})
+	tm.Active(EvTimeout)
+	if err := dispatch(t, b2); err != nil {
+		t.Fatal(err)
+	}
+	if postErr != ErrClosed {
+		t.Errorf("Post after Close in a callback: %v, want ErrClosed", postErr)
+	}
 }
