@@ -340,6 +340,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if code := f.waitExit(pid2, 10*time.Second); code != 0 {
 		t.Errorf("second process: exit status %d, want 0", code)
 	}
+	// The processes share one stderr pipe, read by another goroutine: the
+	// last line may reach it after the process has exited.
+	f.waitLine(drainedRE, 2, 5*time.Second)
 	if n := len(drainedRE.FindAllString(f.stderrText(), -1)); n != 2 {
 		t.Errorf("%d drain reports, want 2 (one per old process)", n)
 	}
