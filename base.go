@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +67,8 @@ type Base struct {
 	firstCallback time.Duration
 	polls         atomic.Uint64 // read by tests while the loop runs
 
-	busyPoll atomic.Int64 // a time.Duration; see SetBusyPoll
+	busyPoll   atomic.Int64  // a time.Duration; see SetBusyPoll
+	pollBudget atomic.Uint64 // float64 bits; see SetBusyPollBudget
 }
 
 // NewBase creates an event base (event_base_new) with libevent's pthread
@@ -108,6 +110,7 @@ var liveBases struct {
 
 func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
 	b := &Base{ptr: p, owned: owned}
+	b.pollBudget.Store(math.Float64bits(DefaultBusyPollBudget))
 	b.idle = sync.NewCond(&b.mu)
 	b.objs.prev, b.objs.next = &b.objs, &b.objs
 	liveBases.Lock()
@@ -200,7 +203,7 @@ func (b *Base) Dispatch() error {
 	}
 	var rc C.int
 	if spin := time.Duration(b.busyPoll.Load()); spin > 0 {
-		rc = b.pollLoop(spin)
+		rc = b.pollLoop(spin, math.Float64frombits(b.pollBudget.Load()))
 	} else {
 		rc = C.event_base_dispatch(b.ptr)
 	}

@@ -3,6 +3,8 @@ package evlistener
 import (
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"runtime"
@@ -530,7 +532,7 @@ func TestBusyPoll(t *testing.T) {
 
 	t.Run("polls after a callback", func(t *testing.T) {
 		b := newBaseFlags(t, BaseNoLock)
-		if err := b.SetBusyPoll(time.Hour); err != nil {
+		if err := errors.Join(b.SetBusyPoll(time.Hour), b.SetBusyPollBudget(math.Inf(1))); err != nil {
 			t.Fatal(err)
 		}
 		_, r := fireOnce(t, b)
@@ -549,35 +551,121 @@ func TestBusyPoll(t *testing.T) {
 	})
 	t.Run("sleeps once the window has passed", func(t *testing.T) {
 		b := newBase(t)
-		if err := b.SetBusyPoll(time.Millisecond); err != nil {
+		if err := errors.Join(b.SetBusyPoll(time.Millisecond), b.SetBusyPollBudget(math.Inf(1))); err != nil {
 			t.Fatal(err)
 		}
 		tid, r := fireOnce(t, b)
 		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
 		r.breakAndWait(t, b)
 	})
-	t.Run("the window", func(t *testing.T) {
-		w := pollWindow{spin: 64 * time.Microsecond, window: 64 * time.Microsecond}
+	t.Run("the budget ends polling", func(t *testing.T) {
+		// An hour's window, but the default budget: a callback that works
+		// for 2 ms earns 200 µs of polling, and then the loop sleeps.
+		b := newBase(t)
+		if err := b.SetBusyPoll(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		tids := make(chan int, 1)
+		tm, err := NewTimer(b, func(*Event, int, Events) {
+			for start := time.Now(); time.Since(start) < 2*time.Millisecond; {
+			}
+			tids <- syscall.Gettid()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tm.Close()
+		if err := errors.Join(tm.Add(time.Microsecond), b.LoopExit(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		r := goDispatch(b)
+		tid := recv(t, tids, "the timer callback")
+		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
+		if n := b.polls.Load(); n == 0 {
+			t.Error("the loop never polled on the credit the callback earned")
+		}
+		r.breakAndWait(t, b)
+	})
+	t.Run("the budget", func(t *testing.T) {
+		const us = time.Microsecond
+		p := newPoller(50*us, 0.1)
 		for i, step := range []struct {
-			gap, want time.Duration
+			gap, busy, limit time.Duration
 		}{
-			{10 * time.Microsecond, 64 * time.Microsecond}, // caught by polling: stays
-			{time.Millisecond, 32 * time.Microsecond},      // seldom: halves
-			{time.Second, 16 * time.Microsecond},
-			{65 * time.Microsecond, 8 * time.Microsecond},
-			{64 * time.Microsecond, 64 * time.Microsecond}, // within spin: restored
-			{time.Millisecond, 32 * time.Microsecond},
+			{time.Second, 100 * us, 10 * us},    // earned a tenth of its work
+			{4 * us, 0, 6 * us},                 // caught after 4 µs: spent
+			{30 * us, 0, 0},                     // missed: all spent, and work comes later than thought
+			{20 * us, 80 * us, 0},               // 8 µs earned, 12 µs expected: saving up
+			{20 * us, 40 * us, 12 * us},         // enough
+			{time.Second, time.Second, 50 * us}, // earnings stop at the window
+			{time.Second, 0, 0},                 // missed a whole window: expects 100 µs
+			{time.Second, 400 * us, 0},          // 40 µs is not enough
+			{time.Second, 100 * us, 50 * us},    // a full window is: a probe
 		} {
-			w.workAfter(step.gap)
-			if w.window != step.want {
-				t.Fatalf("step %d: work %v after the last: window %v, want %v", i, step.gap, w.window, step.want)
+			p.worked(step.gap, step.busy)
+			if got := p.limit(); got != step.limit {
+				t.Fatalf("step %d: work %v after the last, busy %v: polls for %v, want %v (%+v)", i, step.gap, step.busy, got, step.limit, p)
 			}
 		}
-		for range 64 {
-			w.workAfter(time.Second)
+		if fresh := newPoller(50*us, 0.1); fresh.limit() != 0 {
+			t.Errorf("a loop that has not worked polls for %v, want 0", fresh.limit())
 		}
-		if w.window != 0 {
-			t.Fatalf("window %v after 64 seldom bursts, want 0", w.window)
+		u := newPoller(50*us, math.Inf(1))
+		for _, gap := range []time.Duration{0, 10 * us, time.Second} {
+			u.worked(gap, 0)
+			if got := u.limit(); got != 50*us {
+				t.Fatalf("no budget: polls for %v, want the window", got)
+			}
+		}
+	})
+	t.Run("polling stays within the budget", func(t *testing.T) {
+		// Whatever the work, the time spent polling (up to the work or
+		// the limit, whichever came first) stays within the budget's share
+		// of the time worked, plus at most one window.
+		const spin = 50 * time.Microsecond
+		rng := rand.New(rand.NewPCG(1, 2))
+		for _, share := range []float64{0, 0.1, 0.5} {
+			p := newPoller(spin, share)
+			var polled, worked time.Duration
+			caught := 0
+			for range 100000 {
+				var gap time.Duration
+				switch rng.IntN(3) {
+				case 0:
+					gap = time.Duration(rng.Int64N(int64(5 * time.Microsecond)))
+				case 1:
+					gap = time.Duration(rng.Int64N(int64(100 * time.Microsecond)))
+				default:
+					gap = time.Duration(rng.Int64N(int64(10 * time.Millisecond)))
+				}
+				busy := time.Duration(rng.Int64N(int64(30 * time.Microsecond)))
+				limit := p.limit()
+				if gap <= limit {
+					caught++
+				}
+				polled += min(gap, limit)
+				worked += busy
+				p.worked(gap, busy)
+			}
+			if bound := time.Duration(share*float64(worked)) + spin; polled > bound {
+				t.Errorf("share %v: polled %v for %v of work, more than %v", share, polled, worked, bound)
+			}
+			if share > 0 && caught == 0 {
+				t.Errorf("share %v: polling caught no work", share)
+			}
+		}
+	})
+	t.Run("bad budget", func(t *testing.T) {
+		b := newBase(t)
+		for _, share := range []float64{-0.1, math.NaN(), math.Inf(-1)} {
+			if err := b.SetBusyPollBudget(share); err == nil {
+				t.Errorf("SetBusyPollBudget(%v) accepted", share)
+			}
+		}
+		for _, share := range []float64{0, 0.1, 2, math.Inf(1)} {
+			if err := b.SetBusyPollBudget(share); err != nil {
+				t.Errorf("SetBusyPollBudget(%v): %v", share, err)
+			}
 		}
 	})
 	t.Run("closed base", func(t *testing.T) {
@@ -585,6 +673,9 @@ func TestBusyPoll(t *testing.T) {
 		b.Close()
 		if err := b.SetBusyPoll(time.Second); err != ErrClosed {
 			t.Fatalf("SetBusyPoll on a closed base: %v, want ErrClosed", err)
+		}
+		if err := b.SetBusyPollBudget(1); err != ErrClosed {
+			t.Fatalf("SetBusyPollBudget on a closed base: %v, want ErrClosed", err)
 		}
 	})
 }

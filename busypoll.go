@@ -6,9 +6,15 @@ package evlistener
 import "C"
 
 import (
+	"errors"
+	"math"
 	"runtime"
 	"time"
 )
+
+// DefaultBusyPollBudget is the share of its time in callbacks that a loop
+// may spend polling, unless SetBusyPollBudget says otherwise.
+const DefaultBusyPollBudget = 0.1
 
 // SetBusyPoll makes Dispatch keep polling for events, without sleeping, for
 // up to d after each turn of the loop that ran a Go callback, before it
@@ -16,12 +22,17 @@ import (
 // request/response server the next request often arrives within
 // microseconds of the last answer: polling catches it without the thread
 // falling asleep and being woken, which is much of the latency of a round
-// trip, at the price of CPU time spent polling (at most d per burst of
-// activity). The window adapts: while work keeps coming later than d after
-// the last, it halves each time, so that a loop whose work comes seldom
-// soon stops polling; work within d restores it. The Go runtime's
-// scheduler spins in the same way before it parks a thread. It takes effect from the next Dispatch; it may be called
-// from any goroutine.
+// trip, at the price of CPU time spent polling.
+//
+// Polling is kept to what it is worth. The loop earns polling time as it
+// works: a share of the time its callbacks run (the budget; 10 % unless
+// SetBusyPollBudget says otherwise). It polls only when it has earned as
+// much as work has lately taken to come, and then for no longer than it
+// has earned, so polling adds at most that share to the loop's CPU time,
+// and an idle loop, which earns nothing, does not poll. Polls that found
+// nothing in time teach it that work comes later: it saves up for longer
+// before it polls again. It takes effect from the next Dispatch; it may
+// be called from any goroutine.
 func (b *Base) SetBusyPoll(d time.Duration) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -32,28 +43,45 @@ func (b *Base) SetBusyPoll(d time.Duration) error {
 	return nil
 }
 
+// SetBusyPollBudget sets the share of its time in callbacks that a loop
+// with SetBusyPoll may spend polling on top (DefaultBusyPollBudget, 0.1,
+// unless set). A larger share buys lower latency on a connection whose
+// requests come a little later than the answers go out, for more CPU time:
+// math.Inf(1) polls for the whole SetBusyPoll window after every turn that
+// did work, whatever it costs; 0 never polls. A negative or NaN share is
+// an error. It takes effect from the next Dispatch; it may be called from
+// any goroutine.
+func (b *Base) SetBusyPollBudget(share float64) error {
+	if share < 0 || math.IsNaN(share) {
+		return errors.New("evlistener: SetBusyPollBudget: the share must be 0 or more")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	b.pollBudget.Store(math.Float64bits(share))
+	return nil
+}
+
 // pollLoop is event_base_dispatch with busy polling: one turn of the loop
 // at a time (event_base_loop), without blocking (EVLOOP_NONBLOCK) while the
-// last callback ran less than a polling window ago, blocking (EVLOOP_ONCE)
-// otherwise. It returns as event_base_dispatch does: 1 when nothing is
-// pending, -1 on a backend error, 0 after LoopBreak or LoopExit.
-//
-// The window adapts. Work that came within spin of the last would have
-// been caught by polling: the window is spin. Work that came later was not:
-// the window halves, so that a loop whose work comes seldom soon stops
-// spending CPU time on polls that find nothing.
-func (b *Base) pollLoop(spin time.Duration) C.int {
+// last callback ran less than the poller's limit ago, blocking
+// (EVLOOP_ONCE) otherwise. It returns as event_base_dispatch does: 1 when
+// nothing is pending, -1 on a backend error, 0 after LoopBreak or LoopExit.
+func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// Between turns the goroutine is in Go, where the scheduler could move
 	// it to another thread: libevent and C callbacks would no longer see
 	// one loop thread, as they do in event_base_dispatch.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	w := pollWindow{spin: spin, window: spin}
-	lastActive := time.Since(clockStart) - spin
+	p := newPoller(spin, share)
+	lastActive := time.Since(clockStart)
+	limit := p.limit()
 	for {
 		b.firstCallback = 0
 		mode := C.int(C.EVLOOP_ONCE)
-		if now := time.Since(clockStart); now-lastActive < w.window {
+		if now := time.Since(clockStart); now-lastActive < limit {
 			mode = C.EVLOOP_NONBLOCK
 			b.polls.Add(1)
 			b.yieldIfDueAt(now) // no callback may run for a while
@@ -66,22 +94,62 @@ func (b *Base) pollLoop(spin time.Duration) C.int {
 			return 0
 		}
 		if b.firstCallback != 0 { // Go callbacks ran
-			w.workAfter(b.firstCallback - lastActive)
-			lastActive = time.Since(clockStart)
+			now := time.Since(clockStart)
+			p.worked(b.firstCallback-lastActive, now-b.firstCallback)
+			lastActive = now
+			limit = p.limit()
 		}
 	}
 }
 
-// pollWindow is how long pollLoop polls after the last work: spin at most.
-type pollWindow struct {
-	spin, window time.Duration
+// poller decides how long pollLoop polls after the last work: the
+// budget's bookkeeping.
+type poller struct {
+	spin  time.Duration // SetBusyPoll: the most it polls after work
+	share float64       // SetBusyPollBudget
+	// credit is the polling time earned and not yet spent, at most spin:
+	// share of the time callbacks ran, less the time spent polling.
+	credit time.Duration
+	// expect is how long work has lately taken to come after the last:
+	// the time polls took to catch it, or a lower bound learnt from polls
+	// that caught nothing. The loop polls only with at least that much
+	// credit, or a full one.
+	expect time.Duration
+	// unlimited: a share of +Inf; it always polls for spin.
+	unlimited bool
 }
 
-// workAfter adapts the window to work that came gap after the last.
-func (w *pollWindow) workAfter(gap time.Duration) {
-	if gap <= w.spin {
-		w.window = w.spin // polling would have caught it
-	} else {
-		w.window /= 2
+func newPoller(spin time.Duration, share float64) poller {
+	return poller{spin: spin, share: share, unlimited: math.IsInf(share, 1)}
+}
+
+// limit is how long to poll after the last work.
+func (p *poller) limit() time.Duration {
+	if p.unlimited {
+		return p.spin
 	}
+	if p.credit < p.expect && p.credit < p.spin {
+		return 0 // saving up
+	}
+	return p.credit
+}
+
+// worked records a turn whose callbacks started gap after the end of the
+// last work and then ran for busy.
+func (p *poller) worked(gap, busy time.Duration) {
+	if p.unlimited {
+		return
+	}
+	polled := p.limit()
+	switch {
+	case gap <= polled: // caught
+		polled = gap
+		p.expect = (3*p.expect + gap) / 4
+	case polled > 0: // it came later than polling went on
+		p.expect = min(gap, 2*max(p.expect, polled))
+	default: // it came while the loop slept: sooner than expected?
+		p.expect = min(p.expect, gap)
+	}
+	earned := time.Duration(p.share * float64(busy))
+	p.credit = min(max(p.credit-polled+earned, 0), p.spin)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -38,8 +39,8 @@ func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
 type baseKind struct {
 	name  string
 	flags BaseFlag
-	// busyPoll sets SetBusyPoll(time.Hour): Dispatch polls without ever
-	// sleeping once a callback has run.
+	// busyPoll sets SetBusyPoll(time.Hour) with no budget: Dispatch polls
+	// without ever sleeping once a callback has run.
 	busyPoll bool
 }
 
@@ -55,7 +56,7 @@ var baseKinds = []baseKind{
 func (k baseKind) open() (*Base, error) {
 	b, err := NewBaseWithFlags(k.flags)
 	if err == nil && k.busyPoll {
-		err = b.SetBusyPoll(time.Hour)
+		err = errors.Join(b.SetBusyPoll(time.Hour), b.SetBusyPollBudget(math.Inf(1)))
 	}
 	return b, err
 }

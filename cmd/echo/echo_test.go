@@ -91,6 +91,9 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"-idle", "-1s", port}, "-idle"},
 		{[]string{"-busy-poll", "-1us", port}, "-busy-poll"},
 		{[]string{"-busy-poll", "2s", port}, "-busy-poll"},
+		{[]string{"-busy-poll-budget", "-0.5", port}, "-busy-poll-budget"},
+		{[]string{"-busy-poll-budget", "NaN", port}, "-busy-poll-budget"},
+		{[]string{"-busy-poll-budget", "lots", port}, "-busy-poll-budget"},
 		{[]string{"-no-such-flag", port}, "no-such-flag"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -271,6 +274,26 @@ func TestClientThatDoesNotRead(t *testing.T) {
 		t.Logf("stalled after %d MiB; server RSS %d MiB at start, peak %d MiB", last>>20, base>>20, peak>>20)
 		p.stop(t, syscall.SIGTERM)
 	})
+}
+
+// TestBusyPollBudget: -busy-poll-budget reaches the loops. With no budget
+// the loop polls for the whole -busy-poll window after one echo, a second
+// of CPU time; with the default budget one echo earns microseconds of it.
+func TestBusyPollBudget(t *testing.T) {
+	p := startEcho(t, "-busy-poll", "1s", "-busy-poll-budget", "inf")
+	c := p.Dial(t)
+	if err := echoByte(c, 'x', 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before, err := p.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.WaitFor(t, 5*time.Second, "the loop to poll for 200 ms of CPU time after one echo", func() bool {
+		now, err := p.CPUTime()
+		return err == nil && now-before >= 200*time.Millisecond
+	})
+	p.stop(t, syscall.SIGTERM)
 }
 
 // echoByte writes b on c and reads it back within d.

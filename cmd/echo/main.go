@@ -21,10 +21,14 @@
 //	-idle D           close connections idle that long (default 5m; 0: never)
 //	-loops N          event loops, each on its own OS thread with its own
 //	                  listener on the port (SO_REUSEPORT) (default 1)
-//	-busy-poll D      after serving a burst, a loop polls for that long
-//	                  before it sleeps: the next request is often that close
-//	                  (default 50µs; 0: sleep at once). Costs at most D of
-//	                  CPU per burst.
+//	-busy-poll D      after serving a burst, a loop polls for up to that
+//	                  long before it sleeps: the next request is often that
+//	                  close (default 50µs; 0: sleep at once)
+//	-busy-poll-budget F
+//	                  the share of its working time a loop may spend
+//	                  polling (default 0.1: polling adds at most a tenth to
+//	                  the CPU time; inf: poll the whole -busy-poll window
+//	                  after every burst, the lowest latency for the most CPU)
 //	-drain D          after an upgrade, serve this process's connections for
 //	                  at most that long, then close them (default 30s)
 //	-upgrade-timeout D
@@ -59,6 +63,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evlistener/evlistener"
 	"github.com/evlistener/evlistener/internal/cmdline"
 )
 
@@ -85,6 +90,7 @@ type config struct {
 	idle       time.Duration
 	loops      int
 	busyPoll   time.Duration
+	pollBudget float64
 	drain      time.Duration
 	upgradeIn  time.Duration
 }
@@ -221,6 +227,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.idle, "idle", 5*time.Minute, "close connections idle this long; 0: never")
 	fs.IntVar(&cfg.loops, "loops", 1, "event loops on their own threads, sharing the port (SO_REUSEPORT)")
 	fs.DurationVar(&cfg.busyPoll, "busy-poll", defaultBusyPoll, "after a burst of work, poll this long before sleeping; 0: never")
+	fs.Float64Var(&cfg.pollBudget, "busy-poll-budget", evlistener.DefaultBusyPollBudget, "share of its working time a loop may spend polling; inf: no limit")
 	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
 	fs.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
 	usage := func() {
@@ -265,6 +272,9 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.busyPoll < 0 || cfg.busyPoll > time.Second {
 		return usageErr("-busy-poll %v: want 0 to 1s", cfg.busyPoll)
+	}
+	if !(cfg.pollBudget >= 0) { // NaN too
+		return usageErr("-busy-poll-budget %v: want 0 or more (inf: no limit)", cfg.pollBudget)
 	}
 	if cfg.idle < 0 {
 		return usageErr("-idle %v: want 0 (never) or more", cfg.idle)

@@ -256,6 +256,33 @@ func (p *Process) RSS() (int64, error) {
 	return 0, errors.New("no VmRSS in /proc/PID/status")
 }
 
+// CPUTime reads the user and system time the server has used from
+// /proc/PID/stat (in USER_HZ ticks, 100 a second on Linux).
+func (p *Process) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("no command name in /proc/PID/stat")
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3
+	if len(f) < 13 {
+		return 0, errors.New("short /proc/PID/stat")
+	}
+	var ticks int64
+	for _, v := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
 // SampleRSS records the server's peak RSS every 10 ms until stop is closed;
 // the returned channel then gives the peak.
 func (p *Process) SampleRSS(t testing.TB, stop <-chan struct{}) <-chan int64 {
