@@ -4,7 +4,7 @@
 // For each workload and round it starts every server in turn (pinned to CPU
 // 0), waits for its "echo: listening on HOST:PORT" line, runs bin/loadgen
 // against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
-// right next to the one it is compared with (cecho and echo-bufferevent,
+// right next to the one it is compared with (echo-bufferevent-nopoll, cecho and echo-bufferevent,
 // crawecho and echo-event, echo-nopoll, goecho, echo and gnetecho), and every other round
 // runs the list backwards (A B C, C B A, …): a machine whose speed drifts
 // then hits both sides of a ratio alike, first one way, then the other. It reports per server and workload the median
@@ -349,7 +349,7 @@ func fatal(err error) {
 // servers it does not know keep their place at the end.
 func runOrder(servers []server) []server {
 	rank := map[string]int{}
-	for i, name := range []string{"cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho"} {
+	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho"} {
 		rank[name] = i + 1
 	}
 	order := slices.Clone(servers)
@@ -367,7 +367,7 @@ func runOrder(servers []server) []server {
 }
 
 // benchServers are the servers `make bench` runs by default.
-var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "echo-nopoll"}
+var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
 
 // catalog is every server the runner knows; the echo ones are the
 // library's cmd/echo.

@@ -181,14 +181,14 @@ func TestStallsAloneAreTimingFailures(t *testing.T) {
 
 func TestRunOrderPutsComparedServersSideBySide(t *testing.T) {
 	var servers []server
-	for _, n := range []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-event", "echo", "echo-nopoll", "other"} {
+	for _, n := range []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll", "other"} {
 		servers = append(servers, server{Name: n})
 	}
 	var got []string
 	for _, s := range runOrder(servers) {
 		got = append(got, s.Name)
 	}
-	want := "cecho echo-bufferevent crawecho echo-event echo-nopoll goecho echo gnetecho other"
+	want := "echo-bufferevent-nopoll cecho echo-bufferevent crawecho echo-event echo-nopoll goecho echo gnetecho other"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("run order %v, want %s", got, want)
 	}
@@ -246,13 +246,51 @@ func TestLoadBoundRatios(t *testing.T) {
 					t.Errorf("load-bound 1x64B: want the CPU-efficiency ratios first, after a line naming 1x64B:\n%s", md)
 				}
 				if !strings.Contains(md, "| echo-event/crawecho | ≥ 0.95 | 1.00 pass † | 1.00 pass |") ||
-					!strings.Contains(md, "| echo-event/crawecho | 1.00 † | 1.00 |") {
+					!strings.Contains(md, "| echo-event/crawecho | reference | 1.00 † | 1.00 |") {
 					t.Errorf("the load-bound cells (and only they) should carry †:\n%s", md)
 				}
 			} else if opsAt > cpuAt || strings.Contains(md, "†") {
 				t.Errorf("nothing load-bound: want the ops/s ratios first and no mark:\n%s", md)
 			}
 		})
+	}
+}
+
+func TestCPUTargets(t *testing.T) {
+	// CPU per op: crawecho 9.5 µs, echo-nopoll 10, echo 10.5 and 11.5,
+	// cecho and echo-bufferevent-nopoll 10 each: the binding 5 % over C
+	// fails ≥ 0.97; busy polling 5 % over passes ≥ 0.91, 15 % over fails;
+	// the targets hold on accept too.
+	cpu := map[string]map[string]float64{
+		"crawecho":                {"1x64B": 9.5, "accept": 9.5},
+		"echo-nopoll":             {"1x64B": 10, "accept": 10},
+		"echo":                    {"1x64B": 10.5, "accept": 11.5},
+		"cecho":                   {"1x64B": 10, "accept": 10},
+		"echo-bufferevent-nopoll": {"1x64B": 10, "accept": 10},
+	}
+	var runs []runRecord
+	var servers []string
+	for s := range cpu {
+		servers = append(servers, s)
+	}
+	for _, w := range []string{"1x64B", "accept"} {
+		for round := 1; round <= 3; round++ {
+			for s, c := range cpu {
+				r := rec(s, w, round, 100, 0)
+				r.ServerCPUus = c[w]
+				runs = append(runs, r)
+			}
+		}
+	}
+	md := summarise(testConfig(3), names(servers), runs).markdown()
+	for _, want := range []string{
+		"| echo-nopoll/crawecho | ≥ 0.97 | 0.95 **FAIL** | 0.95 **FAIL** |",
+		"| echo/echo-nopoll | ≥ 0.91 | 0.95 pass | 0.87 **FAIL** |",
+		"| echo-bufferevent-nopoll/cecho | ≥ 0.97 | 1.00 pass | 1.00 pass |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in:\n%s", want, md)
+		}
 	}
 }
 

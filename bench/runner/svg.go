@@ -11,14 +11,15 @@ import (
 // servers in warm colours (Okabe-Ito, readable with colour blindness). Each
 // library engine sits next to its C reference in hue order.
 var colours = map[string]string{
-	"cecho":            "#56B4E9",
-	"crawecho":         "#0072B2",
-	"goecho":           "#999999",
-	"gnetecho":         "#009E73",
-	"echo-bufferevent": "#E69F00",
-	"echo-event":       "#D55E00",
-	"echo":             "#CC79A7",
-	"echo-nopoll":      "#F0E442",
+	"cecho":                   "#56B4E9",
+	"crawecho":                "#0072B2",
+	"goecho":                  "#999999",
+	"gnetecho":                "#009E73",
+	"echo-bufferevent":        "#E69F00",
+	"echo-event":              "#D55E00",
+	"echo":                    "#CC79A7",
+	"echo-nopoll":             "#F0E442",
+	"echo-bufferevent-nopoll": "#882255",
 }
 
 func colour(i int, name string) string {
