@@ -113,13 +113,13 @@ type eventConn struct {
 	write   *evlistener.Event // made the first time a write stops short
 	pending []byte
 	sent    int // of pending
-	// The callbacks, made once.
-	onReadable, onWritable evlistener.EventFunc
+	// The read callback, made once.
+	onReadable evlistener.EventFunc
 }
 
 func newEventConn(lp *loop, fd int) (conn, error) {
 	c := &eventConn{lp: lp, fd: fd}
-	c.onReadable, c.onWritable = c.readable, c.writable
+	c.onReadable = c.readable
 	var err error
 	if c.ev, err = evlistener.NewEvent(lp.base, fd, evlistener.EvRead|evlistener.EvPersist, c.onReadable); err != nil {
 		syscall.Close(fd)
@@ -134,8 +134,6 @@ func newEventConn(lp *loop, fd int) (conn, error) {
 }
 
 // readable reads what arrived into the loop's buffer and writes it back.
-// The socket is non-blocking, so the calls are raw system calls: no
-// scheduler round trip on the loop thread.
 func (c *eventConn) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
 	if what&evlistener.EvTimeout != 0 {
 		c.close()
@@ -165,7 +163,7 @@ func (c *eventConn) readable(ev *evlistener.Event, fd int, what evlistener.Event
 	c.sent = 0
 	if c.write == nil {
 		var err error
-		c.write, err = evlistener.NewEvent(c.lp.base, c.fd, evlistener.EvWrite|evlistener.EvPersist, c.onWritable)
+		c.write, err = evlistener.NewEvent(c.lp.base, c.fd, evlistener.EvWrite|evlistener.EvPersist, c.writable)
 		if err != nil {
 			c.close()
 			return
@@ -183,6 +181,19 @@ func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 	n, _, errno := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	return int(n), errno
 }
+
+// The calls on a connection's socket are raw system calls: none of them
+// blocks (the socket is non-blocking, and close(2) on it lingers in the
+// kernel, not here), so the loop thread needs no scheduler round trip.
+
+// setNoDelay sets TCP_NODELAY.
+func setNoDelay(fd int) {
+	one := int32(1)
+	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// rawClose is close(2).
+func rawClose(fd int) { syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0) }
 
 // rawSend is send(2) with MSG_NOSIGNAL on a non-blocking socket: a peer that
 // went away gives EPIPE, not SIGPIPE.
@@ -230,5 +241,5 @@ func (c *eventConn) release() {
 	if c.write != nil {
 		c.write.Close()
 	}
-	syscall.Close(c.fd)
+	rawClose(c.fd)
 }

@@ -215,7 +215,7 @@ func (srv *server) shutdown() (conns int) {
 // accept runs on the loop for each new client.
 func (lp *loop) accept(l *evlistener.Listener, fd int, _ net.Addr) {
 	// Small messages go out at once rather than wait for Nagle's timer.
-	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	setNoDelay(fd)
 	var c conn
 	var err error
 	if lp.srv.cfg.engine == "bufferevent" {
