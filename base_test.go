@@ -588,27 +588,58 @@ func TestBusyPoll(t *testing.T) {
 	})
 	t.Run("the budget", func(t *testing.T) {
 		const us = time.Microsecond
-		p := newPoller(50*us, 0.1)
-		for i, step := range []struct {
-			gap, busy, limit time.Duration
-		}{
-			{time.Second, 100 * us, 10 * us},    // earned a tenth of its work
-			{4 * us, 0, 6 * us},                 // caught after 4 µs: spent
-			{30 * us, 0, 0},                     // missed: all spent, and work comes later than thought
-			{20 * us, 80 * us, 0},               // 8 µs earned, 12 µs expected: saving up
-			{20 * us, 40 * us, 12 * us},         // enough
-			{time.Second, time.Second, 50 * us}, // earnings stop at the window
-			{time.Second, 0, 0},                 // missed a whole window: expects 100 µs
-			{time.Second, 400 * us, 0},          // 40 µs is not enough
-			{time.Second, 100 * us, 50 * us},    // a full window is: a probe
-		} {
-			p.worked(step.gap, step.busy)
-			if got := p.limit(); got != step.limit {
-				t.Fatalf("step %d: work %v after the last, busy %v: polls for %v, want %v (%+v)", i, step.gap, step.busy, got, step.limit, p)
-			}
-		}
-		if fresh := newPoller(50*us, 0.1); fresh.limit() != 0 {
+		fresh := newPoller(50*us, 0.1)
+		if fresh.limit() != 0 {
 			t.Errorf("a loop that has not worked polls for %v, want 0", fresh.limit())
+		}
+		// Work earns a tenth of its time.
+		p := newPoller(50*us, 0.1)
+		p.worked(time.Second, 100*us)
+		if l := p.limit(); l <= 0 || l > 10*us {
+			t.Fatalf("after 100 µs of work: polls for %v, want more than 0, at most 10 µs", l)
+		}
+		// Work that comes 8 µs after the last, after 100 µs of work each
+		// time: it learns to poll about that long, not the whole credit.
+		caught := 0
+		for range 200 {
+			if p.limit() >= 8*us {
+				caught++
+			}
+			p.worked(8*us, 100*us)
+		}
+		if l := p.limit(); l < 8*us || l > 20*us {
+			t.Errorf("work every 8 µs: polls for %v, want 8 to 20 µs", l)
+		}
+		if caught < 190 {
+			t.Errorf("work every 8 µs, 10 µs earned each time: %d of 200 caught, want at least 190", caught)
+		}
+		// Work that comes 30 µs after the last with 40 µs of it: 4 µs
+		// earned each time. It saves up rather than poll short, then
+		// polls long enough.
+		polls, caught := 0, 0
+		for range 200 {
+			if l := p.limit(); l > 0 {
+				polls++
+				if l >= 30*us {
+					caught++
+				}
+			}
+			p.worked(30*us, 40*us)
+		}
+		if polls > 100 || caught < polls/2 {
+			t.Errorf("work every 30 µs, 4 µs earned each time: polled %d times of 200, caught %d, want at most 100, most caught", polls, caught)
+		}
+		// Work that always comes later than the window: only a full
+		// credit polls (a probe), once per 50 µs earned.
+		polls = 0
+		for range 1000 {
+			if p.limit() > 0 {
+				polls++
+			}
+			p.worked(time.Millisecond, 10*us)
+		}
+		if polls > 30 {
+			t.Errorf("work always late: polled %d times in 1000 turns earning 1 µs each, want about 20", polls)
 		}
 		u := newPoller(50*us, math.Inf(1))
 		for _, gap := range []time.Duration{0, 10 * us, time.Second} {

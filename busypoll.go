@@ -26,13 +26,14 @@ const DefaultBusyPollBudget = 0.1
 //
 // Polling is kept to what it is worth. The loop earns polling time as it
 // works: a share of the time its callbacks run (the budget; 10 % unless
-// SetBusyPollBudget says otherwise). It polls only when it has earned as
+// SetBusyPollBudget says otherwise). It polls only once it has earned as
 // much as work has lately taken to come, and then for no longer than it
-// has earned, so polling adds at most that share to the loop's CPU time,
-// and an idle loop, which earns nothing, does not poll. Polls that found
-// nothing in time teach it that work comes later: it saves up for longer
-// before it polls again. It takes effect from the next Dispatch; it may
-// be called from any goroutine.
+// has earned nor than twice that time, so polling adds at most that share
+// to the loop's CPU time, and an idle loop, which earns nothing, does not
+// poll. Polls that found nothing in time teach it that work comes later:
+// it saves up for longer before it polls again; work that always comes
+// later than d gets one probe per d earned. It takes effect from the next
+// Dispatch; it may be called from any goroutine.
 func (b *Base) SetBusyPoll(d time.Duration) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -123,6 +124,9 @@ func newPoller(spin time.Duration, share float64) poller {
 	return poller{spin: spin, share: share, unlimited: math.IsInf(share, 1)}
 }
 
+// minPoll is the shortest poll worth a turn: a few epoll_wait calls.
+const minPoll = time.Microsecond
+
 // limit is how long to poll after the last work.
 func (p *poller) limit() time.Duration {
 	if p.unlimited {
@@ -131,7 +135,9 @@ func (p *poller) limit() time.Duration {
 	if p.credit < p.expect && p.credit < p.spin {
 		return 0 // saving up
 	}
-	return p.credit
+	// Work that has not come in twice the time it takes lately is likely
+	// to come late this time: stop there, and keep the rest for later.
+	return min(p.credit, max(2*p.expect, minPoll))
 }
 
 // worked records a turn whose callbacks started gap after the end of the
@@ -146,7 +152,7 @@ func (p *poller) worked(gap, busy time.Duration) {
 		polled = gap
 		p.expect = (3*p.expect + gap) / 4
 	case polled > 0: // it came later than polling went on
-		p.expect = min(gap, 2*max(p.expect, polled))
+		p.expect = min(gap, (3*p.expect+2*polled)/4)
 	default: // it came while the loop slept: sooner than expected?
 		p.expect = min(p.expect, gap)
 	}
