@@ -354,19 +354,9 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}
 
-	fmt.Fprintf(&b, "\n### Throughput: median ops/s (median p99 latency)\n\n")
-	b.WriteString(tableHead("server", "", rep.Workloads))
-	for _, s := range rep.Servers {
-		fmt.Fprintf(&b, "| %s |", s)
-		for _, w := range rep.Workloads {
-			if c := rep.Summary[s][w]; c != nil {
-				fmt.Fprintf(&b, " %s (%s) |", fmtOps(c.OpsPerSec), fmtMicros(c.P99us))
-			} else {
-				b.WriteString(" failed |")
-			}
-		}
-		b.WriteString("\n")
-	}
+	rep.serverTable(&b, "Throughput: median ops/s (median p99 latency)", "failed", func(c *cell) string {
+		return fmt.Sprintf("%s (%s)", fmtOps(c.OpsPerSec), fmtMicros(c.P99us))
+	})
 
 	// Where the load core was saturated, ops/s ratios may measure the load
 	// generator: the CPU-efficiency ratios come first there.
@@ -383,19 +373,9 @@ func (rep *report) markdown() string {
 		b.WriteString(rep.cpuRatiosMarkdown())
 	}
 
-	fmt.Fprintf(&b, "\n### Noise: spread of ops/s across rounds, (max − min) / median\n\n")
-	b.WriteString(tableHead("server", "", rep.Workloads))
-	for _, s := range rep.Servers {
-		fmt.Fprintf(&b, "| %s |", s)
-		for _, w := range rep.Workloads {
-			if c := rep.Summary[s][w]; c != nil {
-				fmt.Fprintf(&b, " %.0f%% |", c.SpreadPct)
-			} else {
-				b.WriteString(" – |")
-			}
-		}
-		b.WriteString("\n")
-	}
+	rep.serverTable(&b, "Noise: spread of ops/s across rounds, (max − min) / median", "–", func(c *cell) string {
+		return fmt.Sprintf("%.0f%%", c.SpreadPct)
+	})
 
 	fmt.Fprintf(&b, "\n### Load generator and machine, median over runs\n\n")
 	b.WriteString(tableHead("", "", rep.Workloads))
@@ -504,22 +484,30 @@ func (rep *report) ratiosMarkdown() string {
 	return b.String()
 }
 
-// cpuPerOpMarkdown is the table of each server's CPU time per op.
-func (rep *report) cpuPerOpMarkdown() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n### Server CPU time per op, µs (median; lower is better)\n\n")
+// serverTable writes a table titled title with a row per server and a
+// column per workload: cell's text of the summary, or missing without one.
+func (rep *report) serverTable(b *strings.Builder, title, missing string, text func(*cell) string) {
+	fmt.Fprintf(b, "\n### %s\n\n", title)
 	b.WriteString(tableHead("server", "", rep.Workloads))
 	for _, s := range rep.Servers {
-		fmt.Fprintf(&b, "| %s |", s)
+		fmt.Fprintf(b, "| %s |", s)
 		for _, w := range rep.Workloads {
 			if c := rep.Summary[s][w]; c != nil {
-				fmt.Fprintf(&b, " %.1f |", c.CPUusOp)
+				b.WriteString(" " + text(c) + " |")
 			} else {
-				b.WriteString(" – |")
+				b.WriteString(" " + missing + " |")
 			}
 		}
 		b.WriteString("\n")
 	}
+}
+
+// cpuPerOpMarkdown is the table of each server's CPU time per op.
+func (rep *report) cpuPerOpMarkdown() string {
+	var b strings.Builder
+	rep.serverTable(&b, "Server CPU time per op, µs (median; lower is better)", "–", func(c *cell) string {
+		return fmt.Sprintf("%.1f", c.CPUusOp)
+	})
 	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
 	return b.String()
 }
