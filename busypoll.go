@@ -79,14 +79,20 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	p := newPoller(spin, share)
 	lastActive := time.Since(clockStart)
 	limit := p.limit()
+	// justWorked: the last turn ran callbacks. The first turn after work
+	// polls whenever the poller allows any polling, however long the
+	// bookkeeping took (a slow machine, or a sanitizer, can take longer
+	// than a short limit between the callback and this check).
+	justWorked := false
 	for {
 		b.firstCallback = 0
 		mode := C.int(C.EVLOOP_ONCE)
-		if now := time.Since(clockStart); now-lastActive < limit {
+		if now := time.Since(clockStart); limit > 0 && (justWorked || now-lastActive < limit) {
 			mode = C.EVLOOP_NONBLOCK
 			b.polls.Add(1)
 			b.yieldIfDueAt(now) // no callback may run for a while
 		}
+		justWorked = false
 		if rc := C.event_base_loop(b.ptr, mode); rc != 0 {
 			return rc
 		}
@@ -99,6 +105,7 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 			p.worked(b.firstCallback-lastActive, now-b.firstCallback)
 			lastActive = now
 			limit = p.limit()
+			justWorked = true
 		}
 	}
 }
