@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/ctest"
 )
 
 // BenchmarkAcceptCallback measures one accept callback from libevent's C
@@ -139,5 +141,52 @@ func BenchmarkConnSetup(b *testing.B) {
 			be.Enable(EvRead | EvWrite)
 			be.Close()
 		}
+	})
+}
+
+// BenchmarkConnSetupOnLoop is BenchmarkConnSetup where a server does it: on
+// the loop, inside a callback, against the same libevent calls made from C
+// ("C": event_new, event_add with a timeout, event_free, one cgo call for
+// all of them). The difference per op is what the binding adds to each
+// connection, without the noise of the kernel's accept and loopback paths
+// that a whole-server benchmark carries.
+func BenchmarkConnSetupOnLoop(b *testing.B) {
+	base, err := NewBase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	run := func(b *testing.B, f func(n int) error) {
+		b.ReportAllocs()
+		var err error
+		runOnLoop(b, base, func() { err = f(b.N) })
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("Event", func(b *testing.B) {
+		cb := func(*Event, int, Events) {}
+		run(b, func(n int) error {
+			for range n {
+				ev, err := NewEvent(base, fds[0], EvRead|EvPersist, cb)
+				if err != nil {
+					return err
+				}
+				if err := ev.Add(time.Minute); err != nil {
+					return err
+				}
+				ev.Close()
+			}
+			return nil
+		})
+	})
+	b.Run("C", func(b *testing.B) {
+		run(b, func(n int) error { return ctest.ConnSetup(base.CPtr(), fds[0], n) })
 	})
 }

@@ -177,3 +177,29 @@ void ctest_reader_free(struct ctest_reader *r)
 	close(r->fds[1]);
 	free(r);
 }
+
+static void setup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* What a C server does for each connection besides accept(2), n times: make
+ * a persistent read event on fd, add it with a timeout, free it. The C
+ * baseline of the binding's BenchmarkConnSetupOnLoop. */
+int ctest_conn_setup(struct event_base *base, int fd, int n)
+{
+	struct timeval minute = {60, 0};
+	for (int i = 0; i < n; i++) {
+		struct event *ev = event_new(base, fd, EV_READ | EV_PERSIST, setup_cb, NULL);
+		if (ev == NULL)
+			return -1;
+		if (event_add(ev, &minute) != 0) {
+			event_free(ev);
+			return -1;
+		}
+		event_free(ev);
+	}
+	return 0;
+}

@@ -98,3 +98,13 @@ func (r *Reader) Thread() uint64 { return uint64(C.ctest_reader_thread(r.p)) }
 // Free frees the event and closes both sockets. Call it before the base is
 // freed.
 func (r *Reader) Free() { C.ctest_reader_free(r.p) }
+
+// ConnSetup does, n times, what a C server does for a connection besides
+// accept(2): event_new a persistent read event on fd, event_add it with a
+// one-minute timeout, event_free it; all in C, one cgo call in all.
+func ConnSetup(p unsafe.Pointer, fd, n int) error {
+	if C.ctest_conn_setup(base(p), C.int(fd), C.int(n)) != 0 {
+		return errors.New("ctest: event_new or event_add failed")
+	}
+	return nil
+}

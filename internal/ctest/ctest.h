@@ -13,6 +13,7 @@ void ctest_base_free(struct event_base *base);
 int ctest_base_num_events(struct event_base *base);
 int ctest_run_timer(struct event_base *base);
 uint64_t ctest_thread_self(void);
+int ctest_conn_setup(struct event_base *base, int fd, int n);
 
 struct ctest_timer;
 struct ctest_timer *ctest_timer_new(struct event_base *base, long usec, int times);
