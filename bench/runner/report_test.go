@@ -324,3 +324,32 @@ func TestFromAnEarlierResultsFileMarksLoadBoundRatios(t *testing.T) {
 		t.Errorf("-saturated 0.99: threshold %v, 1x64B load-bound %v (%v): want 0.99 and false", rep.Meta.Saturated, rep.Ratios[0].Cells["1x64B"].LoadSaturated, err)
 	}
 }
+
+func TestControlPairTellsTheNoise(t *testing.T) {
+	// echo-event and echo are the same server: 10 and 10 µs per op on
+	// 1x64B, 10 and 11 on accept. The report says a ratio moves by up
+	// to 10 % by chance; without the pair it says nothing of it.
+	var runs []runRecord
+	for round := 1; round <= 3; round++ {
+		for s, cpu := range map[string][2]float64{"echo-event": {10, 10}, "echo": {10, 11}} {
+			for i, w := range []string{"1x64B", "accept"} {
+				r := rec(s, w, round, 100, 0)
+				r.ServerCPUus = cpu[i]
+				runs = append(runs, r)
+			}
+		}
+	}
+	md := summarise(testConfig(3), names([]string{"echo-event", "echo"}), runs).markdown()
+	for _, want := range []string{
+		"| echo-event/echo | reference | 1.00 | 1.10 |",
+		"echo-event/echo is one server under two names: its ratios are off 1.00 by up to 10 %",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in:\n%s", want, md)
+		}
+	}
+	md = summarise(testConfig(3), names([]string{"echo"}), runs).markdown()
+	if strings.Contains(md, "one server under two names") {
+		t.Errorf("a run without echo-event speaks of the control pair:\n%s", md)
+	}
+}
