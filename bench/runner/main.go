@@ -20,7 +20,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,6 +35,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/evlistener/evlistener/bench/internal/loadresult"
 )
@@ -56,10 +56,12 @@ type runRecord struct {
 	// Workload, which JSON writes and reads instead (the shallower field
 	// wins) and which is set even when the load generator never ran.
 	loadresult.Result
-	// ServerCPUus is the server's CPU time (user+sys, all threads) per op
-	// over the whole load run: setup and warm-up included.
+	// ServerCPUus is the server's CPU time (all threads, ns clock) per op
+	// from the load's go-ahead to the end of the window's ops (warm-up
+	// included, as in ops_all; the connections' setup and teardown not).
 	ServerCPUus float64 `json:"server_cpu_us_per_op"`
-	// LoadBusy is the load generator's CPU time over its wall time: near 1
+	// LoadBusy is the load generator's CPU time over the wall time of the
+	// same span: near 1
 	// means the load, not the server, may be what limits ops/s.
 	LoadBusy float64 `json:"load_busy"`
 	// Dropped: a noisy round that a quiet one replaced; not in any median.
@@ -68,7 +70,7 @@ type runRecord struct {
 	// other processes kept the machine busy; this record is the retry.
 	Retried string `json:"retried,omitempty"`
 	// OtherCores is how many CPUs' worth of time everything else on the
-	// machine used during the load run: near 0 on a quiet machine.
+	// machine used over that span: near 0 on a quiet machine.
 	OtherCores float64 `json:"other_cores"`
 	Error      string  `json:"error,omitempty"` // why this run does not count
 }
@@ -465,24 +467,14 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 		rec.Error = err.Error()
 		return rec
 	}
-	pid := p.cmd.Process.Pid
-	all0, allErr := machineCPU()
-	cpu0, cpuErr := processCPU(pid)
-	res, loadCPU, wall, err := runLoad(cfg, p.addr, w)
-	cpu1, cpuErr1 := processCPU(pid)
-	all1, allErr1 := machineCPU()
+	res, m, err := measuredLoad(cfg, p, w)
 	rec.Result = res
-	if wall > 0 {
-		rec.LoadBusy = loadCPU.Seconds() / wall.Seconds()
+	if m.wall > 0 {
+		rec.LoadBusy = m.load.Seconds() / m.wall.Seconds()
+		rec.OtherCores = max(0, (m.machine-m.server-m.load).Seconds()/m.wall.Seconds())
 	}
-	if cpuErr == nil && cpuErr1 == nil {
-		if res.OpsAll > 0 {
-			rec.ServerCPUus = (cpu1 - cpu0).Seconds() * 1e6 / float64(res.OpsAll)
-		}
-		if allErr == nil && allErr1 == nil && wall > 0 {
-			other := (all1 - all0) - (cpu1 - cpu0) - loadCPU
-			rec.OtherCores = max(0, other.Seconds()/wall.Seconds())
-		}
+	if res.OpsAll > 0 {
+		rec.ServerCPUus = m.server.Seconds() * 1e6 / float64(res.OpsAll)
 	}
 	if err := p.stop(err); err != nil {
 		rec.Error = err.Error()
@@ -591,48 +583,62 @@ func machineCPU() (time.Duration, error) {
 	return time.Duration(sum) * ticks, nil
 }
 
-// processCPU is the user+sys time of every thread of pid so far.
+// processCPU is the CPU time of every thread of pid so far, exited ones
+// included, in ns: the kernel's process CPU-time clock (clock_gettime with
+// the clock id clock_getcpuclockid gives, CPUCLOCK_SCHED), which /proc's
+// 10 ms ticks would round.
 func processCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
+	if pid <= 0 || pid > 1<<22 { // PID_MAX_LIMIT; a clockid_t is 32 bits
+		return 0, fmt.Errorf("CPU clock of process %d: no such pid", pid)
 	}
-	// The command name may hold spaces; the fields after it may not.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	clock := uintptr(^pid<<3 | 2) // MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+	var ts syscall.Timespec
+	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clock, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, errno)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	var utime, stime int64
-	if _, err := fmt.Sscan(f[11], &utime); err != nil {
-		return 0, err
-	}
-	if _, err := fmt.Sscan(f[12], &stime); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * ticks, nil
+	return time.Duration(ts.Nano()), nil
 }
 
-// runLoad runs bin/loadgen once, bounded in time, and tells the CPU time it
-// used and how long it ran.
-func runLoad(cfg config, addr, w string) (res loadresult.Result, cpu, wall time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), loadLimit(cfg))
-	defer cancel()
-	argv := loadArgv(cfg, addr, w)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	began := time.Now()
-	runErr := cmd.Run()
-	wall = time.Since(began)
-	if st := cmd.ProcessState; st != nil {
-		cpu = st.UserTime() + st.SystemTime()
-	}
-	res, err = loadOutcome(stdout.String(), stderr.String(), runErr)
-	return res, cpu, wall, err
+// measured is what a run's held window cost: the CPU time of the server,
+// of the load generator and of the whole machine, and how long it lasted.
+type measured struct {
+	server, load, machine, wall time.Duration
+}
+
+// measuredLoad runs bin/loadgen -hold against p with workload w and reads
+// the CPU clocks just before the load goes and just after the window's ops
+// are done: the connections' setup and teardown, and the processes'
+// start, are outside the figures, as they are outside ops_all.
+func measuredLoad(cfg config, p *serverProc, w string) (loadresult.Result, measured, error) {
+	var m measured
+	res, err := heldLoad(cfg, p.addr, w, func(loadPID int, window func() error) error {
+		type reading struct {
+			server, load, machine time.Duration
+			at                    time.Time
+		}
+		read := func() (r reading, err error) {
+			r.at = time.Now()
+			var errs [3]error
+			r.server, errs[0] = processCPU(p.cmd.Process.Pid)
+			r.load, errs[1] = processCPU(loadPID)
+			r.machine, errs[2] = machineCPU()
+			return r, errors.Join(errs[:]...)
+		}
+		r0, err := read()
+		if err != nil {
+			return err
+		}
+		if err := window(); err != nil {
+			return err
+		}
+		r1, err := read()
+		if err != nil {
+			return err
+		}
+		m = measured{server: r1.server - r0.server, load: r1.load - r0.load, machine: r1.machine - r0.machine, wall: r1.at.Sub(r0.at)}
+		return nil
+	})
+	return res, m, err
 }
 
 // loadLimit bounds one load generator run: 1000 connects plus slack.

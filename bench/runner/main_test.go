@@ -2,8 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 // A run as results.json held it before the load generator's line had one
@@ -37,4 +43,57 @@ func TestRunRecordJSON(t *testing.T) {
 			t.Errorf("read back workload %q (%v), want accept", back.Workload, err)
 		}
 	})
+}
+
+func TestProcessCPUCountsEveryThreadInNanoseconds(t *testing.T) {
+	pid := os.Getpid()
+	before, err := processCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 ms of CPU on each of three threads, one after the other, each of
+	// which then exits (a goroutine that ends locked takes its thread with
+	// it; at most one of them can be the main thread): the process's clock
+	// counts them all.
+	var burnt time.Duration
+	for range 3 {
+		done := make(chan time.Duration)
+		go func() {
+			runtime.LockOSThread()
+			for threadCPU(t) < 10*time.Millisecond {
+			}
+			done <- threadCPU(t)
+		}()
+		burnt += <-done
+	}
+	after, err := processCPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after - before; got < burnt*9/10 {
+		t.Errorf("processCPU rose by %v over %v of CPU on three other threads", got, burnt)
+	}
+	if after%time.Millisecond == 0 && before%time.Millisecond == 0 {
+		t.Errorf("processCPU reads %v and %v: whole milliseconds, not a ns clock", before, after)
+	}
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := processCPU(gone.Process.Pid); err == nil {
+		t.Error("processCPU of a process that has exited and been reaped: no error")
+	}
+	if _, err := processCPU(1 << 30); err == nil {
+		t.Error("processCPU of a pid out of range: no error")
+	}
+}
+
+// threadCPU is the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
+func threadCPU(t *testing.T) time.Duration {
+	var ts syscall.Timespec
+	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 3, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		t.Error(errno)
+		return time.Hour
+	}
+	return time.Duration(ts.Nano())
 }

@@ -514,7 +514,7 @@ func (rep *report) cpuPerOpMarkdown() string {
 	rep.serverTable(&b, "Server CPU time per op, µs (median; lower is better)", "–", func(c *cell) string {
 		return fmt.Sprintf("%.1f", c.CPUusOp)
 	})
-	b.WriteString("\nUser+sys time of the server process over the whole load run (setup and warm-up included), per op.\n")
+	b.WriteString("\nCPU time of the server process (all threads) from the load's go-ahead to the end of its ops (warm-up included; connection setup and teardown not), per op.\n")
 	return b.String()
 }
 

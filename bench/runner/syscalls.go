@@ -12,13 +12,10 @@ package main
 // does for one message.
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -128,59 +125,44 @@ func countOne(cfg config, s server, w string) (r syscallRun) {
 // heldRun runs bin/loadgen -hold against p and strace on p for the held
 // part. Every wait is bounded.
 func heldRun(cfg config, p *serverProc, w string) (map[string]syscallCount, loadresult.Result, error) {
-	var res loadresult.Result
-	ctx, cancel := context.WithTimeout(context.Background(), loadLimit(cfg)+10*time.Second)
-	defer cancel()
-	argv := loadArgv(cfg, p.addr, w, "-hold")
-	load := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stdin, err := load.StdinPipe()
-	if err != nil {
-		return nil, res, err
-	}
-	stderr, err := load.StderrPipe()
-	if err != nil {
-		return nil, res, err
-	}
-	var stdout bytes.Buffer
-	load.Stdout = &stdout
-	if err := load.Start(); err != nil {
-		return nil, res, fmt.Errorf("loadgen: %v", err)
-	}
-	var loadErr bytes.Buffer
-	stages := lines(stderr, &loadErr)
-	finish := func(err error) (map[string]syscallCount, loadresult.Result, error) {
-		stdin.Close()
-		for range stages { // to EOF, so that Wait may close the pipe
-		}
-		waitErr := load.Wait() // before stdout is read: Wait ends the copying
-		res, lerr := loadOutcome(stdout.String(), loadErr.String(), waitErr)
-		return nil, res, firstErr(err, lerr)
-	}
-	if err := waitFor(stages, "loadgen: connected", loadLimit(cfg)); err != nil {
-		return finish(fmt.Errorf("loadgen: %v", err))
-	}
-
 	f, err := os.CreateTemp("", "strace-c-*.txt")
 	if err != nil {
-		return finish(err)
+		return nil, loadresult.Result{}, err
 	}
 	f.Close()
 	defer os.Remove(f.Name())
-	tracer := exec.Command("strace", "-c", "-f", "-o", f.Name(), "-p", fmt.Sprint(p.cmd.Process.Pid))
+	res, err := heldLoad(cfg, p.addr, w, func(_ int, window func() error) error {
+		return traced(p.cmd.Process.Pid, f.Name(), window)
+	})
+	if err != nil {
+		return nil, res, err
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		return nil, res, err
+	}
+	calls, err := parseStraceC(string(b))
+	return calls, res, err
+}
+
+// traced runs window with `strace -c -f` attached to pid, its summary
+// written to out.
+func traced(pid int, out string, window func() error) error {
+	tracer := exec.Command("strace", "-c", "-f", "-o", out, "-p", fmt.Sprint(pid))
 	tracerOut, err := tracer.StderrPipe()
 	if err != nil {
-		return finish(err)
+		return err
 	}
 	if err := tracer.Start(); err != nil {
-		return finish(fmt.Errorf("strace: %v", err))
+		return fmt.Errorf("strace: %v", err)
 	}
 	var traceErr bytes.Buffer
-	traced := lines(tracerOut, &traceErr)
+	traceLines := lines(tracerOut, &traceErr)
 	stopTracer := func() error {
 		_ = tracer.Process.Signal(syscall.SIGINT) // detach, write the summary
 		done := make(chan error, 1)
 		go func() {
-			for range traced {
+			for range traceLines {
 			}
 			done <- tracer.Wait()
 		}()
@@ -201,63 +183,15 @@ func heldRun(cfg config, p *serverProc, w string) (map[string]syscallCount, load
 		}
 	}
 	// strace says "Process PID attached" once it holds every thread.
-	if err := waitFor(traced, fmt.Sprintf("strace: Process %d attached", p.cmd.Process.Pid), 5*time.Second); err != nil {
+	if err := waitFor(traceLines, fmt.Sprintf("strace: Process %d attached", pid), 5*time.Second); err != nil {
 		_ = stopTracer()
-		return finish(fmt.Errorf("strace: %v: %s", err, strings.TrimSpace(traceErr.String())))
+		return fmt.Errorf("strace: %v: %s", err, strings.TrimSpace(traceErr.String()))
 	}
-	if _, err := io.WriteString(stdin, "\n"); err != nil {
-		_ = stopTracer()
-		return finish(err)
-	}
-	waitErr := waitFor(stages, "loadgen: finished", loadLimit(cfg))
+	waitErr := window()
 	if err := stopTracer(); err != nil && waitErr == nil {
 		waitErr = fmt.Errorf("strace: %v: %s", err, strings.TrimSpace(traceErr.String()))
 	}
-	_, res, err = finish(waitErr)
-	if err != nil {
-		return nil, res, err
-	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		return nil, res, err
-	}
-	calls, err := parseStraceC(string(b))
-	return calls, res, err
-}
-
-// lines sends r's lines, keeping a copy of them in keep, and closes the
-// channel at EOF.
-func lines(r io.Reader, keep *bytes.Buffer) <-chan string {
-	ch := make(chan string, 64)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if keep.Len() < 4096 {
-				keep.WriteString(sc.Text() + "\n")
-			}
-			ch <- sc.Text()
-		}
-	}()
-	return ch
-}
-
-// waitFor reads lines until one starts with prefix, for at most limit.
-func waitFor(lines <-chan string, prefix string, limit time.Duration) error {
-	deadline := time.After(limit)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				return fmt.Errorf("exited before %q", prefix)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return nil
-			}
-		case <-deadline:
-			return fmt.Errorf("no %q within %v", prefix, limit)
-		}
-	}
+	return waitErr
 }
 
 // parseStraceC reads strace -c's table: "% time seconds usecs/call calls
