@@ -103,15 +103,8 @@ func BenchmarkHandleLookup(b *testing.B) {
 // of accept(2): wrap the socket in an event or a buffer event, arm it, and
 // free it again. No loop runs, so each call takes the base's lock.
 func BenchmarkConnSetup(b *testing.B) {
-	base, err := NewBase()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer base.Close()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
+	base := newBase(b)
+	fds := socketpair(b)
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
 	b.Run("Event", func(b *testing.B) {
@@ -151,15 +144,8 @@ func BenchmarkConnSetup(b *testing.B) {
 // connection, without the noise of the kernel's accept and loopback paths
 // that a whole-server benchmark carries.
 func BenchmarkConnSetupOnLoop(b *testing.B) {
-	base, err := NewBase()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer base.Close()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
+	base := newBase(b)
+	fds := socketpair(b)
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
 	run := func(b *testing.B, f func(n int) error) {
