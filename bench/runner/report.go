@@ -475,12 +475,7 @@ func (rep *report) ratiosMarkdown() string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### Ratios: median of per-round ops/s ratios\n\n")
-	b.WriteString(tableHead("pair", "target", rep.Workloads))
-	marked := false
-	for _, row := range rep.Ratios {
-		marked = row.markdown(&b, rep.Workloads) || marked
-	}
+	marked := rep.ratioTable(&b, "Ratios: median of per-round ops/s ratios", rep.Ratios)
 	if rep.has("echo") {
 		b.WriteString("\nThe echo/goecho and echo/gnetecho targets apply to the echo workloads; accept is shown for reference.\n")
 	}
@@ -556,18 +551,24 @@ func (row ratioRow) markdown(b *strings.Builder, workloads []string) (marked boo
 	return marked
 }
 
+// ratioTable writes a ratio table under its heading and tells whether a
+// cell is marked load-bound.
+func (rep *report) ratioTable(b *strings.Builder, title string, rows []ratioRow) (marked bool) {
+	fmt.Fprintf(b, "\n### %s\n\n", title)
+	b.WriteString(tableHead("pair", "target", rep.Workloads))
+	for _, row := range rows {
+		marked = row.markdown(b, rep.Workloads) || marked
+	}
+	return marked
+}
+
 // cpuRatiosMarkdown is the CPU-efficiency ratio table.
 func (rep *report) cpuRatiosMarkdown() string {
 	if len(rep.CPURatios) == 0 {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### CPU-efficiency ratios: median of per-round (CPU per op of the second ÷ of the first)\n\n")
-	b.WriteString(tableHead("pair", "target", rep.Workloads))
-	marked := false
-	for _, row := range rep.CPURatios {
-		marked = row.markdown(&b, rep.Workloads) || marked
-	}
+	marked := rep.ratioTable(&b, "CPU-efficiency ratios: median of per-round (CPU per op of the second ÷ of the first)", rep.CPURatios)
 	b.WriteString("\nAbove 1 the first server spends less CPU per op. These move far less than ops/s when other processes compete for the CPUs. " +
 		"Targets: the engines without busy polling within 3 % of their C reference (≥ 0.97); echo/echo-nopoll ≥ 0.91, busy polling costing at most 10 % more CPU per op.\n")
 	if pair, off := rep.controlSpread(); pair != "" {
