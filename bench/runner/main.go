@@ -3,7 +3,9 @@
 //
 // For each workload and round it starts every server in turn (pinned to CPU
 // 0), waits for its "echo: listening on HOST:PORT" line, runs bin/loadgen
-// against it (pinned to CPU 1), and stops it with SIGTERM. Each server runs
+// -hold against it (pinned to CPU 1), reads the server's CPU clock once the
+// connections are open and again once the window's ops are done, and stops
+// it with SIGTERM. Each server runs
 // right next to the one it is compared with (echo-bufferevent-nopoll, cecho and echo-bufferevent,
 // crawecho and echo-event, echo-nopoll, goecho, echo and gnetecho), and every other round
 // runs the list backwards (A B C, C B A, …): a machine whose speed drifts
@@ -61,8 +63,8 @@ type runRecord struct {
 	// included, as in ops_all; the connections' setup and teardown not).
 	ServerCPUus float64 `json:"server_cpu_us_per_op"`
 	// LoadBusy is the load generator's CPU time over the wall time of the
-	// same span: near 1
-	// means the load, not the server, may be what limits ops/s.
+	// same span: near 1 means the load, not the server, may be what
+	// limits ops/s.
 	LoadBusy float64 `json:"load_busy"`
 	// Dropped: a noisy round that a quiet one replaced; not in any median.
 	Dropped bool `json:"dropped,omitempty"`

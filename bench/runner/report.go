@@ -580,8 +580,8 @@ func (rep *report) cpuRatiosMarkdown() string {
 	return b.String()
 }
 
-// controlSpread is the control pair's CPU-efficiency row and the largest
-// distance of its medians from 1; "" when the run has no control pair.
+// controlSpread names the control pair and tells how far its
+// CPU-efficiency medians are from 1 at most; "" when the run has none.
 func (rep *report) controlSpread() (pair string, off float64) {
 	for _, p := range pairSpecs {
 		if !p.Control {
