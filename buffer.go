@@ -25,9 +25,36 @@ import (
 // Its methods may be called from any goroutine; like the buffer event's,
 // they run on the loop thread. Once the buffer event is closed they return
 // ErrClosed (Len returns 0).
+//
+// Each buffer has an end that only libevent moves, as in C: only the
+// socket adds to the input buffer, so Write and MoveTo into it fail with
+// ErrInputEnd; only the socket takes from the output buffer, so Read,
+// Drain and MoveTo from it fail with ErrOutputFront, and ReadLine on it
+// finds no line. Peek, Index and Len work on both.
 type Buffer struct {
 	be  *BufferEvent
 	ptr *C.struct_evbuffer // owned by the loop
+}
+
+var (
+	// ErrInputEnd: data was written into a buffer event's input buffer,
+	// whose end only the socket adds to.
+	ErrInputEnd = errors.New("evlistener: only the socket adds to a buffer event's input buffer")
+	// ErrOutputFront: data was read or drained from a buffer event's
+	// output buffer, whose front only the socket takes from.
+	ErrOutputFront = errors.New("evlistener: only the socket takes from a buffer event's output buffer")
+)
+
+// frozen is the error of an operation on the end of buf that libevent
+// keeps: adding (add) to the input, or taking from the output.
+func (buf *Buffer) frozen(add bool) error {
+	switch {
+	case add && buf == &buf.be.in:
+		return ErrInputEnd
+	case !add && buf == &buf.be.out:
+		return ErrOutputFront
+	}
+	return nil
 }
 
 // header makes a Buffer's methods run as its buffer event's do.
@@ -61,6 +88,9 @@ func (buf *Buffer) Read(p []byte) (int, error) {
 }
 
 func (buf *Buffer) read(p []byte) (int, error) {
+	if err := buf.frozen(false); err != nil {
+		return 0, opError("read", err)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -87,6 +117,9 @@ func (buf *Buffer) Write(p []byte) (int, error) {
 }
 
 func (buf *Buffer) write(p []byte) (int, error) {
+	if err := buf.frozen(true); err != nil {
+		return 0, opError("write", err)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -116,6 +149,9 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 	if buf == dst {
 		return 0, nil
 	}
+	if err := errors.Join(buf.frozen(false), dst.frozen(true)); err != nil {
+		return 0, opError("move", err)
+	}
 	n := int(C.evbuffer_get_length(buf.ptr))
 	if C.evbuffer_add_buffer(dst.ptr, buf.ptr) != 0 {
 		return 0, opError("move", errors.New("evbuffer_add_buffer failed"))
@@ -127,13 +163,16 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 // Drain discards up to n bytes from the front of the buffer
 // (evbuffer_drain).
 func (buf *Buffer) Drain(n int) error {
-	if n < 0 {
-		return opError("drain", errors.New("negative count"))
-	}
 	return do1(buf, (*Buffer).drain, n)
 }
 
 func (buf *Buffer) drain(n int) error {
+	if n < 0 {
+		return opError("drain", errors.New("negative count"))
+	}
+	if err := buf.frozen(false); err != nil {
+		return opError("drain", err)
+	}
 	if C.evbuffer_drain(buf.ptr, C.size_t(n)) != 0 {
 		return opError("drain", errors.New("evbuffer_drain failed"))
 	}
@@ -163,7 +202,9 @@ type lineArgs struct{ style EOLStyle }
 // ReadLine removes one whole line from the front of the buffer and returns
 // it without its terminator (evbuffer_readln). While no whole line is
 // buffered it returns nil, false and removes nothing. An unknown style
-// returns nil, false.
+// returns nil, false, and so does the output buffer of a buffer event,
+// which only the socket takes from. The line is a copy, the caller's to
+// keep.
 func (buf *Buffer) ReadLine(style EOLStyle) (line []byte, ok bool) {
 	if style < EOLAny || style > EOLNUL {
 		return nil, false
@@ -173,6 +214,9 @@ func (buf *Buffer) ReadLine(style EOLStyle) (line []byte, ok bool) {
 }
 
 func (buf *Buffer) readLine(a lineArgs) ([]byte, error) {
+	if err := buf.frozen(false); err != nil {
+		return nil, err
+	}
 	var eol C.size_t
 	n := C.evl_buffer_line(buf.ptr, C.int(a.style), &eol)
 	if n < 0 {

@@ -50,10 +50,18 @@ type BufferEvent struct {
 	eventCb BufferEventFunc
 	in, out Buffer
 
-	outHigh  int             // the write high watermark: above it, BEVEventOutputFull
-	outFull  bool            // BEVEventOutputFull reported, no write callback since
-	flushing bool            // CloseAfterFlush: closed to the user, output still going
-	timer    *C.struct_event // CloseAfterFlush's deadline
+	outHigh      int           // the write high watermark: above it, BEVEventOutputFull
+	outFull      bool          // BEVEventOutputFull reported, no write callback since
+	writeTimeout time.Duration // SetTimeouts', kept through CloseAfterFlush
+	connecting   bool          // Connect started, no outcome yet
+	connected    bool          // Connect succeeded
+	inConnect    bool          // in bufferevent_socket_connect, whose failure Connect returns
+	peer         net.Addr      // Connect's address, for its errors
+	peerEOF      bool          // the peer's EOF was read: nothing more will come
+
+	flushing  bool            // CloseAfterFlush: closed to the user, output still going
+	lingering bool            // CloseAfterFlush: output in the kernel, reading to the peer's EOF
+	timer     *C.struct_event // CloseAfterFlush's deadline
 }
 
 // NewBufferEvent wraps the connected, non-blocking socket fd in a buffer
@@ -124,8 +132,11 @@ func (be *BufferEvent) setFilter() {
 	if be.writeCb != nil || be.outHigh > 0 || be.flushing {
 		set |= C.EVL_BEV_WRITE
 	}
-	if be.eventCb != nil || be.flushing {
+	if be.eventCb != nil || be.flushing || be.connecting {
 		set |= C.EVL_BEV_EVENT
+	}
+	if be.flushing {
+		set |= C.EVL_BEV_DISCARD
 	}
 	be.ctx.cbs = set
 }
@@ -188,13 +199,13 @@ type watermark struct {
 // its producers on the one and resumes them on the other, or closes a
 // consumer too slow to keep up. Nothing is dropped: Write still appends.
 func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
-	if low < 0 || high < 0 || (high != 0 && high < low) {
-		return opError("set watermark", errors.New("want 0 <= low <= high, or high == 0"))
-	}
 	return opError("set watermark", do1(be, (*BufferEvent).setWatermark, watermark{what, low, high}))
 }
 
 func (be *BufferEvent) setWatermark(w watermark) error {
+	if w.low < 0 || w.high < 0 || (w.high != 0 && w.high < w.low) {
+		return errors.New("want 0 <= low <= high, or high == 0")
+	}
 	C.bufferevent_setwatermark(be.ptr, C.short(w.what), C.size_t(w.low), C.size_t(w.high))
 	if w.what&EvWrite != 0 {
 		be.outHigh, be.outFull = w.high, false
@@ -234,6 +245,7 @@ func (be *BufferEvent) setTimeouts(t timeouts) error {
 	if C.evl_bev_set_timeouts(be.base.ptr, be.ptr, C.int64_t(usec(t.read)), C.int64_t(usec(t.write))) != 0 {
 		return errors.New("bufferevent_set_timeouts failed")
 	}
+	be.writeTimeout = t.write
 	return nil
 }
 
@@ -273,23 +285,26 @@ func (be *BufferEvent) Output() *Buffer { return &be.out }
 
 // Close frees the buffer event (bufferevent_free), and with
 // BEVOptCloseOnFree closes the socket. Data still in the output buffer is
-// not sent. Once Close returns no callback of the buffer event starts;
-// called inside one of its callbacks, it takes effect as the callback
-// returns. Later calls return ErrClosed.
+// not sent. Once Close returns no callback of the buffer event starts, and
+// nothing of it touches the socket again, also when Close is called inside
+// one of its callbacks: a descriptor number that the program reuses next
+// never gets this buffer event's output. Later calls return ErrClosed.
 func (be *BufferEvent) Close() error { return do(be, (*BufferEvent).close) }
 
 func (be *BufferEvent) close() error {
 	be.closed.Store(true)
-	be.flushing = false
+	be.flushing, be.lingering = false, false
 	if be.timer != nil {
 		C.event_free(be.timer)
 		be.timer = nil
 	}
-	// bufferevent_free clears the callbacks first, and inside a callback
-	// libevent holds a reference until it returns: no callback reaches the
-	// handle after this.
+	// evl_bev_free deletes the buffer event's events and clears its
+	// callbacks before it frees it: libevent neither touches the socket
+	// nor reaches the handle after this, also when it still holds a
+	// reference because one of the buffer event's callbacks runs now. The
+	// socket is closed only then.
 	C.evl_bev_free(be.ctx)
-	if be.closeOnFree {
+	if be.closeOnFree && be.fd >= 0 {
 		syscall.Close(be.fd)
 	}
 	be.ctx, be.ptr = nil, nil
@@ -306,8 +321,10 @@ func (be *BufferEvent) onRead() {
 }
 
 func (be *BufferEvent) onWrite() {
-	if be.flushing { // CloseAfterFlush: all is written
-		be.close()
+	if be.flushing { // CloseAfterFlush: all is in the kernel
+		if !be.lingering {
+			be.linger()
+		}
 		return
 	}
 	be.outFull = false
@@ -324,8 +341,19 @@ func (be *BufferEvent) onTimer() {
 }
 
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
-	if be.flushing { // CloseAfterFlush: the output cannot go
-		be.close()
+	if be.inConnect {
+		return // Connect returns the failure
+	}
+	connect := be.connecting
+	if what&(BEVEventConnected|BEVEventError) != 0 {
+		be.connecting = false
+		be.connected = what&BEVEventConnected != 0
+	}
+	if what&(BEVEventReading|BEVEventEOF) == BEVEventReading|BEVEventEOF {
+		be.peerEOF = true
+	}
+	if be.flushing {
+		be.flushEvent(what)
 		return
 	}
 	cb := be.eventCb
@@ -334,58 +362,133 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 	}
 	var err error
 	if what&BEVEventError != 0 {
-		op := "read"
-		if what&BEVEventWriting != 0 {
-			op = "write"
-		}
-		err = &net.OpError{Op: op, Err: os.NewSyscallError(op, errnoOr(errno, syscall.EIO))}
+		err = be.eventError(what, connect, errnoOr(errno, syscall.EIO))
 	}
 	be.base.callback(func() { cb(be, what, err) })
 }
 
+// eventError is the error the event callback gets with BEVEventError: a
+// failed Connect is a dial error, as net.Dial's, with the connect errno;
+// otherwise the read or write failed.
+func (be *BufferEvent) eventError(what BEVEvent, connect bool, errno syscall.Errno) error {
+	switch {
+	case connect && what&(BEVEventReading|BEVEventWriting) == 0:
+		return &net.OpError{Op: "dial", Net: be.peer.Network(), Addr: be.peer, Err: os.NewSyscallError("connect", errno)}
+	case what&BEVEventWriting != 0:
+		return &net.OpError{Op: "write", Addr: be.peer, Err: errno}
+	default:
+		return &net.OpError{Op: "read", Addr: be.peer, Err: errno}
+	}
+}
+
 // CloseAfterFlush closes the buffer event once everything in its output
-// buffer has been written, or once timeout has passed (0: no limit), or
-// when writing fails, whichever comes first; Close, by contrast, drops what
-// is waiting. Reading stops at once. To the caller the buffer event is
-// closed when CloseAfterFlush returns: its methods return ErrClosed, FD
-// returns -1, and none of its callbacks runs again; the socket and the
-// output live on until the end, and Base.Close ends them too. It may be
-// called from any goroutine, including from the buffer event's callbacks.
+// buffer has been written, as a server that must not lose a reply closes:
+// once the output is in the kernel it shuts down the sending side, so that
+// the peer reads all of it and then EOF, and it reads and drops what the
+// peer still sends until the peer's EOF; only then does it close the
+// socket. Closing earlier, with input unread, would make the kernel send a
+// reset, and the peer would lose what it had not read yet. What arrives
+// after CloseAfterFlush is dropped; what was in the input buffer too.
+//
+// What it guarantees: the output reaches the peer's kernel, unless the
+// peer resets the connection or timeout passes first (0: no limit for the
+// output; the wait for the peer's EOF after it is then bounded by
+// LingerTimeout). The timeout bounds the whole: at the deadline the socket
+// is closed, whatever is left. A write error ends it too. Without
+// BEVOptCloseOnFree the socket is not the buffer event's: the output is
+// written, and the socket is left open, not shut down. Called while a
+// Connect is pending, it waits for the connection and then writes.
+//
+// To the caller the buffer event is closed when CloseAfterFlush returns:
+// its methods return ErrClosed, FD returns -1, and none of its callbacks
+// runs again; the socket and the output live on until the end, and
+// Base.Close ends them too. It may be called from any goroutine, including
+// from the buffer event's callbacks.
 func (be *BufferEvent) CloseAfterFlush(timeout time.Duration) error {
 	return do1(be, (*BufferEvent).closeAfterFlush, timeout)
 }
 
+// LingerTimeout bounds how long CloseAfterFlush with no timeout waits for
+// the peer's EOF once the output is in the kernel (nginx's lingering close
+// waits as long).
+const LingerTimeout = 5 * time.Second
+
 func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
-	if be.fd < 0 || C.evbuffer_get_length(be.out.ptr) == 0 {
+	pending := C.evbuffer_get_length(be.out.ptr) > 0
+	if be.fd < 0 || (be.connecting && !pending) {
 		return be.close()
 	}
 	be.closed.Store(true) // for the user: see release, at the end
 	be.flushing = true
 	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 	be.setFilter()
-	C.bufferevent_disable(be.ptr, C.EV_READ)
-	C.bufferevent_setwatermark(be.ptr, C.EV_WRITE, 0, 0)
-	if C.bufferevent_enable(be.ptr, C.EV_WRITE) != 0 {
-		return be.close()
-	}
+	// The write callback at empty, not at the user's low watermark; no
+	// read limits, and no read timeout: input is read to be dropped.
+	C.evbuffer_drain(be.in.ptr, C.evbuffer_get_length(be.in.ptr))
+	C.bufferevent_setwatermark(be.ptr, C.EV_READ|C.EV_WRITE, 0, 0)
+	C.evl_bev_set_timeouts(be.base.ptr, be.ptr, -1, C.int64_t(usec(be.writeTimeout)))
 	if timeout > 0 {
 		if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
 			return be.close()
 		}
 		C.evl_timer_add(be.timer, C.int64_t(usec(timeout)))
 	}
+	if !pending {
+		return be.linger()
+	}
+	what := C.short(C.EV_WRITE)
+	if be.closeOnFree && !be.peerEOF {
+		what |= C.EV_READ
+	}
+	if C.bufferevent_enable(be.ptr, what) != 0 {
+		return be.close()
+	}
 	return nil
+}
+
+// linger runs once CloseAfterFlush's output is in the kernel: close at
+// once where no input can come (the peer's EOF was read) or where the
+// socket is not ours; otherwise shut down the sending side and read to the
+// peer's EOF, within the deadline.
+func (be *BufferEvent) linger() error {
+	if !be.closeOnFree || be.peerEOF || C.evl_bev_linger(be.ctx) != 0 {
+		return be.close()
+	}
+	be.lingering = true
+	if be.timer == nil {
+		if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
+			return be.close()
+		}
+		C.evl_timer_add(be.timer, C.int64_t(usec(LingerTimeout)))
+	}
+	return nil
+}
+
+// flushEvent is an event of a buffer event that CloseAfterFlush closes.
+func (be *BufferEvent) flushEvent(what BEVEvent) {
+	switch {
+	case what&BEVEventConnected != 0:
+		// The pending Connect succeeded: libevent writes the output now.
+	case what&(BEVEventReading|BEVEventEOF) == BEVEventReading|BEVEventEOF && !be.lingering:
+		// libevent stopped reading; the output goes on.
+	default:
+		// The peer's EOF after the output, or a failure: the end.
+		be.close()
+	}
 }
 
 // Connect connects the buffer event's socket to address
 // (bufferevent_socket_connect); on a buffer event made with fd -1 it makes
 // the socket first, which is then the buffer event's own (Close closes it).
-// network is "tcp", "tcp4", "tcp6" or "unix", address as net.Dial takes it.
-// Set the callbacks first, as in C: the event callback gets
-// BEVEventConnected once connected, or BEVEventError with the errno
+// network is "tcp", "tcp4", "tcp6" or "unix", address as net.Dial takes it
+// (a missing address or port is an error, as there). Set the callbacks
+// first, as in C: the event callback gets BEVEventConnected once
+// connected, or BEVEventError alone with a dial error around the errno
 // (errors.Is(err, syscall.ECONNREFUSED)); reading and writing as enabled
 // start then. Connect returns at once, without waiting for the connection;
-// it returns an error when the connection cannot even be started.
+// it returns an error when the connection cannot even be started: a dial
+// error wrapping EALREADY while a Connect is pending, EISCONN once the
+// socket is connected.
 //
 // A numeric address never blocks the loop. A host name is resolved with
 // Go's resolver on the calling goroutine before the connection is handed
@@ -393,6 +496,9 @@ func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
 // as the lookup takes, so resolve names first, or call Connect from another
 // goroutine.
 func (be *BufferEvent) Connect(network, address string) error {
+	if address == "" {
+		return &net.OpError{Op: "dial", Net: network, Err: &net.AddrError{Err: "missing address"}}
+	}
 	sa, err := resolveBind(network, address)
 	if err != nil {
 		return &net.OpError{Op: "dial", Net: network, Err: err}
@@ -407,12 +513,24 @@ func (be *BufferEvent) Connect(network, address string) error {
 }
 
 func (be *BufferEvent) connect(sa *bindAddr) error {
+	switch {
+	case be.connecting:
+		return os.NewSyscallError("connect", syscall.EALREADY)
+	case be.connected:
+		// The kernel would report the connection once more (connect(2)
+		// returns 0 once after a non-blocking connect completes).
+		return os.NewSyscallError("connect", syscall.EISCONN)
+	}
+	be.inConnect = true
 	r, errno := C.bufferevent_socket_connect(be.ptr, (*C.struct_sockaddr)(unsafe.Pointer(&sa.raw)), C.int(sa.len))
+	be.inConnect = false
 	if fd := int(C.bufferevent_getfd(be.ptr)); fd >= 0 && be.fd < 0 {
 		be.fd, be.closeOnFree = fd, true
 	}
 	if r != 0 {
 		return os.NewSyscallError("connect", errnoOr(errno, syscall.EINVAL))
 	}
+	be.connecting, be.peer, be.peerEOF = true, sa.addr, false
+	be.setFilter()
 	return nil
 }

@@ -53,13 +53,13 @@ func (b *Base) SetBusyPoll(d time.Duration) error {
 // an error. It takes effect from the next Dispatch; it may be called from
 // any goroutine.
 func (b *Base) SetBusyPollBudget(share float64) error {
-	if share < 0 || math.IsNaN(share) {
-		return errors.New("evlistener: SetBusyPollBudget: the share must be 0 or more")
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
+	}
+	if share < 0 || math.IsNaN(share) {
+		return errors.New("evlistener: SetBusyPollBudget: the share must be 0 or more")
 	}
 	b.pollBudget.Store(math.Float64bits(share))
 	return nil
@@ -78,7 +78,9 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	defer runtime.UnlockOSThread()
 	p := newPoller(spin, share)
 	lastActive := time.Since(clockStart)
-	limit := p.limit()
+	// Polling follows work: until a turn has run a callback the loop
+	// sleeps, whatever the budget (an unlimited one included).
+	var limit time.Duration
 	// justWorked: the last turn ran callbacks. The first turn after work
 	// polls whenever the poller allows any polling, however long the
 	// bookkeeping took (a slow machine, or a sanitizer, can take longer

@@ -123,6 +123,12 @@ static void bev_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct evl_bev *c = arg;
 	(void)bev;
+	if (c->cbs & EVL_BEV_DISCARD) {
+		/* CloseAfterFlush reads what the peer still sends and drops it:
+		 * unread input would make close send a reset. */
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		return;
+	}
 	if (c->cbs & EVL_BEV_READ)
 		goBufferEventRead(c->h);
 }
@@ -162,12 +168,37 @@ struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
 	return c;
 }
 
-/* Inside one of c's callbacks libevent holds a reference to the buffer
- * event and has cleared its callbacks, so nothing reads c after this. */
+/* Frees c and its buffer event and leaves nothing of libevent's watching
+ * the socket, so that the caller may close it at once. bufferevent_free
+ * alone is not enough inside one of the buffer event's callbacks, where
+ * libevent holds a reference until its handler returns: its events stay
+ * in epoll until then, and after the connected callback the write handler
+ * goes on to write the output (bufferevent_writecb). Disabling both
+ * directions first deletes the events (epoll_ctl now, while the socket is
+ * open) and makes the handler stop; the write event of a pending connect,
+ * which bufferevent_disable leaves, is deleted by hand. libevent cleared
+ * the callbacks, so nothing reads c after this. */
 void evl_bev_free(struct evl_bev *c)
 {
-	bufferevent_free(c->bev);
+	struct bufferevent *bev = c->bev;
+	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	event_del(&bev->ev_write);
+	bufferevent_free(bev);
 	free(c);
+}
+
+/* CloseAfterFlush's lingering close, once the output is in the kernel: the
+ * peer gets EOF after the last byte, and what it still sends is read and
+ * dropped (EVL_BEV_DISCARD) until its EOF, so that the close that follows
+ * sends no reset, which would discard what the peer has not yet read. */
+int evl_bev_linger(struct evl_bev *c)
+{
+	int fd = bufferevent_getfd(c->bev);
+	bufferevent_disable(c->bev, EV_WRITE);
+	if (shutdown(fd, SHUT_WR) != 0)
+		return -1;
+	return bufferevent_enable(c->bev, EV_READ);
 }
 
 /* The echo step: the input goes back to the peer. When nothing is already

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h> /* ev_write, for evl_bev_free */
 #include <event2/event.h>
 #include <event2/event_struct.h> /* EVLIST_INTERNAL, as libevent marks its own */
 #include <event2/listener.h>
@@ -29,16 +30,6 @@
 
 #if !defined(LIBEVENT_VERSION_NUMBER) || LIBEVENT_VERSION_NUMBER < 0x02010000
 #error "evlistener needs libevent 2.1 or newer (pkg-config libevent_core)"
-/* Buffer: the length of the first line in the style's terminator, and the
- * terminator's length in *eol_len; -1 while no whole line is buffered. */
-ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len);
-/* Removes n bytes into p and drains eol_len more: one line and its end. */
-int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len);
-/* The offset of the first sep in buf, or -1 (evbuffer_search). */
-ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n);
-/* evbuffer_add, returning the length afterwards (or -1). */
-ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
-
 #endif
 
 /* Base: event_base_new_with_config with these EVENT_BASE_FLAG_* flags. */
@@ -71,6 +62,7 @@ int evl_event_add(struct event_base *base, struct event *ev, int64_t usec);
 #define EVL_BEV_READ  1
 #define EVL_BEV_WRITE 2
 #define EVL_BEV_EVENT 4
+#define EVL_BEV_DISCARD 8 /* drop the input in C: CloseAfterFlush's linger */
 struct evl_bev {
 	struct bufferevent *bev;
 	struct evbuffer *in, *out; /* its input and output buffers */
@@ -80,6 +72,7 @@ struct evl_bev {
 struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
 	uintptr_t h);
 void evl_bev_free(struct evl_bev *c);
+int evl_bev_linger(struct evl_bev *c);
 size_t evl_bev_echo(struct evl_bev *c);
 int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 	int64_t read_usec, int64_t write_usec);
