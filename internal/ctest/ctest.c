@@ -1,6 +1,7 @@
 #include "ctest.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -202,4 +203,28 @@ int ctest_conn_setup(struct event_base *base, int fd, int n)
 		event_free(ev);
 	}
 	return 0;
+}
+
+/* libevent's log, counted: a test asserts that libevent warned of nothing
+ * (an epoll_ctl on a closed descriptor is logged, not returned). */
+static int log_warnings;
+static char log_last[256];
+
+static void log_cb(int severity, const char *msg)
+{
+	if (severity < EVENT_LOG_WARN)
+		return;
+	__atomic_add_fetch(&log_warnings, 1, __ATOMIC_SEQ_CST);
+	snprintf(log_last, sizeof(log_last), "%s", msg);
+}
+
+void ctest_log_capture(int on)
+{
+	event_set_log_callback(on ? log_cb : NULL);
+}
+
+int ctest_log_warnings(const char **last)
+{
+	*last = log_last;
+	return __atomic_load_n(&log_warnings, __ATOMIC_SEQ_CST);
 }

@@ -108,3 +108,15 @@ func ConnSetup(p unsafe.Pointer, fd, n int) error {
 	}
 	return nil
 }
+
+// CaptureLog counts libevent's warnings and errors, instead of letting it
+// print them, until the returned function is called. warnings returns how
+// many were logged since the process began, and the last one.
+func CaptureLog() (warnings func() (int, string), stop func()) {
+	C.ctest_log_capture(1)
+	return func() (int, string) {
+		var last *C.char
+		n := int(C.ctest_log_warnings(&last))
+		return n, C.GoString(last)
+	}, func() { C.ctest_log_capture(0) }
+}

@@ -28,4 +28,7 @@ int ctest_reader_got(struct ctest_reader *r);
 uint64_t ctest_reader_thread(struct ctest_reader *r);
 void ctest_reader_free(struct ctest_reader *r);
 
+void ctest_log_capture(int on);
+int ctest_log_warnings(const char **last);
+
 #endif
