@@ -128,16 +128,22 @@ func closeWithMarker(t *testing.T, fd int, ln net.Listener) string {
 
 func acceptAndReadAll(t *testing.T, ln net.Listener) string {
 	t.Helper()
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := acceptConn(t, ln)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(got)
+}
+
+func acceptConn(t *testing.T, ln net.Listener) *net.TCPConn {
+	t.Helper()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
 }

@@ -181,6 +181,114 @@ func TestCloseAfterFlush(t *testing.T) {
 			t.Fatalf("peer read all %d bytes: the deadline did not cut the flush", n)
 		}
 	})
+	t.Run("to a peer still sending: every byte arrives, then EOF", func(t *testing.T) {
+		// Closing with input unread makes the kernel send a reset, which
+		// discards what the peer has not read yet: the flush shuts down
+		// the sending side and reads to the peer's EOF first.
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		be.Enable(EvRead)
+		data := make([]byte, 4<<20)
+		rand.Read(data)
+		be.Write(data)
+		dispatching(t, b)
+		sent := make(chan error, 1)
+		stop := make(chan struct{})
+		go func() { // the peer keeps sending until it has read everything
+			chunk := make([]byte, 1024)
+			for {
+				select {
+				case <-stop:
+					sent <- peer.CloseWrite()
+					return
+				default:
+				}
+				if _, err := peer.Write(chunk); err != nil {
+					sent <- err
+					return
+				}
+			}
+		}()
+		if err := be.CloseAfterFlush(0); err != nil {
+			t.Fatal(err)
+		}
+		peer.SetReadDeadline(time.Now().Add(20 * time.Second))
+		got, err := io.ReadAll(peer)
+		close(stop)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("peer read %d of %d bytes, then %v; want all, then EOF", len(got), len(data), err)
+		}
+		if err := recv(t, sent, "the peer's writer"); err != nil {
+			t.Fatalf("the peer's writes: %v, want none to fail before it stopped", err)
+		}
+		waitFor(t, "the socket to close after the peer's EOF", func() bool { return !fdOpen(fd) })
+	})
+	t.Run("the peer gets EOF after the output; the socket closes at the peer's EOF", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		be.Write([]byte("bye"))
+		dispatching(t, b)
+		if err := be.CloseAfterFlush(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, err := io.ReadAll(peer); err != nil || string(got) != "bye" {
+			t.Fatalf("peer read %q, %v; want \"bye\", then EOF", got, err)
+		}
+		b.Do(func() {})
+		if !fdOpen(fd) {
+			t.Fatal("the socket closed before the peer's EOF: unread input would reset the connection")
+		}
+		peer.CloseWrite()
+		waitFor(t, "the socket to close after the peer's EOF", func() bool { return !fdOpen(fd) })
+	})
+	t.Run("writes down to empty, whatever the write low watermark", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, peer := tcpPair(t)
+		be := newBEV(t, b, fd)
+		if err := be.SetWatermark(EvWrite, 1<<20, 0); err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, 4<<20)
+		rand.Read(data)
+		be.Write(data)
+		dispatching(t, b)
+		if err := be.CloseAfterFlush(0); err != nil {
+			t.Fatal(err)
+		}
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if got, err := io.ReadAll(peer); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("peer read %d of %d bytes, then %v; want all, then EOF", len(got), len(data), err)
+		}
+	})
+	t.Run("during a pending connect: the output goes once connected", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		be, err := NewBufferEvent(b, -1, BEVOptCloseOnFree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As a user writes it: all before Dispatch, on this goroutine.
+		if err := errors.Join(be.Connect("tcp", ln.Addr().String()), be.Enable(EvRead|EvWrite)); err != nil {
+			t.Fatal(err)
+		}
+		be.Write([]byte("hello"))
+		if err := be.CloseAfterFlush(0); err != nil {
+			t.Fatal(err)
+		}
+		dispatching(t, b)
+		c := acceptConn(t, ln)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, err := io.ReadAll(c); err != nil || string(got) != "hello" {
+			t.Fatalf("peer read %q, %v; want \"hello\", then EOF", got, err)
+		}
+	})
 	t.Run("Base.Close ends a flush", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
