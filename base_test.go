@@ -541,6 +541,26 @@ func TestBusyPoll(t *testing.T) {
 		waitFor(t, "Dispatch to poll after the callback", func() bool { return b.polls.Load() > 0 })
 		r.breakAndWait(t, b)
 	})
+	t.Run("an idle loop never polls, whatever the budget", func(t *testing.T) {
+		b := newBase(t)
+		if err := errors.Join(b.SetBusyPoll(time.Hour), b.SetBusyPollBudget(math.Inf(1)), b.LoopExit(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		tids := make(chan int, 1)
+		r := &running{done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			runtime.LockOSThread() // Dispatch's loop runs on this thread
+			tids <- syscall.Gettid()
+			r.err = b.Dispatch()
+		}()
+		tid := recv(t, tids, "the loop thread")
+		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
+		if n := b.polls.Load(); n != 0 {
+			t.Errorf("the loop polled %d times before any callback ran", n)
+		}
+		r.breakAndWait(t, b)
+	})
 	t.Run("off by default", func(t *testing.T) {
 		b := newBase(t)
 		_, r := fireOnce(t, b)
@@ -707,6 +727,9 @@ func TestBusyPoll(t *testing.T) {
 		}
 		if err := b.SetBusyPollBudget(1); err != ErrClosed {
 			t.Fatalf("SetBusyPollBudget on a closed base: %v, want ErrClosed", err)
+		}
+		if err := b.SetBusyPollBudget(math.NaN()); err != ErrClosed {
+			t.Fatalf("SetBusyPollBudget(NaN) on a closed base: %v, want ErrClosed: closed comes before the arguments", err)
 		}
 	})
 }

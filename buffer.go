@@ -136,13 +136,13 @@ func (buf *Buffer) write(p []byte) (int, error) {
 // must belong to buffer events on the same base. It returns how many bytes
 // moved.
 func (buf *Buffer) MoveTo(dst *Buffer) (int, error) {
-	if dst == nil || dst.be.base != buf.be.base {
-		return 0, opError("move", errors.New("buffers on different bases"))
-	}
 	return get1(buf, (*Buffer).moveTo, dst)
 }
 
 func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
+	if dst == nil || dst.be.base != buf.be.base {
+		return 0, opError("move", errors.New("buffers on different bases"))
+	}
 	if dst.be.closed.Load() {
 		return 0, ErrClosed
 	}

@@ -342,7 +342,9 @@ func (be *BufferEvent) onTimer() {
 
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 	if be.inConnect {
-		return // Connect returns the failure
+		// Connect returns the failure; libevent after 2.1.12 reports it
+		// to the event callback as well.
+		return
 	}
 	connect := be.connecting
 	if what&(BEVEventConnected|BEVEventError) != 0 {
@@ -496,6 +498,9 @@ func (be *BufferEvent) flushEvent(what BEVEvent) {
 // as the lookup takes, so resolve names first, or call Connect from another
 // goroutine.
 func (be *BufferEvent) Connect(network, address string) error {
+	if be.closed.Load() { // before the arguments, as every method
+		return ErrClosed
+	}
 	if address == "" {
 		return &net.OpError{Op: "dial", Net: network, Err: &net.AddrError{Err: "missing address"}}
 	}

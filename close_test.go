@@ -197,6 +197,8 @@ func TestClosedObjects(t *testing.T) {
 		{method: "BufferEvent.Enable", call: func(c *closed) []any { return []any{c.be.Enable(EvRead)} }},
 		{method: "BufferEvent.Disable", call: func(c *closed) []any { return []any{c.be.Disable(EvRead)} }},
 		{method: "BufferEvent.SetWatermark", call: func(c *closed) []any { return []any{c.be.SetWatermark(EvRead, 0, 0)} }},
+		// A closed object says so before it looks at the arguments.
+		{method: "BufferEvent.SetWatermark", how: "bad arguments", call: func(c *closed) []any { return []any{c.be.SetWatermark(EvRead, 5, 1)} }},
 		{method: "BufferEvent.SetTimeouts", call: func(c *closed) []any { return []any{c.be.SetTimeouts(time.Second, 0)} }},
 		{method: "BufferEvent.EchoInput", call: func(c *closed) []any { n, err := c.be.EchoInput(); return []any{n, err} }},
 		{method: "BufferEvent.Read", call: func(c *closed) []any { n, err := c.be.Read(make([]byte, 1)); return []any{n, err} }},
@@ -208,6 +210,7 @@ func TestClosedObjects(t *testing.T) {
 		{method: "BufferEvent.CPtr", call: func(c *closed) []any { return []any{c.be.CPtr()} }, want: func(*closed) []any { return []any{unsafe.Pointer(nil)} }},
 		{method: "BufferEvent.CloseAfterFlush", call: func(c *closed) []any { return []any{c.be.CloseAfterFlush(time.Second)} }},
 		{method: "BufferEvent.Connect", call: func(c *closed) []any { return []any{c.be.Connect("tcp", "127.0.0.1:1")} }},
+		{method: "BufferEvent.Connect", how: "bad address", call: func(c *closed) []any { return []any{c.be.Connect("tcp", "")} }},
 		{method: "BufferEvent.Base", call: func(c *closed) []any { return []any{c.be.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
 		// The buffers stay reachable; the Buffer rows call their methods.
 		{method: "BufferEvent.Input", call: func(c *closed) []any { return []any{c.be.Input() != nil} }, want: func(*closed) []any { return []any{true} }},
@@ -229,6 +232,11 @@ func TestClosedObjects(t *testing.T) {
 		{method: "Buffer.Peek", call: func(c *closed) []any { return []any{c.be.Input().Peek(1)} }, want: func(*closed) []any { return []any{[]byte(nil)} }},
 		{method: "Buffer.Index", call: func(c *closed) []any { return []any{c.be.Input().Index([]byte("x"))} }, want: func(*closed) []any { return []any{-1} }},
 		{method: "Buffer.Drain", call: func(c *closed) []any { return []any{c.be.Output().Drain(1)} }},
+		{method: "Buffer.Drain", how: "negative count", call: func(c *closed) []any { return []any{c.be.Input().Drain(-1)} }},
+		{method: "Buffer.MoveTo", how: "to nil", call: func(c *closed) []any {
+			n, err := c.be.Input().MoveTo(nil)
+			return []any{n, err}
+		}},
 
 		{method: "Event.Close", call: func(c *closed) []any { return []any{c.ev.Close()} }},
 		{method: "Event.Add", call: func(c *closed) []any { return []any{c.ev.Add(time.Second)} }},

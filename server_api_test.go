@@ -363,18 +363,73 @@ func TestBufferEventConnect(t *testing.T) {
 		defer be.Close()
 		errs := make(chan error, 2)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
-			if what&BEVEventError == 0 {
-				err = errors.New("event " + what.String())
+			if what != BEVEventError {
+				err = errors.New("event " + what.String() + ", want Error alone")
 			}
 			errs <- err
 		})
 		dispatching(t, b)
-		if err := be.Connect("tcp", addr); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+		err = be.Connect("tcp", addr)
+		if err == nil {
+			err = recv(t, errs, "the event callback")
+		}
+		// As net.Dial says it: dial tcp 127.0.0.1:1: connect: connection refused.
+		want := "dial tcp " + addr + ": connect: connection refused"
+		if !errors.Is(err, syscall.ECONNREFUSED) || err.Error() != want {
+			t.Fatalf("error %v, want %q wrapping ECONNREFUSED", err, want)
+		}
+	})
+	t.Run("again while pending: EALREADY; once connected: EISCONN", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		be, err := NewBufferEvent(b, -1, 0)
+		if err != nil {
 			t.Fatal(err)
-		} else if err == nil {
-			if err := recv(t, errs, "the event callback"); !errors.Is(err, syscall.ECONNREFUSED) {
-				t.Fatalf("event callback error %v, want ECONNREFUSED", err)
-			}
+		}
+		defer be.Close()
+		events := make(chan BEVEvent, 4)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		// From inside a function on the loop: nothing of the connection
+		// can have come in between.
+		var first, pending error
+		b.Do(func() {
+			first = be.Connect("tcp", ln.Addr().String())
+			pending = be.Connect("tcp", ln.Addr().String())
+		})
+		if first != nil || !errors.Is(pending, syscall.EALREADY) {
+			t.Fatalf("Connect = %v, then %v; want nil, then EALREADY", first, pending)
+		}
+		dispatching(t, b)
+		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
+			t.Fatalf("event %v, want Connected", what)
+		}
+		var oe *net.OpError
+		if err := be.Connect("tcp", ln.Addr().String()); !errors.Is(err, syscall.EISCONN) || !errors.As(err, &oe) || oe.Op != "dial" {
+			t.Fatalf("Connect once connected = %v, want a dial error wrapping EISCONN", err)
+		}
+		b.Do(func() {})
+		if len(events) != 0 {
+			t.Fatalf("event %v after the second Connect, want none", <-events)
+		}
+	})
+	t.Run("on a connected socket: the kernel's EISCONN, and no event", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, _ := tcpPair(t)
+		be := newBEV(t, b, fd)
+		events := make(chan BEVEvent, 4)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		dispatching(t, b)
+		if err := be.Connect("tcp", "127.0.0.1:1"); !errors.Is(err, syscall.EISCONN) {
+			t.Fatalf("Connect on an accepted socket = %v, want EISCONN", err)
+		}
+		b.Do(func() {})
+		if len(events) != 0 {
+			t.Fatalf("event %v: Connect returned the failure, the callback must not report it too", <-events)
+		}
+		if !fdOpen(fd) || be.FD() != fd {
+			t.Fatal("a failed Connect closed the socket it did not make")
 		}
 	})
 	t.Run("bad input", func(t *testing.T) {
@@ -383,7 +438,7 @@ func TestBufferEventConnect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tc := range [][2]string{{"udp", "127.0.0.1:1"}, {"tcp", "127.0.0.1:99999"}, {"tcp", "no port"}} {
+		for _, tc := range [][2]string{{"udp", "127.0.0.1:1"}, {"tcp", "127.0.0.1:99999"}, {"tcp", "no port"}, {"tcp", ""}, {"tcp", "127.0.0.1"}} {
 			var oe *net.OpError
 			if err := be.Connect(tc[0], tc[1]); !errors.As(err, &oe) || oe.Op != "dial" {
 				t.Errorf("Connect(%q, %q) = %v, want a *net.OpError from dial", tc[0], tc[1], err)
