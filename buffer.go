@@ -3,8 +3,8 @@ package evlistener
 /*
 #cgo noescape evbuffer_remove
 #cgo nocallback evbuffer_remove
-#cgo noescape evbuffer_copyout
-#cgo nocallback evbuffer_copyout
+#cgo noescape evl_buffer_copy
+#cgo nocallback evl_buffer_copy
 #cgo noescape evl_buffer_add
 #cgo nocallback evl_buffer_add
 #cgo noescape evl_buffer_take
@@ -242,8 +242,7 @@ func (buf *Buffer) peek(n int) ([]byte, error) {
 		return nil, nil
 	}
 	p := make([]byte, n)
-	m := C.evbuffer_copyout(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(n))
-	return p[:max(int(m), 0)], nil
+	return p[:int(C.evl_buffer_copy(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(n)))], nil
 }
 
 // Index returns the offset of the first instance of sep in the buffer

@@ -1,6 +1,7 @@
 #include "cgo_bridge.h"
 #include "_cgo_export.h"
 #include <stdlib.h>
+#include <string.h>
 
 /* The wake-up event (wake.go): Go drains the descriptor in goBaseWake. The
  * event is internal, as libevent's own notification event is: it does not
@@ -253,4 +254,28 @@ ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n)
 	if (evbuffer_add(buf, p, n) != 0)
 		return -1;
 	return (ssize_t)evbuffer_get_length(buf);
+}
+
+/* Copies the first n bytes of buf into p, removing nothing, and returns how
+ * many it copied. evbuffer_copyout refuses a buffer whose front is frozen,
+ * as a buffer event's output is; evbuffer_peek reads any buffer. */
+size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n)
+{
+	struct evbuffer_iovec v[8];
+	struct evbuffer_ptr pos;
+	size_t done = 0;
+	while (done < n) {
+		int i, nv;
+		if (evbuffer_ptr_set(buf, &pos, done, EVBUFFER_PTR_SET) != 0)
+			break;
+		nv = evbuffer_peek(buf, (ev_ssize_t)(n - done), &pos, v, 8);
+		if (nv <= 0)
+			break;
+		for (i = 0; i < nv && i < 8 && done < n; i++) {
+			size_t k = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+			memcpy((char *)p + done, v[i].iov_base, k);
+			done += k;
+		}
+	}
+	return done;
 }

@@ -86,5 +86,7 @@ int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len);
 ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n);
 /* evbuffer_add, returning the length afterwards (or -1). */
 ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
+/* Copies up to n bytes from the front of buf into p, removing nothing. */
+size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n);
 
 #endif

@@ -137,6 +137,74 @@ func TestOutputBackPressure(t *testing.T) {
 	be.Close()
 }
 
+// Each style ends a line where evbuffer_readln does, and the terminator,
+// all of it, is dropped.
+func TestBufferReadLineStyles(t *testing.T) {
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	in := be.Input()
+	be.Enable(EvRead)
+	dispatching(t, b)
+	for _, tc := range []struct {
+		style      EOLStyle
+		in         string
+		line, rest string
+	}{
+		{EOLCRLF, "a\r\nb", "a", "b"},
+		{EOLCRLF, "a\nb", "a", "b"},
+		{EOLCRLF, "a\rb\n", "a\rb", ""},
+		{EOLCRLFStrict, "a\r\nb", "a", "b"},
+		{EOLCRLFStrict, "a\nb\r\n", "a\nb", ""},
+		{EOLLF, "a\r\nb", "a\r", "b"},
+		{EOLAny, "a\r\n\r\nb", "a", "b"},
+		{EOLAny, "\n\ra\n", "", "a\n"},
+		{EOLNUL, "a\x00b\n", "a", "b\n"},
+	} {
+		in.Drain(in.Len())
+		peer.Write([]byte(tc.in))
+		waitFor(t, "the input", func() bool { return in.Len() >= len(tc.in) })
+		line, ok := in.ReadLine(tc.style)
+		if rest := string(in.Peek(100)); !ok || string(line) != tc.line || rest != tc.rest {
+			t.Errorf("ReadLine(%v) of %q = %q, %v, leaving %q; want %q, true, leaving %q", tc.style, tc.in, line, ok, rest, tc.line, tc.rest)
+		}
+	}
+}
+
+// The end of each buffer that only libevent moves answers with an error
+// that says so.
+func TestBufferFrozenEnds(t *testing.T) {
+	b := newBase(t)
+	fd, _ := tcpPair(t)
+	be := newBEV(t, b, fd) // writing not enabled: the output stays
+	in, out := be.Input(), be.Output()
+	if _, err := out.Write([]byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		call string
+		err  error
+		want error
+	}{
+		{"Input().Write", second(in.Write([]byte("x"))), ErrInputEnd},
+		{"Output().MoveTo(Input())", second(out.MoveTo(in)), ErrInputEnd},
+		{"Output().Read", second(out.Read(make([]byte, 4))), ErrOutputFront},
+		{"Output().Drain", out.Drain(1), ErrOutputFront},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("%s = %v, want %v", tc.call, tc.err, tc.want)
+		}
+	}
+	if line, ok := out.ReadLine(EOLLF); ok || line != nil {
+		t.Errorf("Output().ReadLine = %q, %v; want nil, false", line, ok)
+	}
+	if got, i := string(out.Peek(10)), out.Index([]byte("\n")); got != "line\n" || i != 4 {
+		t.Errorf("Output().Peek, Index = %q, %d; want the output untouched and readable", got, i)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
 func TestCloseAfterFlush(t *testing.T) {
 	t.Run("everything written, then closed", func(t *testing.T) {
 		checkNoLeaks(t)
