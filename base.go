@@ -172,10 +172,14 @@ func (b *Base) onLoop() bool {
 // If a callback panics, the loop stops, no further callback of the base runs,
 // and Dispatch panics with a *CallbackPanic that holds the value and stack.
 //
-// While libevent waits for events, the goroutine sits in a cgo call and
-// keeps its P. With no idle P the Go runtime takes that P away after about
-// 20 µs and hands it to another thread, and each callback must win one back:
-// a busy server should run with GOMAXPROCS above its number of loops.
+// GOMAXPROCS: while libevent waits for events, the goroutine sits in a cgo
+// call and keeps its P. When no other P is idle, the runtime takes that P
+// back after about 20 µs of waiting, and the callbacks that follow must win
+// one back first: a cost on every wake-up of a loop that sleeps and wakes
+// often (a busy server), not a matter of correctness (the package works at
+// GOMAXPROCS=1). Keep GOMAXPROCS above the number of loops, also when the
+// program is pinned to fewer CPUs (taskset, a container's CPU limit): an
+// idle P costs nothing, and with one to spare each loop keeps its own.
 func (b *Base) Dispatch() error {
 	if b.onLoop() { // from a callback, or from a function Do runs
 		return errors.New("evlistener: Dispatch is already running on this base")

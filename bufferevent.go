@@ -23,11 +23,20 @@ import (
 type DataFunc func(be *BufferEvent)
 
 // BufferEventFunc is the event callback of a buffer event
-// (bufferevent_event_cb). It runs on the loop goroutine; what holds
-// BEVEventReading or BEVEventWriting and one of BEVEventEOF, BEVEventError or
-// BEVEventTimeout. libevent has already disabled that direction. err is a
-// *net.OpError around the errno (errors.Is(err, syscall.ECONNRESET)) with
-// BEVEventError, and nil otherwise.
+// (bufferevent_event_cb). It runs on the loop goroutine. what is one of:
+//   - BEVEventReading or BEVEventWriting with BEVEventEOF, BEVEventError or
+//     BEVEventTimeout: that direction ended, and libevent has disabled it.
+//     With BEVEventError, err is a *net.OpError from "read" or "write"
+//     around the errno (errors.Is(err, syscall.ECONNRESET)).
+//   - BEVEventConnected alone: Connect succeeded.
+//   - BEVEventError alone: Connect failed; err is a *net.OpError from
+//     "dial", as net.Dial's (errors.Is(err, syscall.ECONNREFUSED)).
+//   - BEVEventWriting|BEVEventOutputFull: back-pressure, not an end (see
+//     SetWatermark); only with a write high watermark set.
+//
+// err is nil but with BEVEventError. A callback that closes the
+// connection should test for the ends (EOF, Error, Timeout), not close on
+// any call: with a write high watermark it would close on back-pressure.
 type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 
 // BufferEvent is a libevent buffer event on a socket (struct bufferevent):
@@ -59,9 +68,12 @@ type BufferEvent struct {
 	peer         net.Addr      // Connect's address, for its errors
 	peerEOF      bool          // the peer's EOF was read: nothing more will come
 
-	flushing  bool            // CloseAfterFlush: closed to the user, output still going
-	lingering bool            // CloseAfterFlush: output in the kernel, reading to the peer's EOF
-	timer     *C.struct_event // CloseAfterFlush's deadline
+	flushing   bool            // CloseAfterFlush: closed to the user, output still going
+	lingering  bool            // CloseAfterFlush: output in the kernel, reading to the peer's EOF
+	timer      *C.struct_event // CloseAfterFlush's deadline, then the linger's checks
+	flushEnd   time.Duration   // CloseAfterFlush's deadline (since clockStart), 0: none yet
+	lingerTick time.Duration   // the wait before the linger's next check
+	lingerSeen uint64          // the input dropped by the linger's last check
 }
 
 // NewBufferEvent wraps the connected, non-blocking socket fd in a buffer
@@ -333,9 +345,12 @@ func (be *BufferEvent) onWrite() {
 	}
 }
 
-// onTimer ends CloseAfterFlush at its deadline.
+// onTimer ends CloseAfterFlush at its deadline, or checks on its linger.
 func (be *BufferEvent) onTimer() {
-	if be.flushing {
+	switch {
+	case be.lingering:
+		be.lingerCheck()
+	case be.flushing:
 		be.close()
 	}
 }
@@ -429,10 +444,11 @@ func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
 	C.evbuffer_drain(be.in.ptr, C.evbuffer_get_length(be.in.ptr))
 	C.bufferevent_setwatermark(be.ptr, C.EV_READ|C.EV_WRITE, 0, 0)
 	C.evl_bev_set_timeouts(be.base.ptr, be.ptr, -1, C.int64_t(usec(be.writeTimeout)))
+	if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
+		return be.close()
+	}
 	if timeout > 0 {
-		if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
-			return be.close()
-		}
+		be.flushEnd = time.Since(clockStart) + timeout
 		C.evl_timer_add(be.timer, C.int64_t(usec(timeout)))
 	}
 	if !pending {
@@ -457,12 +473,41 @@ func (be *BufferEvent) linger() error {
 		return be.close()
 	}
 	be.lingering = true
-	if be.timer == nil {
-		if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
-			return be.close()
-		}
-		C.evl_timer_add(be.timer, C.int64_t(usec(LingerTimeout)))
+	if be.flushEnd == 0 {
+		be.flushEnd = time.Since(clockStart) + LingerTimeout
 	}
+	be.lingerTick = lingerTickMin
+	be.lingerSeen = uint64(be.ctx.discarded)
+	return be.lingerCheck()
+}
+
+// The linger checks on the peer first after lingerTickMin, then at
+// doubling intervals up to lingerTickMax.
+const (
+	lingerTickMin = time.Millisecond
+	lingerTickMax = 64 * time.Millisecond
+)
+
+// lingerCheck ends the linger at the deadline, or early where waiting for
+// the peer's EOF protects nothing: the peer has acknowledged all that was
+// sent, our FIN included, and sent nothing since the last check, with
+// nothing unread. Closing then sends no reset, and a reset that later
+// input draws can no longer discard any of the output, which is in the
+// peer's kernel. A peer that keeps sending is read to its EOF. Otherwise
+// it looks again later.
+func (be *BufferEvent) lingerCheck() error {
+	now := time.Since(clockStart)
+	if now >= be.flushEnd {
+		return be.close()
+	}
+	seen := uint64(be.ctx.discarded)
+	quiet := seen == be.lingerSeen
+	be.lingerSeen = seen
+	if unread, unacked, ok := socketQueues(be.fd); ok && quiet && unread == 0 && unacked == 0 {
+		return be.close()
+	}
+	C.evl_timer_add(be.timer, C.int64_t(usec(min(be.lingerTick, be.flushEnd-now))))
+	be.lingerTick = min(2*be.lingerTick, lingerTickMax)
 	return nil
 }
 

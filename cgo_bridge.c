@@ -127,7 +127,9 @@ static void bev_read_cb(struct bufferevent *bev, void *arg)
 	if (c->cbs & EVL_BEV_DISCARD) {
 		/* CloseAfterFlush reads what the peer still sends and drops it:
 		 * unread input would make close send a reset. */
-		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		size_t n = evbuffer_get_length(c->in);
+		c->discarded += n;
+		evbuffer_drain(c->in, n);
 		return;
 	}
 	if (c->cbs & EVL_BEV_READ)

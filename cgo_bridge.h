@@ -68,6 +68,7 @@ struct evl_bev {
 	struct evbuffer *in, *out; /* its input and output buffers */
 	uintptr_t h;
 	int cbs;     /* the EVL_BEV_* callbacks Go has set */
+	uint64_t discarded; /* bytes dropped by EVL_BEV_DISCARD */
 };
 struct evl_bev *evl_bev_new(struct event_base *base, int fd, int options,
 	uintptr_t h);

@@ -37,7 +37,9 @@ func ExampleBufferEvent() {
 				be.Write(append(bytes.ToUpper(line), '\n'))
 			}
 		}, nil, func(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
-			be.Close() // EOF or an error: the client is gone
+			if what&(evlistener.BEVEventEOF|evlistener.BEVEventError|evlistener.BEVEventTimeout) != 0 {
+				be.Close() // the client is gone; not on back-pressure (BEVEventOutputFull)
+			}
 		})
 		be.Enable(evlistener.EvRead | evlistener.EvWrite)
 	}

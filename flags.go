@@ -75,7 +75,8 @@ const (
 	// while no loop runs, and wake the loop without libevent's help. What
 	// it rules out is C code using the base (CPtr) from a thread of its
 	// own while Dispatch runs. Saves a lock and an unlock around every
-	// callback and every event operation.
+	// callback and every event operation: a program in which only Go code
+	// uses the base loses nothing by it.
 	BaseNoLock BaseFlag = C.EVENT_BASE_FLAG_NOLOCK
 	// BaseIgnoreEnv ignores the EVENT_NO* environment variables that
 	// disable backends (EVENT_BASE_FLAG_IGNORE_ENV).

@@ -275,14 +275,10 @@ func TestSignal(t *testing.T) {
 		return p, cs[2], append(want, "end\n"...)
 	}
 
-	t.Run("queued lines reach a client that reads slowly", func(t *testing.T) {
-		p, slow, want := setup(t)
-		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		// It read nothing until now, takes at most its receive buffer per
-		// read, and pauses every 256 KiB: 6 MiB in a small part of the
-		// second it has.
+	// readSlowly reads until EOF: it read nothing until now, takes at most
+	// its receive buffer per read, and pauses every 256 KiB: 6 MiB in a
+	// small part of the second it has.
+	readSlowly := func(t *testing.T, slow *peer) []byte {
 		slow.c.SetReadDeadline(time.Now().Add(deadline))
 		var got bytes.Buffer
 		buf := make([]byte, 64<<10)
@@ -299,9 +295,9 @@ func TestSignal(t *testing.T) {
 		if err != io.EOF {
 			t.Errorf("slow client: %v after %d bytes, want EOF", err, got.Len())
 		}
-		if !bytes.Equal(got.Bytes(), want) {
-			t.Errorf("slow client got %d bytes, want the %d queued for it, in order", got.Len(), len(want))
-		}
+		return got.Bytes()
+	}
+	checkStopped := func(t *testing.T, p *chatProc) time.Duration {
 		conns, took := p.waitStopped(t, syscall.SIGTERM)
 		if conns != 3 {
 			t.Errorf("flushed %d connections, want 3", conns)
@@ -309,7 +305,46 @@ func TestSignal(t *testing.T) {
 		if took > flushTimeout+shutdownGrace {
 			t.Errorf("shutdown took %v, want at most %v", took, flushTimeout+shutdownGrace)
 		}
-		t.Logf("%d KiB flushed to the slow client; shutdown took %v", got.Len()>>10, took)
+		return took
+	}
+
+	t.Run("queued lines reach a client that reads slowly", func(t *testing.T) {
+		p, slow, want := setup(t)
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		got := readSlowly(t, slow)
+		if !bytes.Equal(got, want) {
+			t.Errorf("slow client got %d bytes, want the %d queued for it, in order", len(got), len(want))
+		}
+		took := checkStopped(t, p)
+		t.Logf("%d KiB flushed to the slow client; shutdown took %v", len(got)>>10, took)
+	})
+
+	t.Run("queued lines reach a client that is still sending", func(t *testing.T) {
+		// Closed with its input unread, its connection would be reset,
+		// and what it had not read yet lost.
+		p, typing, want := setup(t)
+		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan int, 1)
+		go func() { // it types until the server is gone
+			n := 0
+			for line := []byte("still typing\n"); ; n++ {
+				if _, err := typing.c.Write(line); err != nil {
+					sent <- n
+					return
+				}
+			}
+		}()
+		got := readSlowly(t, typing)
+		if !bytes.Equal(got, want) {
+			t.Errorf("typing client got %d bytes, want the %d queued for it, in order", len(got), len(want))
+		}
+		took := checkStopped(t, p)
+		typing.c.Close() // ends its writes, if the server has not
+		t.Logf("%d KiB flushed to the typing client, which sent %d lines meanwhile; shutdown took %v", len(got)>>10, <-sent, took)
 	})
 
 	t.Run("a client that never reads holds the exit a second at most", func(t *testing.T) {
