@@ -206,40 +206,71 @@ func TestBufferFrozenEnds(t *testing.T) {
 func second[T any](_ T, err error) error { return err }
 
 func TestCloseAfterFlush(t *testing.T) {
-	t.Run("everything written, then closed", func(t *testing.T) {
+	// flushing runs a buffer event with out in its output, calls setup,
+	// then CloseAfterFlush(timeout); it returns the socket and its peer.
+	flushing := func(t *testing.T, out []byte, timeout time.Duration, setup func(*BufferEvent, *net.TCPConn)) (int, *net.TCPConn) {
+		t.Helper()
 		checkNoLeaks(t)
 		b := newBase(t)
 		fd, peer := tcpPair(t)
 		be := newBEV(t, b, fd)
-		data := make([]byte, 4<<20)
-		rand.Read(data)
-		be.Write(data)
+		if setup != nil {
+			setup(be, peer)
+		}
+		be.Write(out)
 		dispatching(t, b)
-		if err := be.CloseAfterFlush(0); err != nil {
+		if err := be.CloseAfterFlush(timeout); err != nil {
 			t.Fatal(err)
 		}
+		return fd, peer
+	}
+	// readAll reads peer to EOF and fails unless it got exactly want.
+	readAll := func(t *testing.T, peer *net.TCPConn, want []byte) {
+		t.Helper()
+		peer.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if got, err := io.ReadAll(peer); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("peer read %d of %d bytes, then %v; want all, then EOF", len(got), len(want), err)
+		}
+	}
+	// sendUntilReset writes to peer until a write fails, or until stop,
+	// when it shuts down its sending side; the goroutine reports on the
+	// channel returned as it ends.
+	sendUntilReset := func(peer *net.TCPConn, stop <-chan struct{}) <-chan error {
+		ended := make(chan error, 1)
+		go func() {
+			chunk := make([]byte, 1024)
+			for {
+				select {
+				case <-stop:
+					ended <- peer.CloseWrite()
+					return
+				default:
+				}
+				if _, err := peer.Write(chunk); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}()
+		return ended
+	}
+	random := func(n int) []byte {
+		p := make([]byte, n)
+		rand.Read(p)
+		return p
+	}
+
+	t.Run("everything written, then closed", func(t *testing.T) {
+		data := random(4 << 20)
+		var be *BufferEvent
+		_, peer := flushing(t, data, 0, func(b *BufferEvent, _ *net.TCPConn) { be = b })
 		if err := be.Close(); err != ErrClosed || be.FD() != -1 {
 			t.Fatalf("after CloseAfterFlush: Close = %v, FD = %d; want ErrClosed, -1", err, be.FD())
 		}
-		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
-		got, err := io.ReadAll(peer) // up to EOF: the close
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, data) {
-			t.Fatalf("peer got %d bytes, want the %d written, then EOF", len(got), len(data))
-		}
+		readAll(t, peer, data)
 	})
 	t.Run("the deadline closes what could not go", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		be.Write(make([]byte, 64<<20)) // far more than the socket buffers take
-		dispatching(t, b)
-		if err := be.CloseAfterFlush(50 * time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
+		fd, peer := flushing(t, make([]byte, 64<<20), 50*time.Millisecond, nil) // far more than the socket buffers take
 		// The peer never reads until the socket closes: then it reads
 		// less than was written, and a reset or EOF.
 		waitFor(t, "the socket to close at the deadline", func() bool { return !fdOpen(fd) })
@@ -253,108 +284,47 @@ func TestCloseAfterFlush(t *testing.T) {
 		// Closing with input unread makes the kernel send a reset, which
 		// discards what the peer has not read yet: the flush shuts down
 		// the sending side and reads to the peer's EOF first.
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		be.Enable(EvRead)
-		data := make([]byte, 4<<20)
-		rand.Read(data)
-		be.Write(data)
-		dispatching(t, b)
-		sent := make(chan error, 1)
+		data := random(4 << 20)
 		stop := make(chan struct{})
-		go func() { // the peer keeps sending until it has read everything
-			chunk := make([]byte, 1024)
-			for {
-				select {
-				case <-stop:
-					sent <- peer.CloseWrite()
-					return
-				default:
-				}
-				if _, err := peer.Write(chunk); err != nil {
-					sent <- err
-					return
-				}
-			}
-		}()
-		if err := be.CloseAfterFlush(0); err != nil {
-			t.Fatal(err)
-		}
-		peer.SetReadDeadline(time.Now().Add(20 * time.Second))
-		got, err := io.ReadAll(peer)
+		var ended <-chan error
+		fd, peer := flushing(t, data, 0, func(be *BufferEvent, peer *net.TCPConn) {
+			be.Enable(EvRead)
+			ended = sendUntilReset(peer, stop)
+		})
+		readAll(t, peer, data)
 		close(stop)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("peer read %d of %d bytes, then %v; want all, then EOF", len(got), len(data), err)
-		}
 		// Its writes may fail once it has everything: a peer that paused
 		// had nothing left to lose (see lingerCheck).
-		recv(t, sent, "the peer's writer")
+		recv(t, ended, "the peer's writer")
 		waitFor(t, "the socket to close after the peer's EOF", func() bool { return !fdOpen(fd) })
 	})
 	t.Run("a quiet peer: EOF after the output, closed once all is acknowledged", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		be.Write([]byte("bye"))
-		dispatching(t, b)
-		if err := be.CloseAfterFlush(time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if got, err := io.ReadAll(peer); err != nil || string(got) != "bye" {
-			t.Fatalf("peer read %q, %v; want \"bye\", then EOF", got, err)
-		}
+		fd, peer := flushing(t, []byte("bye"), time.Hour, nil)
+		readAll(t, peer, []byte("bye"))
 		// Not an hour: a peer that sends nothing is not waited for.
 		waitFor(t, "the socket to close", func() bool { return !fdOpen(fd) })
 	})
-	t.Run("a peer that sends and never closes: the deadline ends the linger", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		be.Write([]byte("bye"))
-		dispatching(t, b)
-		done := make(chan struct{})
-		go func() { // until the server closes
-			defer close(done)
-			for chunk := make([]byte, 1024); ; {
-				if _, err := peer.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
-		if err := be.CloseAfterFlush(100 * time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if got, err := io.ReadAll(peer); err != nil || string(got) != "bye" {
-			t.Fatalf("peer read %q, %v; want \"bye\", then EOF", got, err)
-		}
+	t.Run("a peer that does not take the output: the deadline ends the linger", func(t *testing.T) {
+		// All of it fits in the kernel's send queue, so the linger
+		// starts, but little fits in the peer's: the peer never
+		// acknowledges it all.
+		out := random(256 << 10)
+		fd, _ := flushing(t, out, 100*time.Millisecond, func(be *BufferEvent, peer *net.TCPConn) {
+			syscall.SetsockoptInt(be.FD(), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 1<<20)
+			peer.SetReadBuffer(4 << 10)
+		})
 		waitFor(t, "the socket to close at the deadline", func() bool { return !fdOpen(fd) })
-		recv(t, done, "the peer's writes to fail once the socket closed")
+		// The kernel goes on sending what it holds: a close with nothing
+		// unread is no reset.
 	})
 	t.Run("writes down to empty, whatever the write low watermark", func(t *testing.T) {
-		checkNoLeaks(t)
-		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
-		if err := be.SetWatermark(EvWrite, 1<<20, 0); err != nil {
-			t.Fatal(err)
-		}
-		data := make([]byte, 4<<20)
-		rand.Read(data)
-		be.Write(data)
-		dispatching(t, b)
-		if err := be.CloseAfterFlush(0); err != nil {
-			t.Fatal(err)
-		}
-		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if got, err := io.ReadAll(peer); err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("peer read %d of %d bytes, then %v; want all, then EOF", len(got), len(data), err)
-		}
+		data := random(4 << 20)
+		_, peer := flushing(t, data, 0, func(be *BufferEvent, _ *net.TCPConn) {
+			if err := be.SetWatermark(EvWrite, 1<<20, 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		readAll(t, peer, data)
 	})
 	t.Run("during a pending connect: the output goes once connected", func(t *testing.T) {
 		checkNoLeaks(t)
