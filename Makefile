@@ -30,7 +30,10 @@ deps:
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 
+# A compiled file tracked by git (a build of cmd/echo once was) fails the run.
 vet: deps
+	@bins=$$(git ls-files -z 2>/dev/null | xargs -0 -r sh -c 'for f; do [ -f "$$f" ] && [ "$$(head -c 4 "$$f" | od -An -c | tr -d " ")" = "177ELF" ] && echo "$$f"; done' sh); \
+	if [ -n "$$bins" ]; then echo "compiled files are tracked (git rm --cached them): $$bins" >&2; exit 1; fi
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out" >&2; exit 1; fi
