@@ -51,6 +51,10 @@ type Base struct {
 	objMu sync.Mutex
 	objs  openLink // the list head: objs.next is the first open object
 
+	// conns holds the connections accepted through acceptors
+	// (acceptconn.go); nil until the first. Loop-owned.
+	conns *connTable
+
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
 	// inTasks is set while the loop runs handed-over work (runTasks).

@@ -74,6 +74,8 @@ type BufferEvent struct {
 	flushEnd   time.Duration   // CloseAfterFlush's deadline (since clockStart), 0: none yet
 	lingerTick time.Duration   // the wait before the linger's next check
 	lingerSeen uint64          // the input dropped by the linger's last check
+
+	pool *connTable // for a connection's buffer event (AcceptBufferEvents): its table
 }
 
 // NewBufferEvent wraps the connected, non-blocking socket fd in a buffer
@@ -304,6 +306,9 @@ func (be *BufferEvent) Output() *Buffer { return &be.out }
 func (be *BufferEvent) Close() error { return do(be, (*BufferEvent).close) }
 
 func (be *BufferEvent) close() error {
+	if be.pool != nil {
+		return be.pool.closeBufferEvent(be)
+	}
 	be.closed.Store(true)
 	be.flushing, be.lingering = false, false
 	if be.timer != nil {

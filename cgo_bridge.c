@@ -86,6 +86,7 @@ struct evconnlistener *evl_listener_new(struct event_base *base, uintptr_t h,
 void evl_listener_set_cb(struct evconnlistener *lev, uintptr_t h, int with_cb)
 {
 	evconnlistener_set_cb(lev, with_cb ? accept_cb : NULL, (void *)h);
+	evconnlistener_set_error_cb(lev, accept_error_cb); /* after an acceptor's */
 }
 
 static void event_cb(evutil_socket_t fd, short what, void *arg)
@@ -280,4 +281,143 @@ size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n)
 		}
 	}
 	return done;
+}
+
+/* Connections accepted with their object made in C (acceptconn.go). */
+
+struct evl_conns *evl_conns_new(void)
+{
+	return calloc(1, sizeof(struct evl_conns));
+}
+
+/* The slot for fd, made on first use. */
+static struct evl_conn *conn_slot(struct evl_conns *t, int fd)
+{
+	if (fd >= t->cap) {
+		int n = t->cap ? t->cap : 64;
+		struct evl_conn **s;
+		while (n <= fd)
+			n *= 2;
+		s = realloc(t->slot, (size_t)n * sizeof(*s));
+		if (!s)
+			return NULL;
+		memset(s + t->cap, 0, (size_t)(n - t->cap) * sizeof(*s));
+		t->slot = s;
+		t->cap = n;
+	}
+	if (!t->slot[fd])
+		t->slot[fd] = calloc(1, sizeof(struct evl_conn));
+	return t->slot[fd];
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	goEvent(((struct evl_conn *)arg)->h, fd, what);
+}
+
+/* What a C server does in its accept callback: the connection's event made
+ * and added, or its buffer event made, its callbacks set, its watermarks and
+ * timeouts set and enabled. Returns 0 or an errno. */
+static int conn_open(struct evl_acceptor *a, struct event_base *base,
+	struct evl_conn *c, int fd)
+{
+	struct timeval tv, rtv, wtv;
+	struct bufferevent *bev;
+	if (c->open) /* its last socket was closed without the object's Close */
+		evl_conn_close(c, -1);
+	if (a->kind == EVL_ACCEPT_EVENT) {
+		if (!c->ev)
+			c->ev = event_new(base, fd, a->what, conn_event_cb, c);
+		else if (event_assign(c->ev, base, fd, a->what, conn_event_cb, c) != 0)
+			return EINVAL;
+		if (!c->ev)
+			return ENOMEM;
+		if (event_add(c->ev, timeout_tv(base, a->usec, &tv)) != 0)
+			return errno ? errno : EINVAL;
+		c->open = 1;
+		return 0;
+	}
+	bev = bufferevent_socket_new(base, fd, a->bev_opts);
+	if (!bev)
+		return ENOMEM;
+	c->bev.bev = bev;
+	c->bev.in = bufferevent_get_input(bev);
+	c->bev.out = bufferevent_get_output(bev);
+	c->bev.cbs = 0; /* Go sets them as it takes the connection */
+	bufferevent_setcb(bev, bev_read_cb, bev_write_cb, bev_event_cb, &c->bev);
+	if (a->read_low || a->read_high)
+		bufferevent_setwatermark(bev, EV_READ, a->read_low, a->read_high);
+	if (a->write_low)
+		bufferevent_setwatermark(bev, EV_WRITE, a->write_low, 0);
+	if ((a->read_usec >= 0 || a->write_usec >= 0) &&
+	    bufferevent_set_timeouts(bev, timeout_tv(base, a->read_usec, &rtv),
+		    timeout_tv(base, a->write_usec, &wtv)) != 0)
+		goto fail;
+	if (a->enable && bufferevent_enable(bev, a->enable) != 0)
+		goto fail;
+	c->open = 1;
+	return 0;
+fail:
+	bufferevent_free(bev);
+	c->bev.bev = NULL;
+	c->bev.in = c->bev.out = NULL;
+	return errno ? errno : EINVAL;
+}
+
+static void accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
+	struct sockaddr *sa, int socklen, void *arg)
+{
+	struct evl_acceptor *a = arg;
+	struct evl_conn *c = conn_slot(a->conns, fd);
+	int err = c ? conn_open(a, evconnlistener_get_base(lev), c, fd) : ENOMEM;
+	(void)sa; (void)socklen; /* Go asks getpeername if it wants the peer */
+	/* The last use of a: Go may free it (Close, SetCallback). */
+	goListenerAcceptConn(a->h, fd, c, err);
+}
+
+static void accept_conn_error_cb(struct evconnlistener *lev, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR(); /* before anything can change errno */
+	(void)lev;
+	goListenerError(((struct evl_acceptor *)arg)->h, err);
+}
+
+void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *a)
+{
+	evconnlistener_set_cb(lev, accept_conn_cb, a);
+	evconnlistener_set_error_cb(lev, accept_conn_error_cb);
+}
+
+void evl_conn_close(struct evl_conn *c, int fd)
+{
+	if (c->bev.bev) {
+		/* Inside one of its callbacks libevent holds a reference and
+		 * has cleared the callbacks: nothing reads c->bev after this. */
+		bufferevent_free(c->bev.bev);
+		c->bev.bev = NULL;
+		c->bev.in = c->bev.out = NULL;
+		c->bev.cbs = 0;
+	} else if (c->ev) {
+		event_del(c->ev);
+	}
+	c->open = 0;
+	if (fd >= 0)
+		evutil_closesocket(fd);
+}
+
+void evl_conns_free(struct evl_conns *t)
+{
+	int fd;
+	for (fd = 0; fd < t->cap; fd++) {
+		struct evl_conn *c = t->slot[fd];
+		if (!c)
+			continue;
+		if (c->open)
+			evl_conn_close(c, fd);
+		if (c->ev)
+			event_free(c->ev);
+		free(c);
+	}
+	free(t->slot);
+	free(t);
 }

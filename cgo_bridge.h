@@ -90,4 +90,47 @@ ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
 /* Copies up to n bytes from the front of buf into p, removing nothing. */
 size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n);
 
+
+/* Connections accepted with their event or buffer event made in C
+ * (acceptconn.go): libevent's accept callback makes and arms the
+ * connection's object, as a C server does in the same frame, and then makes
+ * one call into Go. A base's table holds one slot per descriptor number,
+ * made the first time a connection gets that number and reused by every
+ * later connection on it, so that a connection costs no allocation of ours:
+ * an event's storage is assigned again, a buffer event's context is
+ * embedded. Go writes the handles into the slot when it makes the slot's
+ * object, before any callback can read them. */
+struct evl_conn {
+	uintptr_t h;         /* the Go Event's handle; 0 until Go made it */
+	int open;            /* a connection is on the slot */
+	struct event *ev;    /* the event's storage, kept from the first use */
+	struct evl_bev bev;  /* bev.bev only while a buffer event is open */
+};
+struct evl_conns {
+	struct evl_conn **slot; /* by descriptor */
+	int cap;
+};
+#define EVL_ACCEPT_EVENT 1
+#define EVL_ACCEPT_BEV   2
+/* A listener's way of accepting: written by Go, read by the accept shim. */
+struct evl_acceptor {
+	uintptr_t h; /* the listener's handle */
+	struct evl_conns *conns;
+	int kind;    /* EVL_ACCEPT_* */
+	short what;  /* event: its conditions */
+	int64_t usec; /* event: add's timeout; < 0 none */
+	int bev_opts; /* buffer event: BEV_OPT_* but CLOSE_ON_FREE */
+	short enable; /* buffer event: bufferevent_enable's */
+	int64_t read_usec, write_usec; /* < 0: none */
+	size_t read_low, read_high, write_low;
+};
+struct evl_conns *evl_conns_new(void);
+/* Closes what is open on the table, then frees it. */
+void evl_conns_free(struct evl_conns *t);
+/* Makes the listener accept through a (NULL: back to evl_listener_set_cb). */
+void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *a);
+/* Closes the connection on c in one call: frees its buffer event or takes
+ * its event out of the loop, then closes the socket fd. */
+void evl_conn_close(struct evl_conn *c, int fd);
+
 #endif

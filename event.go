@@ -31,8 +31,9 @@ type Event struct {
 	object
 
 	// Owned by the loop (see Base.call).
-	ptr *C.struct_event
-	cb  EventFunc
+	ptr  *C.struct_event
+	cb   EventFunc
+	pool *connTable // for a connection's event (AcceptEvents): its table
 }
 
 // NewEvent creates an event on fd (event_new). what holds the conditions to
@@ -142,6 +143,9 @@ func (ev *Event) pending(what Events) (bool, error) {
 func (ev *Event) Close() error { return do(ev, (*Event).close) }
 
 func (ev *Event) close() error {
+	if ev.pool != nil {
+		return ev.pool.closeEvent(ev)
+	}
 	ev.closed.Store(true)
 	// Inside its own callback libevent no longer reads the event once the
 	// callback returns (event_process_active_single_queue), so it can go.

@@ -58,7 +58,8 @@ type Listener struct {
 	backingOff          bool
 	delay               time.Duration
 	pausedUntilDispatch bool
-	onClose             func() // set by NetListener; runs once, as the listener closes
+	onClose             func()        // set by NetListener; runs once, as the listener closes
+	conns               *connAcceptor // set by AcceptEvents, AcceptBufferEvents; cb is nil then
 }
 
 // New wraps fd, a bound stream socket, in a listener (evconnlistener_new).
@@ -238,6 +239,8 @@ func (l *Listener) close() error {
 	// refcount), so the handle can go now.
 	C.evconnlistener_free(l.ptr)
 	l.ptr = nil
+	l.conns.free()
+	l.conns = nil
 	if l.unlink != "" {
 		syscall.Unlink(l.unlink)
 	}
@@ -258,7 +261,7 @@ func (l *Listener) enable() error {
 	l.enabled = true
 	l.pausedUntilDispatch = false
 	l.cancelBackoff()
-	if l.cb != nil && C.evconnlistener_enable(l.ptr) != 0 {
+	if l.hasCallback() && C.evconnlistener_enable(l.ptr) != 0 {
 		return &net.OpError{Op: "enable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_enable failed")}
 	}
 	return nil
@@ -286,8 +289,9 @@ func (l *Listener) disable() error {
 func (l *Listener) SetCallback(cb AcceptFunc) { do1(l, (*Listener).setCallback, cb) }
 
 func (l *Listener) setCallback(cb AcceptFunc) error {
-	had := l.cb != nil
-	l.cb = cb
+	had, conns := l.hasCallback(), l.conns
+	l.cb, l.conns = cb, nil
+	defer conns.free() // after libevent has the new callback
 	switch {
 	case cb == nil && had:
 		// set_cb(NULL) alone leaves the event registered and libevent
@@ -297,7 +301,7 @@ func (l *Listener) setCallback(cb AcceptFunc) error {
 		// it is set, and closes what it accepts with no callback.
 		C.evconnlistener_disable(l.ptr)
 		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 0)
-	case cb != nil && !had:
+	case cb != nil && (!had || conns != nil):
 		C.evl_listener_set_cb(l.ptr, C.uintptr_t(l.h), 1)
 		if l.active() {
 			C.evconnlistener_enable(l.ptr)
@@ -309,7 +313,7 @@ func (l *Listener) setCallback(cb AcceptFunc) error {
 // active reports whether libevent's side should be enabled now. It never
 // is without a callback (see setCallback).
 func (l *Listener) active() bool {
-	return l.cb != nil && l.enabled && !l.backingOff && !l.pausedUntilDispatch
+	return l.hasCallback() && l.enabled && !l.backingOff && !l.pausedUntilDispatch
 }
 
 // SetErrorCallback sets the callback for accept errors

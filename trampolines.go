@@ -63,3 +63,8 @@ func goBufferEventEvent(h C.uintptr_t, what C.short, err C.int) {
 func goEvent(h C.uintptr_t, fd C.evutil_socket_t, what C.short) {
 	handle(h).value().(*Event).onEvent(int(fd), Events(what))
 }
+
+//export goListenerAcceptConn
+func goListenerAcceptConn(h C.uintptr_t, fd C.evutil_socket_t, c *C.struct_evl_conn, err C.int) {
+	handle(h).value().(*Listener).onAcceptConn(int(fd), c, syscall.Errno(err))
+}
