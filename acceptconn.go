@@ -306,12 +306,14 @@ func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn, cb EventFunc) *Event
 	t.events = grow(t.events, fd)
 	ev := t.events[fd]
 	if ev == nil {
+		// The header stays the slot's, as takeBufferEvent says; so
+		// does the C event's storage.
 		ev = &Event{pool: t}
-		ev.h = newHandle(ev)
+		ev.base, ev.fd, ev.h, ev.cptr = t.base, fd, newHandle(ev), unsafe.Pointer(c.ev)
 		c.h = C.uintptr_t(ev.h)
 		t.events[fd] = ev
 	}
-	ev.base, ev.fd, ev.ptr, ev.cptr, ev.cb = t.base, fd, c.ev, unsafe.Pointer(c.ev), cb
+	ev.ptr, ev.cb = c.ev, cb
 	ev.closed.Store(false)
 	t.open++
 	return ev
@@ -356,30 +358,22 @@ func (t *connTable) closeEvent(ev *Event) error {
 func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn, o *BufferEventOptions) *BufferEvent {
 	t.bevs = grow(t.bevs, fd)
 	be := t.bevs[fd]
-	var h handle
 	if be == nil {
-		be = new(BufferEvent)
-		h = newHandle(be)
-		c.bev.h = C.uintptr_t(h)
+		be = &BufferEvent{pool: t}
+		be.base, be.fd, be.h = t.base, fd, newHandle(be)
+		c.bev.h = C.uintptr_t(be.h)
 		t.bevs[fd] = be
-	} else {
-		h = be.h
 	}
-	// Everything from the last connection goes, whatever fields the
-	// buffer event has.
-	*be = BufferEvent{
-		closeOnFree: true,
-		ctx:         &c.bev,
-		ptr:         c.bev.bev,
-		readCb:      o.OnRead,
-		writeCb:     o.OnWrite,
-		eventCb:     o.OnEvent,
-		outHigh:     o.WriteHighWatermark,
-		pool:        t,
-	}
-	be.base, be.h, be.fd, be.cptr = t.base, h, fd, unsafe.Pointer(c.bev.bev)
+	// The header (base, handle, descriptor) is the slot's and stays: an
+	// object may be read from other goroutines (FD, CPtr). The rest is
+	// the new connection's.
+	be.closeOnFree = true
+	be.ctx, be.ptr, be.cptr = &c.bev, c.bev.bev, unsafe.Pointer(c.bev.bev)
+	be.readCb, be.writeCb, be.eventCb = o.OnRead, o.OnWrite, o.OnEvent
 	be.in = Buffer{be: be, ptr: c.bev.in}
 	be.out = Buffer{be: be, ptr: c.bev.out}
+	be.outHigh, be.outFull, be.flushing, be.timer = o.WriteHighWatermark, false, false, nil
+	be.closed.Store(false)
 	be.setFilter()
 	t.open++
 	return be

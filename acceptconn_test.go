@@ -2,9 +2,14 @@ package evlistener
 
 import (
 	"errors"
+	"io"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -12,6 +17,9 @@ import (
 // the tests run on both.
 type connKind struct {
 	name string
+	// perMessage is the calls from Go to C its echo makes per message
+	// (TestCgoCallsPerMessage).
+	perMessage float64
 	// accept sets l to accept into this kind's object, whose callbacks
 	// echo and close at end of stream. onAccept, if not nil, runs in the
 	// accept callback with the object (an *Event or a *BufferEvent).
@@ -27,14 +35,14 @@ type connObject interface {
 }
 
 var connKinds = []connKind{
-	{"Event", func(t testing.TB, l *Listener, onAccept func(connObject)) error {
+	{"Event", 0, func(t testing.TB, l *Listener, onAccept func(connObject)) error {
 		opts := EventOptions{OnEvent: echoEvent(make([]byte, 4096))}
 		if onAccept != nil {
 			opts.OnAccept = func(_ *Listener, ev *Event) { onAccept(ev) }
 		}
 		return l.AcceptEvents(opts)
 	}},
-	{"BufferEvent", func(t testing.TB, l *Listener, onAccept func(connObject)) error {
+	{"BufferEvent", 1, func(t testing.TB, l *Listener, onAccept func(connObject)) error {
 		opts := BufferEventOptions{
 			OnRead:  func(be *BufferEvent) { be.EchoInput() },
 			OnEvent: func(be *BufferEvent, _ BEVEvent, _ error) { be.Close() },
@@ -177,4 +185,467 @@ func openConns(t testing.TB, b *Base) (n int) {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestAcceptConnAllocs proves that a connection costs no allocation once
+// the descriptor numbers in use have been seen: accept, the object made in
+// C, the accept callback, the first message and Close. The client is on
+// raw system calls, so every allocation counted is the server's.
+func TestAcceptConnAllocs(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		if err := k.accept(t, l, func(connObject) {}); err != nil {
+			t.Fatal(err)
+		}
+		dispatching(t, b)
+		c := newRawClient(l.Addr())
+		for range 200 { // the numbers in use, and the runtime's own warm-up
+			if err := c.cycle(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var err error
+		allocs := testing.AllocsPerRun(2000, func() {
+			if e := c.cycle(); e != nil && err == nil {
+				err = e
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if allocs != 0 {
+			t.Fatalf("%v allocations per connection, want 0", allocs)
+		}
+	})
+}
+
+// TestCgoCallsPerConnection counts the calls between Go and C for each
+// connection, accept → first message → close: one C→Go call to accept (the
+// accept callback runs once per connection), one per readable socket (the
+// byte, then the end of stream), and one Go→C call, the Close that frees
+// the object and closes the socket together, besides the echo's own per
+// message.
+func TestCgoCallsPerConnection(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		var accepts atomic.Int64
+		if err := k.accept(t, l, func(connObject) { accepts.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		dispatching(t, b)
+		c := newRawClient(l.Addr())
+		for range 20 {
+			if err := c.cycle(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const n = 1000
+		waitFor(t, "the warm-up connections to close", func() bool { return openConns(t, b) == 0 })
+		accepts.Store(0)
+		before := goToC()
+		for range n {
+			if err := c.cycle(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The server closes as it sees each end of stream; the last
+		// may still be on its way.
+		waitFor(t, "the connections to close", func() bool { return openConns(t, b) == 0 })
+		// openConns ran one call on the loop from here: no cgo call.
+		per := float64(goToC()-before) / n
+		t.Logf("%.3f calls from Go to C per connection", per)
+		if want := 1 + k.perMessage; per > want+0.01 {
+			t.Errorf("%.3f calls from Go to C per connection, want %v (Close, and the echo's %v)", per, want, k.perMessage)
+		}
+		if got := accepts.Load(); got != n {
+			t.Errorf("accept callback ran %d times for %d connections", got, n)
+		}
+	})
+}
+
+// TestAcceptConnFDReuse: a connection's slot, reused by the next accept that
+// gets the same descriptor number, serves the new connection only: the
+// event fires with the new listener's callback, and a buffer event's
+// callbacks that the last connection set are gone. Listeners of both kinds
+// share the base's table, so a number serves both kinds in turn.
+func TestAcceptConnFDReuse(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	type conn struct {
+		who string
+		obj connObject
+		fd  int
+	}
+	accepted := make(chan conn, 1)
+	fired := make(chan string, 100)
+	var buf [64]byte
+	evOn := func(who string) EventOptions {
+		return EventOptions{
+			OnAccept: func(_ *Listener, ev *Event) { accepted <- conn{who, ev, ev.FD()} },
+			OnEvent: func(ev *Event, fd int, _ Events) {
+				if n, _ := syscall.Read(fd, buf[:]); n <= 0 {
+					ev.Close()
+					return
+				}
+				fired <- who
+			},
+		}
+	}
+	bevOn := func(who string) BufferEventOptions {
+		return BufferEventOptions{
+			OnAccept: func(_ *Listener, be *BufferEvent) {
+				accepted <- conn{who, be, be.FD()}
+				// A connection's own callback, which the next
+				// connection on the slot must not inherit.
+				be.SetCallbacks(func(be *BufferEvent) {
+					fired <- who + " own"
+					be.Input().Drain(be.Input().Len())
+				}, nil, func(be *BufferEvent, _ BEVEvent, _ error) { be.Close() })
+			},
+			OnRead:  func(be *BufferEvent) { fired <- who + " inherited" },
+			OnEvent: func(be *BufferEvent, _ BEVEvent, _ error) { fired <- who + " inherited" },
+		}
+	}
+	var ls [4]*Listener
+	names := [4]string{"event A", "event B", "bev A", "bev B"}
+	for i := range ls {
+		ls[i] = listenTCP(t, b, nil, 0)
+		var err error
+		if i < 2 {
+			err = ls[i].AcceptEvents(evOn(names[i]))
+		} else {
+			err = ls[i].AcceptBufferEvents(bevOn(names[i]))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dispatching(t, b)
+	// Each client's socket is made before the connection before it
+	// closes, so that the next accept takes the number that close freed.
+	client, err := newRawClient(ls[0].Addr()).socket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last conn
+	same := 0
+	for i := range 40 {
+		// In turn: the same kind from another listener, and the other
+		// kind on a number the first kind used.
+		l := ls[[]int{0, 1, 0, 2, 3, 2, 1, 3}[i%8]]
+		if err := syscall.Connect(client, &newRawClient(l.Addr()).sa); err != nil {
+			t.Fatal(err)
+		}
+		c := recv(t, accepted, "the accept callback")
+		if c.fd == last.fd && c.who[:3] == last.who[:3] {
+			same++
+			if c.obj != last.obj {
+				t.Errorf("connection %d (%s) on the number of %s has a new object", i, c.who, last.who)
+			}
+		}
+		if _, err := syscall.Write(client, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		want := c.who
+		if strings.HasPrefix(want, "bev") {
+			want += " own"
+		}
+		if got := recv(t, fired, "the callback"); got != want {
+			t.Fatalf("connection %d: callback of %q, want %q", i, got, want)
+		}
+		next, err := newRawClient(l.Addr()).socket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Close(client)
+		client = next
+		// On the loop: c.obj may already serve the next connection.
+		waitFor(t, "the connection to close", func() bool { return openConns(t, b) == 0 })
+		last = c
+	}
+	syscall.Close(client)
+	select {
+	case got := <-fired:
+		t.Errorf("a callback of %q after the last connection", got)
+	default:
+	}
+	if same < 10 {
+		t.Errorf("only %d of 40 connections took the number and kind of the one before", same)
+	}
+}
+
+// TestAcceptConnBaseClose: Base.Close closes the connections still open,
+// their objects and their sockets, from another goroutine while the loop
+// runs and with no loop running; the objects then report ErrClosed.
+func TestAcceptConnBaseClose(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		for _, running := range []bool{true, false} {
+			t.Run(map[bool]string{true: "loop running", false: "no loop"}[running], func(t *testing.T) {
+				checkNoLeaks(t)
+				b := newBase(t)
+				l := listenTCP(t, b, nil, 0)
+				accepted := make(chan connObject, 100)
+				if err := k.accept(t, l, func(o connObject) { accepted <- o }); err != nil {
+					t.Fatal(err)
+				}
+				r := startDispatch(t, b)
+				b.LoopExit(time.Hour)
+				var clients []net.Conn
+				var objs []connObject
+				for range 20 {
+					c := dial(t, l.Addr())
+					pingPong(t, c, 1, 10)
+					clients = append(clients, c)
+					objs = append(objs, recv(t, accepted, "the accept callback"))
+				}
+				if !running {
+					r.breakAndWait(t, b)
+				}
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if running {
+					r.wait(t)
+				}
+				for _, c := range clients {
+					readEOF(t, c)
+				}
+				for _, o := range objs {
+					if err := o.Close(); err != ErrClosed {
+						t.Errorf("Close after Base.Close = %v, want ErrClosed", err)
+					}
+					if o.FD() != -1 {
+						t.Errorf("FD after Base.Close = %d", o.FD())
+					}
+				}
+			})
+		}
+	})
+}
+
+// TestAcceptConnCloseConcurrently closes connections from other goroutines
+// while the listener accepts more, and closes the listener meanwhile: every
+// connection accepted is closed exactly once, every client served sees its
+// echo and then the end of stream, and nothing leaks.
+func TestAcceptConnCloseConcurrently(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		accepted := make(chan connObject, 1000)
+		if err := k.accept(t, l, func(o connObject) { accepted <- o }); err != nil {
+			t.Fatal(err)
+		}
+		dispatching(t, b)
+		const clients, closers = 300, 4
+		var closed, served atomic.Int64
+		var wg sync.WaitGroup
+		for range closers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for o := range accepted {
+					if err := o.Close(); err != nil {
+						t.Errorf("Close = %v", err)
+					}
+					closed.Add(1)
+				}
+			}()
+		}
+		var cwg sync.WaitGroup
+		addr := l.Addr()
+		for i := range clients {
+			cwg.Add(1)
+			go func() {
+				defer cwg.Done()
+				c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+				if err != nil { // refused once the listener closed
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				// Closed at once, the server may close before it
+				// echoes: a reset or EOF then, never a hang.
+				if _, err := c.Write([]byte{byte(i)}); err != nil {
+					return
+				}
+				var b [1]byte
+				if n, _ := c.Read(b[:]); n == 1 {
+					served.Add(1)
+				}
+				if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("client %d: %v", i, err)
+				}
+			}()
+			if i == clients/2 {
+				go l.Close()
+			}
+		}
+		cwg.Wait()
+		waitFor(t, "the listener to close", func() bool { return l.FD() == -1 })
+		// Every connection accepted is handed to a closer: wait for
+		// the loop to be idle, then end the closers.
+		waitFor(t, "every connection to close", func() bool { return openConns(t, b) == 0 && len(accepted) == 0 })
+		close(accepted)
+		wg.Wait()
+		t.Logf("%d connections closed, %d echoes", closed.Load(), served.Load())
+		if closed.Load() == 0 {
+			t.Error("no connection accepted")
+		}
+	})
+}
+
+// TestAcceptConnPanic: a panic in the accept callback closes that
+// connection and reaches Dispatch; the listener serves again with the next
+// Dispatch.
+func TestAcceptConnPanic(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		var calls atomic.Int64
+		if err := k.accept(t, l, func(connObject) {
+			if calls.Add(1) == 1 {
+				panic("boom")
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		first := dial(t, l.Addr())
+		second := dial(t, l.Addr())
+		b.LoopExit(time.Hour)
+		p, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic)
+		if !ok || p.Value != "boom" {
+			t.Fatalf("Dispatch panicked with %v, want a *CallbackPanic of boom", p)
+		}
+		readEOF(t, first)
+		if n := openConns(t, b); n != 0 {
+			t.Errorf("%d connections open after the panic, want 0", n)
+		}
+		dispatching(t, b)
+		pingPong(t, second, 3, 10)
+	})
+}
+
+// TestAcceptConnModes switches a listener between accepting into events,
+// into buffer events, with an AcceptFunc and paused, and checks that each
+// connection is served the way set when it was accepted, none is accepted
+// and dropped while paused, and accept errors reach the ErrorFunc in every
+// mode.
+func TestAcceptConnModes(t *testing.T) {
+	t.Run("callbacks", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		got := make(chan string, 10)
+		plain := func(_ *Listener, fd int, _ net.Addr) { got <- "AcceptFunc"; syscall.Close(fd) }
+		byEvent := EventOptions{OnAccept: func(_ *Listener, ev *Event) { got <- "event"; ev.Close() }, OnEvent: func(*Event, int, Events) {}}
+		byBEV := BufferEventOptions{OnAccept: func(_ *Listener, be *BufferEvent) { got <- "buffer event"; be.Close() }}
+		dispatching(t, b)
+		var queued net.Conn
+		for _, step := range []struct {
+			set  func() error
+			want string
+		}{
+			{func() error { return l.AcceptEvents(byEvent) }, "event"},
+			{func() error { l.SetCallback(plain); return nil }, "AcceptFunc"},
+			{func() error { return l.AcceptBufferEvents(byBEV) }, "buffer event"},
+			{func() error { return l.AcceptEvents(byEvent) }, "event"},
+			{func() error { l.SetCallback(nil); return nil }, ""},
+			{func() error { return l.AcceptBufferEvents(byBEV) }, "buffer event"},
+		} {
+			if err := step.set(); err != nil {
+				t.Fatal(err)
+			}
+			c := dial(t, l.Addr())
+			if step.want == "" {
+				stillQueued(t, c)
+				queued = c
+				continue
+			}
+			if queued != nil { // accepted first, the way set now
+				if g := recv(t, got, "the accept callback"); g != step.want {
+					t.Fatalf("queued client accepted by %s, want %s", g, step.want)
+				}
+				readEOF(t, queued)
+				queued = nil
+			}
+			if g := recv(t, got, "the accept callback"); g != step.want {
+				t.Fatalf("accepted by %s, want %s", g, step.want)
+			}
+			readEOF(t, c)
+		}
+		select {
+		case g := <-got:
+			t.Errorf("one accept too many, by %s", g)
+		default:
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := notListening(t, b)
+		errs := make(chan error, 10)
+		l.SetErrorCallback(func(l *Listener, err error) { errs <- err; l.Disable() })
+		for _, set := range []func() error{
+			func() error { return l.AcceptEvents(EventOptions{OnEvent: func(*Event, int, Events) {}}) },
+			func() error { return l.AcceptBufferEvents(BufferEventOptions{}) },
+			func() error { l.SetCallback(func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }); return nil },
+			func() error { return l.AcceptEvents(EventOptions{OnEvent: func(*Event, int, Events) {}}) },
+		} {
+			if err := set(); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Enable(); err != nil {
+				t.Fatal(err)
+			}
+			if err := dispatch(t, b); err != nil {
+				t.Fatal(err)
+			}
+			if err := recv(t, errs, "the error callback"); !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("error callback got %v, want EINVAL", err)
+			}
+		}
+	})
+}
+
+// TestAcceptConnBadInput: bad options are errors, never a panic, and leave
+// the listener as it was.
+func TestAcceptConnBadInput(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
+	cb := func(*Event, int, Events) {}
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"nil OnEvent", l.AcceptEvents(EventOptions{})},
+		{"signal bit", l.AcceptEvents(EventOptions{What: EvRead | 0x08, OnEvent: cb})},
+		{"timeout bit", l.AcceptEvents(EventOptions{What: EvRead | EvTimeout, OnEvent: cb})},
+		{"persist alone", l.AcceptEvents(EventOptions{What: EvPersist, OnEvent: cb})},
+		{"unknown option", l.AcceptBufferEvents(BufferEventOptions{Options: 0x4000})},
+		{"enable EvClosed", l.AcceptBufferEvents(BufferEventOptions{Enable: EvClosed})},
+		{"negative timeout", l.AcceptBufferEvents(BufferEventOptions{ReadTimeout: -time.Second})},
+		{"negative watermark", l.AcceptBufferEvents(BufferEventOptions{ReadLowWatermark: -1})},
+		{"high below low", l.AcceptBufferEvents(BufferEventOptions{WriteLowWatermark: 10, WriteHighWatermark: 5})},
+	} {
+		var op *net.OpError
+		if !errors.As(tc.err, &op) || op.Op != "accept" || op.Addr == nil {
+			t.Errorf("%s: error %v, want a *net.OpError of accept with the address", tc.name, tc.err)
+		}
+	}
+	dispatching(t, b)
+	readEOF(t, dial(t, l.Addr())) // still the AcceptFunc
+	l.Close()
+	if err := l.AcceptEvents(EventOptions{OnEvent: cb}); err != ErrClosed {
+		t.Errorf("AcceptEvents on a closed listener = %v, want ErrClosed", err)
+	}
+	if err := l.AcceptBufferEvents(BufferEventOptions{}); err != ErrClosed {
+		t.Errorf("AcceptBufferEvents on a closed listener = %v, want ErrClosed", err)
+	}
 }
