@@ -12,66 +12,92 @@ import (
 // message, where a buffer event also adds and removes its write event.
 const defaultEngine = "event"
 
-// bufferEventConn is a client served by a buffer event, as in the libevent
-// book: libevent reads into the input buffer; the read callback, in Go,
-// sends it back with one call into C (EchoInput: written at once when
-// nothing is waiting, else queued in the output buffer, which libevent
-// writes) and decides on back-pressure.
-type bufferEventConn struct {
-	lp *loop
-	be *evlistener.BufferEvent
-	// The callbacks, made once so that switching them costs nothing.
-	onRead, onDrained, onFlushed evlistener.DataFunc
-	onEvent                      evlistener.BufferEventFunc
-}
+// Both engines accept with the connection's object made in C, as a C
+// server makes it in its accept callback (Listener.AcceptEvents,
+// AcceptBufferEvents): the listener makes, arms and pools each connection's
+// event or buffer event, and the callbacks below are the loop's, shared by
+// its connections. So a connection costs the server no state of its own
+// besides what libevent and the binding keep, except while an event
+// connection's write stops short (stall).
 
-func newBufferEventConn(lp *loop, fd int) (conn, error) {
-	be, err := evlistener.NewBufferEvent(lp.base, fd, evlistener.BEVOptCloseOnFree)
-	if err != nil {
-		syscall.Close(fd)
-		return nil, err
-	}
-	c := &bufferEventConn{lp: lp, be: be}
-	c.onRead, c.onDrained, c.onFlushed, c.onEvent = c.read, c.drained, c.flushed, c.event
+// serve makes lp's listener accept into its engine's objects.
+func (lp *loop) serve() error {
 	cfg := lp.srv.cfg
-	be.SetCallbacks(c.onRead, nil, c.onEvent)
-	// Reading resumes once a full output is down to half.
-	be.SetWatermark(evlistener.EvWrite, cfg.maxPending/2, 0)
-	// Idle: nothing arrived, or nothing could be sent, for that long.
-	be.SetTimeouts(cfg.idle, cfg.idle)
-	// Writing is enabled from the start (libevent's default), and its
-	// event is added only once output waits; enabling it here would add it
-	// now, wake the loop for a writable socket with nothing to write and
-	// remove it again: two epoll_ctl calls per connection for nothing.
-	if err := be.Enable(evlistener.EvRead); err != nil {
-		be.Close()
-		return nil, err
+	if cfg.engine == "bufferevent" {
+		lp.onRead, lp.onDrained, lp.onFlushed = lp.bevRead, lp.bevDrained, lp.bevFlushed
+		lp.onEvent = lp.bevEvent
+		return lp.ln.AcceptBufferEvents(evlistener.BufferEventOptions{
+			// Idle: nothing arrived, or nothing could be sent, for
+			// that long.
+			ReadTimeout:  cfg.idle,
+			WriteTimeout: cfg.idle,
+			// Reading resumes once a full output is down to half.
+			WriteLowWatermark: cfg.maxPending / 2,
+			OnAccept:          lp.acceptBufferEvent,
+			OnRead:            lp.onRead,
+			OnEvent:           lp.onEvent,
+		})
 	}
-	return c, nil
+	return lp.ln.AcceptEvents(evlistener.EventOptions{
+		What: evlistener.EvRead | evlistener.EvPersist,
+		// The timeout restarts with every read: it closes idle clients.
+		Timeout:  cfg.idle,
+		OnAccept: lp.acceptEvent,
+		OnEvent:  lp.readable,
+	})
 }
 
-// read echoes what arrived. Once max-pending bytes wait to go out, the
-// client sends faster than it reads: stop reading until the output has
-// drained to the write low watermark.
-func (c *bufferEventConn) read(be *evlistener.BufferEvent) {
+// opened counts a new connection; at -max-conns the listener stops.
+func (lp *loop) opened(l *evlistener.Listener, fd int) {
+	// Small messages go out at once rather than wait for Nagle's timer.
+	setNoDelay(fd)
+	lp.open++
+	if lp.open >= lp.limit && !lp.full {
+		// Inside the accept callback this stops libevent's accept loop
+		// at once; the next clients wait in the backlog.
+		lp.full = true
+		l.Disable()
+	}
+}
+
+// closed runs on the loop when a connection has closed.
+func (lp *loop) closed() {
+	lp.open--
+	if lp.full && lp.open < lp.limit {
+		lp.full = false
+		lp.ln.Enable()
+	}
+}
+
+func (lp *loop) acceptBufferEvent(l *evlistener.Listener, be *evlistener.BufferEvent) {
+	lp.opened(l, be.FD())
+}
+
+// bevRead echoes what arrived: libevent read it into the input buffer, and
+// EchoInput sends it back with one call into C (written at once when
+// nothing is waiting, else queued in the output buffer, which libevent
+// writes). Once max-pending bytes wait to go out, the client sends faster
+// than it reads: stop reading until the output has drained to the write low
+// watermark.
+func (lp *loop) bevRead(be *evlistener.BufferEvent) {
 	pending, err := be.EchoInput()
 	if err != nil {
-		c.close()
+		lp.closeBufferEvent(be)
 		return
 	}
-	if pending >= c.lp.srv.cfg.maxPending {
+	if pending >= lp.srv.cfg.maxPending {
 		be.Disable(evlistener.EvRead)
-		be.SetCallbacks(c.onRead, c.onDrained, c.onEvent)
+		be.SetCallbacks(lp.onRead, lp.onDrained, lp.onEvent)
 	}
 }
 
-func (c *bufferEventConn) drained(be *evlistener.BufferEvent) {
-	be.SetCallbacks(c.onRead, nil, c.onEvent)
+func (lp *loop) bevDrained(be *evlistener.BufferEvent) {
+	be.SetCallbacks(lp.onRead, nil, lp.onEvent)
 	be.Enable(evlistener.EvRead)
 }
 
-// event: end of stream, an error or a timeout.
-func (c *bufferEventConn) event(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
+// bevEvent: end of stream, an error or a timeout.
+func (lp *loop) bevEvent(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
 	const (
 		reading = evlistener.BEVEventReading
 		eof     = evlistener.BEVEventEOF
@@ -82,73 +108,57 @@ func (c *bufferEventConn) event(be *evlistener.BufferEvent, what evlistener.BEVE
 		// The client has finished sending: send the rest of its echo,
 		// then close.
 		be.SetWatermark(evlistener.EvWrite, 0, 0)
-		be.SetCallbacks(nil, c.onFlushed, c.onEvent)
+		be.SetCallbacks(nil, lp.onFlushed, lp.onEvent)
 	case what == reading|timeout && be.Output().Len() > 0:
 		// Quiet, but still taking its echo: not idle. The write timeout
 		// watches that; listen again.
 		be.Enable(evlistener.EvRead)
 	default:
-		c.close()
+		lp.closeBufferEvent(be)
 	}
 }
 
-func (c *bufferEventConn) flushed(*evlistener.BufferEvent) { c.close() }
+func (lp *loop) bevFlushed(be *evlistener.BufferEvent) { lp.closeBufferEvent(be) }
 
-func (c *bufferEventConn) close() {
-	c.be.Close()
-	c.lp.closed(c)
+func (lp *loop) closeBufferEvent(be *evlistener.BufferEvent) {
+	be.Close()
+	lp.closed()
 }
 
-func (c *bufferEventConn) release() { c.be.Close() }
-
-// eventConn is a client served by one event, with read() and write()
+// The event engine: one event per connection, with read() and write()
 // straight from its callback, in Go: the libevent limit, with no buffer
-// layer. When the socket takes only part of an echo, the rest waits here,
-// reading stops, and a write event sends it; then reading resumes. So a
-// connection holds at most one read's worth (min(max-pending, 64 KiB)).
-type eventConn struct {
-	lp      *loop
-	fd      int
-	ev      *evlistener.Event // read
-	write   *evlistener.Event // made the first time a write stops short
+// layer. When the socket takes only part of an echo, the rest waits in a
+// stall, reading stops, and a write event sends it; then reading resumes.
+// So a connection holds at most one read's worth (min(max-pending, 64 KiB)).
+
+// stall is an event connection whose echo the socket did not take whole.
+type stall struct {
+	read    *evlistener.Event // the connection's event, deleted meanwhile
+	write   *evlistener.Event
 	pending []byte
 	sent    int // of pending
-	// The read callback, made once.
-	onReadable evlistener.EventFunc
 }
 
-func newEventConn(lp *loop, fd int) (conn, error) {
-	c := &eventConn{lp: lp, fd: fd}
-	c.onReadable = c.readable
-	var err error
-	if c.ev, err = evlistener.NewEvent(lp.base, fd, evlistener.EvRead|evlistener.EvPersist, c.onReadable); err != nil {
-		syscall.Close(fd)
-		return nil, err
-	}
-	// The timeout restarts with every read: it closes idle clients.
-	if err := c.ev.Add(lp.srv.cfg.idle); err != nil {
-		c.release()
-		return nil, err
-	}
-	return c, nil
+func (lp *loop) acceptEvent(l *evlistener.Listener, ev *evlistener.Event) {
+	lp.opened(l, ev.FD())
 }
 
 // readable reads what arrived into the loop's buffer and writes it back.
-func (c *eventConn) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
+func (lp *loop) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
 	if what&evlistener.EvTimeout != 0 {
-		c.close()
+		lp.closeEvent(ev)
 		return
 	}
-	buf := c.lp.buf
+	buf := lp.buf
 	n, errno := rawIO(syscall.SYS_READ, fd, buf)
 	switch {
 	case n == 0:
-		c.close() // end of stream
+		lp.closeEvent(ev) // end of stream
 		return
 	case errno == syscall.EAGAIN || errno == syscall.EINTR:
 		return // woken for nothing; libevent polls again
 	case errno != 0:
-		c.close()
+		lp.closeEvent(ev)
 		return
 	}
 	w, errno := rawSend(fd, buf[:n])
@@ -156,24 +166,77 @@ func (c *eventConn) readable(ev *evlistener.Event, fd int, what evlistener.Event
 		return
 	}
 	if errno != 0 && errno != syscall.EAGAIN && errno != syscall.EINTR {
-		c.close()
+		lp.closeEvent(ev)
 		return
 	}
-	c.pending = append(c.pending[:0], buf[max(w, 0):n]...)
-	c.sent = 0
-	if c.write == nil {
-		var err error
-		c.write, err = evlistener.NewEvent(c.lp.base, c.fd, evlistener.EvWrite|evlistener.EvPersist, c.writable)
+	lp.stall(ev, fd, buf[max(w, 0):n])
+}
+
+// stall keeps rest, the part of an echo the socket did not take, and
+// waits for the socket to take it before reading again.
+func (lp *loop) stall(ev *evlistener.Event, fd int, rest []byte) {
+	for fd >= len(lp.stalls) {
+		lp.stalls = append(lp.stalls, nil)
+	}
+	s := lp.stalls[fd]
+	if s == nil {
+		s = &stall{read: ev}
+		w, err := evlistener.NewEvent(lp.base, fd, evlistener.EvWrite|evlistener.EvPersist, lp.writable)
 		if err != nil {
-			c.close()
+			lp.closeEvent(ev)
 			return
 		}
+		s.write = w
+		lp.stalls[fd] = s
 	}
+	s.pending = append(s.pending[:0], rest...)
+	s.sent = 0
 	ev.Del()
 	// Idle while writing: the client read nothing for that long.
-	if err := c.write.Add(c.lp.srv.cfg.idle); err != nil {
-		c.close()
+	if err := s.write.Add(lp.srv.cfg.idle); err != nil {
+		lp.closeEvent(ev)
 	}
+}
+
+// writable sends what is pending; once all is out, reading resumes.
+func (lp *loop) writable(w *evlistener.Event, fd int, what evlistener.Events) {
+	s := lp.stalls[fd]
+	if what&evlistener.EvTimeout != 0 {
+		lp.closeEvent(s.read)
+		return
+	}
+	for s.sent < len(s.pending) {
+		n, err := syscall.SendmsgN(fd, s.pending[s.sent:], nil, nil, syscall.MSG_NOSIGNAL)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			return
+		}
+		if err != nil {
+			lp.closeEvent(s.read)
+			return
+		}
+		s.sent += n
+	}
+	w.Del()
+	if err := s.read.Add(lp.srv.cfg.idle); err != nil {
+		lp.closeEvent(s.read)
+	}
+}
+
+// closeEvent closes an event connection: its event and socket, in one call
+// into C, and its stall if it has one.
+func (lp *loop) closeEvent(ev *evlistener.Event) {
+	fd := ev.FD()
+	if fd < len(lp.stalls) {
+		if s := lp.stalls[fd]; s != nil {
+			s.write.Close() // before the socket: it watches it
+			lp.stalls[fd] = nil
+		}
+	}
+	ev.Close()
+	lp.closed()
 }
 
 // rawIO is read(2) on a non-blocking socket.
@@ -183,17 +246,14 @@ func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 }
 
 // The calls on a connection's socket are raw system calls: none of them
-// blocks (the socket is non-blocking, and close(2) on it lingers in the
-// kernel, not here), so the loop thread needs no scheduler round trip.
+// blocks (the socket is non-blocking), so the loop thread needs no
+// scheduler round trip.
 
 // setNoDelay sets TCP_NODELAY.
 func setNoDelay(fd int) {
 	one := int32(1)
 	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
 }
-
-// rawClose is close(2).
-func rawClose(fd int) { syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0) }
 
 // rawSend is send(2) with MSG_NOSIGNAL on a non-blocking socket: a peer that
 // went away gives EPIPE, not SIGPIPE.
@@ -203,43 +263,4 @@ func rawSend(fd int, p []byte) (int, syscall.Errno) {
 		return -1, errno
 	}
 	return int(n), 0
-}
-
-// writable sends what is pending; once all is out, reading resumes.
-func (c *eventConn) writable(ev *evlistener.Event, fd int, what evlistener.Events) {
-	if what&evlistener.EvTimeout != 0 {
-		c.close()
-		return
-	}
-	for c.sent < len(c.pending) {
-		n, err := syscall.SendmsgN(fd, c.pending[c.sent:], nil, nil, syscall.MSG_NOSIGNAL)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			return
-		}
-		if err != nil {
-			c.close()
-			return
-		}
-		c.sent += n
-	}
-	ev.Del()
-	if err := c.ev.Add(c.lp.srv.cfg.idle); err != nil {
-		c.close()
-	}
-}
-
-func (c *eventConn) close() {
-	c.release()
-	c.lp.closed(c)
-}
-
-func (c *eventConn) release() {
-	c.ev.Close()
-	if c.write != nil {
-		c.write.Close()
-	}
-	rawClose(c.fd)
 }

@@ -56,18 +56,19 @@ type loop struct {
 	srv   *server
 	base  *evlistener.Base
 	ln    *evlistener.Listener
-	limit int // connections this loop serves at once
-	conns map[conn]struct{}
-	full  bool   // ln disabled because len(conns) reached limit
+	limit int    // connections this loop serves at once
+	open  int    // connections open
+	full  bool   // ln disabled because open reached limit
 	buf   []byte // the event engine reads into it
 	done  chan struct{}
-}
 
-// conn is one client connection of either engine.
-type conn interface {
-	// release frees the connection's resources without telling the loop:
-	// for shutdown, once the base is closed.
-	release()
+	// The event engine: the connections whose write stopped short, by
+	// descriptor (see conn.go).
+	stalls []*stall
+	// The bufferevent engine's callbacks, made once so that switching
+	// them costs nothing.
+	onRead, onDrained, onFlushed evlistener.DataFunc
+	onEvent                      evlistener.BufferEventFunc
 }
 
 // listen creates the loops and binds their listeners, the first one
@@ -97,7 +98,6 @@ func listen(cfg config, stderr io.Writer, inherited []int) (*server, error) {
 			srv:   srv,
 			base:  base,
 			limit: cfg.maxConns / cfg.loops,
-			conns: make(map[conn]struct{}),
 			buf:   make([]byte, min(cfg.maxPending, maxRead)),
 			done:  make(chan struct{}),
 		}
@@ -106,9 +106,12 @@ func listen(cfg config, stderr io.Writer, inherited []int) (*server, error) {
 		}
 		srv.loops = append(srv.loops, lp)
 		if len(inherited) > 0 {
-			lp.ln, err = adopt(base, lp.accept, inherited, i)
+			lp.ln, err = adopt(base, inherited, i)
 		} else {
-			lp.ln, err = evlistener.NewBind(base, lp.accept, flags, backlog, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(port)))
+			lp.ln, err = evlistener.NewBind(base, nil, flags, backlog, "tcp", net.JoinHostPort(cfg.addr, strconv.Itoa(port)))
+		}
+		if err == nil {
+			err = lp.serve()
 		}
 		if err != nil {
 			srv.shutdown()
@@ -130,7 +133,7 @@ func listen(cfg config, stderr io.Writer, inherited []int) (*server, error) {
 
 // adopt serves inherited socket i (or, past the last, a duplicate of one)
 // on base. Close closes the descriptor it was given.
-func adopt(base *evlistener.Base, cb evlistener.AcceptFunc, inherited []int, i int) (*evlistener.Listener, error) {
+func adopt(base *evlistener.Base, inherited []int, i int) (*evlistener.Listener, error) {
 	fd := inherited[i%len(inherited)]
 	if i >= len(inherited) {
 		var err error
@@ -139,7 +142,7 @@ func adopt(base *evlistener.Base, cb evlistener.AcceptFunc, inherited []int, i i
 		}
 		syscall.CloseOnExec(fd)
 	}
-	ln, err := evlistener.New(base, cb, evlistener.CloseOnFree, 0, fd)
+	ln, err := evlistener.New(base, nil, evlistener.CloseOnFree, 0, fd)
 	if err != nil && i >= len(inherited) {
 		syscall.Close(fd)
 	}
@@ -183,7 +186,8 @@ func (lp *loop) run() {
 }
 
 // shutdown stops accepting and closes every connection: closing a base
-// stops its loop and frees its listener and what is open on it.
+// stops its loop and frees its listener and what is open on it, the
+// connections' objects and sockets included.
 func (srv *server) shutdown() (conns int) {
 	srv.stopping.Store(true)
 	// The loops stop in parallel: each Close waits for its loop to finish
@@ -198,11 +202,7 @@ func (srv *server) shutdown() (conns int) {
 			if srv.started {
 				<-lp.done
 			}
-			counts[i] = len(lp.conns)
-			for c := range lp.conns {
-				c.release()
-			}
-			clear(lp.conns)
+			counts[i] = lp.open
 		}()
 	}
 	wg.Wait()
@@ -210,40 +210,6 @@ func (srv *server) shutdown() (conns int) {
 		conns += n
 	}
 	return conns
-}
-
-// accept runs on the loop for each new client.
-func (lp *loop) accept(l *evlistener.Listener, fd int, _ net.Addr) {
-	// Small messages go out at once rather than wait for Nagle's timer.
-	setNoDelay(fd)
-	var c conn
-	var err error
-	if lp.srv.cfg.engine == "bufferevent" {
-		c, err = newBufferEventConn(lp, fd)
-	} else {
-		c, err = newEventConn(lp, fd)
-	}
-	if err != nil {
-		// Said, not silent: the client sees its connection closed.
-		fmt.Fprintf(lp.srv.stderr, "echo: cannot serve a connection: %v\n", err)
-		return
-	}
-	lp.conns[c] = struct{}{}
-	if len(lp.conns) >= lp.limit && !lp.full {
-		// Inside the accept callback this stops libevent's accept loop
-		// at once; the next clients wait in the backlog.
-		lp.full = true
-		l.Disable()
-	}
-}
-
-// closed runs on the loop when a connection has closed.
-func (lp *loop) closed(c conn) {
-	delete(lp.conns, c)
-	if lp.full && len(lp.conns) < lp.limit {
-		lp.full = false
-		lp.ln.Enable()
-	}
 }
 
 // acceptError runs on the loop when accept failed. The listener has paused
