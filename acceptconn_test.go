@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/evlistener/evlistener/internal/ctest"
 )
 
 // connKind is one way of accepting with the connection's object made in C;
@@ -652,4 +654,103 @@ func TestAcceptConnBadInput(t *testing.T) {
 	if err := l.AcceptBufferEvents(BufferEventOptions{}); err != ErrClosed {
 		t.Errorf("AcceptBufferEvents on a closed listener = %v, want ErrClosed", err)
 	}
+}
+
+// BenchmarkAcceptConnOnLoop measures what a server does for each
+// connection besides accept(2) and the connection's messages, on the loop:
+// hand the accepted socket over (here a dup of one end of a socketpair,
+// made in C as libevent's accept loop hands sockets on), make and arm the
+// connection's event or buffer event, and close both again. "AcceptFunc+…"
+// is the way without an acceptor: the AcceptFunc gets the socket and its
+// address and makes the object through the binding; "AcceptEvents" and
+// "AcceptBufferEvents" make it in C before the one call into Go; "C …" is
+// the same libevent calls from C with no Go at all. The differences per op
+// are the binding's cost per connection, without the noise of the
+// kernel's accept and loopback paths.
+func BenchmarkAcceptConnOnLoop(b *testing.B) {
+	base := newBase(b)
+	fds := socketpair(b)
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	onEvent := func(*Event, int, Events) {}
+	onRead := func(*BufferEvent) {}
+	run := func(b *testing.B, accept func(l *Listener) error) {
+		l, err := NewBind(base, nil, CloseOnFree|Disabled, -1, "tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		if err := accept(l); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		runOnLoop(b, base, func() { err = benchAcceptDup(l, fds[0], b.N) })
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("AcceptFunc+Event", func(b *testing.B) {
+		run(b, func(l *Listener) error {
+			l.SetCallback(func(_ *Listener, fd int, _ net.Addr) {
+				ev, err := NewEvent(base, fd, EvRead|EvPersist, onEvent)
+				if err != nil {
+					b.Error(err)
+				} else {
+					ev.Add(time.Minute)
+					ev.Close()
+				}
+				syscall.Close(fd)
+			})
+			return nil
+		})
+	})
+	b.Run("AcceptEvents", func(b *testing.B) {
+		run(b, func(l *Listener) error {
+			return l.AcceptEvents(EventOptions{
+				Timeout:  time.Minute,
+				OnAccept: func(_ *Listener, ev *Event) { ev.Close() },
+				OnEvent:  onEvent,
+			})
+		})
+	})
+	b.Run("C event", func(b *testing.B) {
+		b.ReportAllocs()
+		var err error
+		runOnLoop(b, base, func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, false) })
+		if err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.Run("AcceptFunc+BufferEvent", func(b *testing.B) {
+		run(b, func(l *Listener) error {
+			l.SetCallback(func(_ *Listener, fd int, _ net.Addr) {
+				be, err := NewBufferEvent(base, fd, BEVOptCloseOnFree)
+				if err != nil {
+					b.Error(err)
+					syscall.Close(fd)
+					return
+				}
+				be.SetCallbacks(onRead, nil, nil)
+				be.Enable(EvRead)
+				be.Close()
+			})
+			return nil
+		})
+	})
+	b.Run("AcceptBufferEvents", func(b *testing.B) {
+		run(b, func(l *Listener) error {
+			return l.AcceptBufferEvents(BufferEventOptions{
+				OnAccept: func(_ *Listener, be *BufferEvent) { be.Close() },
+				OnRead:   onRead,
+			})
+		})
+	})
+	b.Run("C bufferevent", func(b *testing.B) {
+		b.ReportAllocs()
+		var err error
+		runOnLoop(b, base, func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, true) })
+		if err != nil {
+			b.Fatal(err)
+		}
+	})
 }

@@ -364,7 +364,7 @@ fail:
 	return errno ? errno : EINVAL;
 }
 
-static void accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
+void evl_accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct sockaddr *sa, int socklen, void *arg)
 {
 	struct evl_acceptor *a = arg;
@@ -384,7 +384,7 @@ static void accept_conn_error_cb(struct evconnlistener *lev, void *arg)
 
 void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *a)
 {
-	evconnlistener_set_cb(lev, accept_conn_cb, a);
+	evconnlistener_set_cb(lev, evl_accept_conn_cb, a);
 	evconnlistener_set_error_cb(lev, accept_conn_error_cb);
 }
 

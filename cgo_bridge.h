@@ -127,7 +127,11 @@ struct evl_acceptor {
 struct evl_conns *evl_conns_new(void);
 /* Closes what is open on the table, then frees it. */
 void evl_conns_free(struct evl_conns *t);
-/* Makes the listener accept through a (NULL: back to evl_listener_set_cb). */
+/* The accept callback of a listener with an acceptor (arg); extern so that
+ * the benchmarks can call it as libevent does. */
+void evl_accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
+	struct sockaddr *sa, int socklen, void *arg);
+/* Makes the listener accept through a. */
 void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *a);
 /* Closes the connection on c in one call: frees its buffer event or takes
  * its event out of the loop, then closes the socket fd. */

@@ -4,6 +4,7 @@ package evlistener
 #include <string.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <unistd.h>
 #include "cgo_bridge.h"
 
 extern void goListenerAccept(uintptr_t h, evutil_socket_t fd, struct sockaddr *sa, int socklen);
@@ -21,8 +22,37 @@ static void evl_bench_accept(uintptr_t h, int fd, int n)
 	for (i = 0; i < n; i++)
 		goListenerAccept(h, fd, (struct sockaddr *)&sin, (int)sizeof(sin));
 }
+
+// n connections as libevent's accept loop hands them on, each a dup of fd
+// standing in for an accept(2): to the listener's acceptor (a, not NULL),
+// or else to the AcceptFunc's trampoline.
+static int evl_bench_accept_dup(struct evconnlistener *lev, uintptr_t h,
+	void *a, int fd, int n)
+{
+	struct sockaddr_in sin;
+	int i;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(4242);
+	sin.sin_addr.s_addr = htonl(0x7f000001);
+	for (i = 0; i < n; i++) {
+		int s = dup(fd);
+		if (s < 0)
+			return -1;
+		if (a)
+			evl_accept_conn_cb(lev, s, (struct sockaddr *)&sin, (int)sizeof(sin), a);
+		else
+			goListenerAccept(h, s, (struct sockaddr *)&sin, (int)sizeof(sin));
+	}
+	return 0;
+}
 */
 import "C"
+
+import (
+	"errors"
+	"unsafe"
+)
 
 // The one hook that tests need inside the package's cgo: it calls an
 // exported trampoline from C, which a package of its own (internal/ctest,
@@ -32,4 +62,19 @@ import "C"
 // libevent's accept loop would: the cost of one C→Go accept callback.
 func benchAccept(l *Listener, fd, n int) {
 	C.evl_bench_accept(C.uintptr_t(l.h), C.int(fd), C.int(n))
+}
+
+// benchAcceptDup hands l n connections, each a dup of fd, as libevent's
+// accept loop would: through the acceptor of AcceptEvents or
+// AcceptBufferEvents if l has one, which makes the connection's object in
+// C first, else to the AcceptFunc. Run it on the loop.
+func benchAcceptDup(l *Listener, fd, n int) error {
+	var a unsafe.Pointer
+	if l.conns != nil {
+		a = unsafe.Pointer(l.conns.c)
+	}
+	if C.evl_bench_accept_dup(l.ptr, C.uintptr_t(l.h), a, C.int(fd), C.int(n)) != 0 {
+		return errors.New("dup failed")
+	}
+	return nil
 }

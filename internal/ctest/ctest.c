@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <event2/bufferevent.h>
 
 /* A base as C code creates it once threading is set up (the Go side's
  * UsePthreads, or evthread_use_pthreads before any base): with locks. */
@@ -227,4 +228,44 @@ int ctest_log_warnings(const char **last)
 {
 	*last = log_last;
 	return __atomic_load_n(&log_warnings, __ATOMIC_SEQ_CST);
+}
+
+static void cycle_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev; (void)arg;
+}
+
+/* What a C server does per connection besides accept(2) itself, n times, on
+ * a dup of fd standing in for the accepted socket: the event design's
+ * event_new, event_add (with a timeout) and event_free, or the libevent
+ * book's bufferevent_socket_new, setcb and enable, then bufferevent_free;
+ * and close. */
+int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev)
+{
+	struct timeval minute = {60, 0};
+	for (int i = 0; i < n; i++) {
+		int s = dup(fd);
+		if (s < 0)
+			return -1;
+		if (bev) {
+			struct bufferevent *b = bufferevent_socket_new(base, s, 0);
+			if (b == NULL)
+				return -1;
+			bufferevent_setcb(b, cycle_read_cb, NULL, NULL, NULL);
+			if (bufferevent_enable(b, EV_READ) != 0)
+				return -1;
+			bufferevent_free(b);
+		} else {
+			struct event *ev = event_new(base, s, EV_READ | EV_PERSIST, setup_cb, NULL);
+			if (ev == NULL)
+				return -1;
+			if (event_add(ev, &minute) != 0) {
+				event_free(ev);
+				return -1;
+			}
+			event_free(ev);
+		}
+		close(s);
+	}
+	return 0;
 }

@@ -120,3 +120,19 @@ func CaptureLog() (warnings func() (int, string), stop func()) {
 		return n, C.GoString(last)
 	}, func() { C.ctest_log_capture(0) }
 }
+
+// ConnCycle does, n times, what a C server does per connection besides
+// accept(2), on a dup of fd standing in for the accepted socket: make and
+// arm the connection's event (event_new, event_add with a one-minute
+// timeout) or, with bev, its buffer event (bufferevent_socket_new, setcb,
+// enable EV_READ); free it; close the socket. One cgo call in all.
+func ConnCycle(p unsafe.Pointer, fd, n int, bev bool) error {
+	b := C.int(0)
+	if bev {
+		b = 1
+	}
+	if C.ctest_conn_cycle(base(p), C.int(fd), C.int(n), b) != 0 {
+		return errors.New("ctest: dup, event_new, event_add, bufferevent_socket_new or bufferevent_enable failed")
+	}
+	return nil
+}

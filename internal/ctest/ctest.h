@@ -14,6 +14,7 @@ int ctest_base_num_events(struct event_base *base);
 int ctest_run_timer(struct event_base *base);
 uint64_t ctest_thread_self(void);
 int ctest_conn_setup(struct event_base *base, int fd, int n);
+int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev);
 
 struct ctest_timer;
 struct ctest_timer *ctest_timer_new(struct event_base *base, long usec, int times);
