@@ -26,6 +26,8 @@ static void evl_bench_accept(uintptr_t h, int fd, int n)
 // n connections as libevent's accept loop hands them on, each a dup of fd
 // standing in for an accept(2): to the listener's acceptor (a, not NULL),
 // or else to the AcceptFunc's trampoline.
+static size_t evl_conn_slot_size(void) { return sizeof(struct evl_conn); }
+
 static int evl_bench_accept_dup(struct evconnlistener *lev, uintptr_t h,
 	void *a, int fd, int n)
 {
@@ -77,4 +79,10 @@ func benchAcceptDup(l *Listener, fd, n int) error {
 		return errors.New("dup failed")
 	}
 	return nil
+}
+
+// connSlotBytes tells the C side's bytes per descriptor number that a
+// connection of the table used: its slot, and an event's storage.
+func connSlotBytes() (slot, event int) {
+	return int(C.evl_conn_slot_size()), int(C.event_get_struct_event_size())
 }
