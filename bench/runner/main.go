@@ -128,6 +128,7 @@ func main() {
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	mdPath := flag.String("md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
 	syscalls := flag.Bool("syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
+	idle := flag.Int("idle", 0, "instead of benchmarking, measure each server's resident memory per idle connection with this many connections open, -rounds times; -json defaults to out/idle.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
 		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 ||
@@ -155,6 +156,16 @@ func main() {
 	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
 		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet, saturated: *saturated}
 	defaults := benchServers
+	if *idle > 0 {
+		defaults = idleServers
+		cfg.warmup = 0
+		if !set["json"] {
+			*jsonPath = "out/idle.json"
+		}
+		if !set["md"] {
+			*mdPath = "out/idle.md"
+		}
+	}
 	if *syscalls {
 		defaults = syscallServers
 		cfg.warmup = 0 // loadgen -hold: strace attaches after setup instead
@@ -180,6 +191,15 @@ func main() {
 	}
 
 	stopOnSignal()
+	if *idle > 0 {
+		rep := measureIdle(cfg, servers, *idle, notes)
+		writeIdle(rep, *jsonPath, *mdPath)
+		if n := rep.failed(); n > 0 {
+			fmt.Fprintf(os.Stderr, "runner: %d of %d idle runs failed\n", n, len(rep.Runs))
+			os.Exit(1)
+		}
+		return
+	}
 	if *syscalls {
 		rep := countSyscalls(cfg, servers, notes)
 		writeSyscalls(rep, *jsonPath, *mdPath)
