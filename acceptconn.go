@@ -213,10 +213,11 @@ func (a *connAcceptor) free() {
 func (l *Listener) hasCallback() bool { return l.cb != nil || l.conns != nil }
 
 // onAcceptConn runs on the loop for each connection accepted through an
-// acceptor: c is its slot, errno why its object could not be made.
-func (l *Listener) onAcceptConn(fd int, c *C.struct_evl_conn, errno syscall.Errno) {
+// acceptor: slot is its slot in the table, or nil with errno, why its
+// object could not be made.
+func (l *Listener) onAcceptConn(fd int, slot unsafe.Pointer, errno syscall.Errno) {
 	a := l.conns
-	if errno != 0 || a == nil || c == nil {
+	if errno != 0 || a == nil || slot == nil {
 		// The socket has no object, and nobody else will take it: close
 		// it, and say so as an accept that failed.
 		syscall.Close(fd)
@@ -228,7 +229,7 @@ func (l *Listener) onAcceptConn(fd int, c *C.struct_evl_conn, errno syscall.Errn
 	t.forget(fd)
 	var ok bool
 	if a.kind == C.EVL_ACCEPT_EVENT {
-		ev := t.takeEvent(fd, c, a.ev.OnEvent)
+		ev := t.takeEvent(fd, (*C.struct_evl_conn_ev)(slot), a.ev.OnEvent)
 		ok = true
 		if cb := a.ev.OnAccept; cb != nil {
 			ok = l.base.callback(func() { cb(l, ev) })
@@ -237,7 +238,7 @@ func (l *Listener) onAcceptConn(fd int, c *C.struct_evl_conn, errno syscall.Errn
 			t.closeEvent(ev)
 		}
 	} else {
-		be := t.takeBufferEvent(fd, c, &a.bev)
+		be := t.takeBufferEvent(fd, (*C.struct_evl_conn_bev)(slot), &a.bev)
 		ok = true
 		if cb := a.bev.OnAccept; cb != nil {
 			ok = l.base.callback(func() { cb(l, be) })
@@ -285,11 +286,6 @@ func (b *Base) connTable() (*connTable, error) {
 	return t, nil
 }
 
-// slot returns the C slot of descriptor fd.
-func (t *connTable) slot(fd int) *C.struct_evl_conn {
-	return unsafe.Slice(t.c.slot, int(t.c.cap))[fd]
-}
-
 // grow makes s long enough for index fd, doubling, so that it settles once
 // the numbers in use have been seen.
 func grow[T any](s []T, fd int) []T {
@@ -302,18 +298,18 @@ func grow[T any](s []T, fd int) []T {
 
 // takeEvent readies the Go event of slot c for the connection on fd, whose
 // C event is made and added.
-func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn, cb EventFunc) *Event {
+func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn_ev, cb EventFunc) *Event {
 	t.events = grow(t.events, fd)
 	ev := t.events[fd]
 	if ev == nil {
 		// The header stays the slot's, as takeBufferEvent says; so
 		// does the C event's storage.
 		ev = &Event{pool: t}
-		ev.base, ev.fd, ev.h, ev.cptr = t.base, fd, newHandle(ev), unsafe.Pointer(c.ev)
+		ev.base, ev.fd, ev.h, ev.cptr = t.base, fd, newHandle(ev), unsafe.Pointer(&c.ev)
 		c.h = C.uintptr_t(ev.h)
 		t.events[fd] = ev
 	}
-	ev.ptr, ev.cb = c.ev, cb
+	ev.ptr, ev.cb = &c.ev, cb
 	ev.closed.Store(false)
 	t.open++
 	return ev
@@ -347,7 +343,8 @@ func (t *connTable) forget(fd int) {
 // next connection on the number.
 func (t *connTable) closeEvent(ev *Event) error {
 	ev.closed.Store(true)
-	C.evl_conn_close(t.slot(ev.fd), C.int(ev.fd))
+	// The event is the first member of its slot.
+	C.evl_conn_close_event((*C.struct_evl_conn_ev)(ev.cptr), C.int(ev.fd))
 	ev.ptr, ev.cb = nil, nil
 	t.open--
 	return nil
@@ -355,7 +352,7 @@ func (t *connTable) closeEvent(ev *Event) error {
 
 // takeBufferEvent readies the Go buffer event of slot c for the connection
 // on fd, whose C buffer event is made and enabled.
-func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn, o *BufferEventOptions) *BufferEvent {
+func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferEventOptions) *BufferEvent {
 	t.bevs = grow(t.bevs, fd)
 	be := t.bevs[fd]
 	if be == nil {
@@ -385,7 +382,8 @@ func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	be.closed.Store(true)
 	be.flushing = false
 	t.dropTimer(be)
-	C.evl_conn_close(t.slot(be.fd), C.int(be.fd))
+	// The context is its slot.
+	C.evl_conn_close_bev((*C.struct_evl_conn_bev)(unsafe.Pointer(be.ctx)), C.int(be.fd))
 	be.ctx, be.ptr = nil, nil
 	be.in.ptr, be.out.ptr = nil, nil
 	be.readCb, be.writeCb, be.eventCb = nil, nil, nil

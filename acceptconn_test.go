@@ -763,19 +763,18 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 // that an acceptor made, as README.md states it: on the Go side the
 // connection's object and its entry in the table (the Go heap's growth
 // per idle connection, after a GC, with the connections open), and on the
-// C side its slot, an event's storage and the table's pointer to the slot.
+// C side its slot in the table (an event's slot holds the event itself).
 func TestConnStateBytes(t *testing.T) {
 	const (
 		goEvent   = 104 // bytes of Go heap per event connection
 		goBEV     = 200 // per buffer event connection
-		cSlot     = 64
-		cEvent    = 128
+		cEvent    = 144 // an event connection's slot
+		cBEV      = 40  // a buffer event connection's
 		conns     = 2000
 		tolerance = 32 // the table's slice: 8 bytes per descriptor number, doubling
 	)
-	slot, event := connSlotBytes()
-	if slot != cSlot || event != cEvent {
-		t.Errorf("C: slot %d bytes, event %d bytes; README.md says %d and %d", slot, event, cSlot, cEvent)
+	if ev, bev := connSlotBytes(); ev != cEvent || bev != cBEV {
+		t.Errorf("C: event slot %d bytes, buffer event slot %d; README.md says %d and %d", ev, bev, cEvent, cBEV)
 	}
 	for _, tc := range []struct {
 		kind connKind

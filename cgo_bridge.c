@@ -290,56 +290,111 @@ struct evl_conns *evl_conns_new(void)
 	return calloc(1, sizeof(struct evl_conns));
 }
 
-/* The slot for fd, made on first use. */
-static struct evl_conn *conn_slot(struct evl_conns *t, int fd)
+/* The slot of fd in a table of chunks (*chunks, *n of them, size bytes a
+ * slot), made on first use; NULL when out of memory. */
+static void *conn_slot(void ***chunks, int *n, size_t size, int fd)
 {
-	if (fd >= t->cap) {
-		int n = t->cap ? t->cap : 64;
-		struct evl_conn **s;
-		while (n <= fd)
-			n *= 2;
-		s = realloc(t->slot, (size_t)n * sizeof(*s));
-		if (!s)
+	int i = fd / EVL_CONN_CHUNK;
+	if (i >= *n) {
+		int m = *n ? *n : 1;
+		void **c;
+		while (m <= i)
+			m *= 2;
+		c = realloc(*chunks, (size_t)m * sizeof(*c));
+		if (!c)
 			return NULL;
-		memset(s + t->cap, 0, (size_t)(n - t->cap) * sizeof(*s));
-		t->slot = s;
-		t->cap = n;
+		memset(c + *n, 0, (size_t)(m - *n) * sizeof(*c));
+		*chunks = c;
+		*n = m;
 	}
-	if (!t->slot[fd])
-		t->slot[fd] = calloc(1, sizeof(struct evl_conn));
-	return t->slot[fd];
+	if (!(*chunks)[i] && !((*chunks)[i] = calloc(EVL_CONN_CHUNK, size)))
+		return NULL;
+	return (char *)(*chunks)[i] + (size_t)(fd % EVL_CONN_CHUNK) * size;
+}
+
+static struct evl_conn_ev *ev_slot(struct evl_conns *t, int fd)
+{
+	return conn_slot((void ***)&t->ev, &t->nev, sizeof(struct evl_conn_ev), fd);
+}
+
+static struct evl_conn_bev *bev_slot(struct evl_conns *t, int fd)
+{
+	return conn_slot((void ***)&t->bev, &t->nbev, sizeof(struct evl_conn_bev), fd);
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-	goEvent(((struct evl_conn *)arg)->h, fd, what);
+	goEvent(((struct evl_conn_ev *)arg)->h, fd, what);
 }
 
-/* What a C server does in its accept callback: the connection's event made
- * and added, or its buffer event made, its callbacks set, its watermarks and
- * timeouts set and enabled. Returns 0 or an errno. */
-static int conn_open(struct evl_acceptor *a, struct event_base *base,
-	struct evl_conn *c, int fd)
+void evl_conn_close_event(struct evl_conn_ev *c, int fd)
+{
+	if (c->open)
+		event_del(&c->ev);
+	c->open = 0;
+	if (fd >= 0)
+		evutil_closesocket(fd);
+}
+
+void evl_conn_close_bev(struct evl_conn_bev *c, int fd)
+{
+	if (c->bev.bev) {
+		/* Inside one of its callbacks libevent holds a reference and
+		 * has cleared the callbacks: nothing reads c after this. */
+		bufferevent_free(c->bev.bev);
+		c->bev.bev = NULL;
+		c->bev.in = c->bev.out = NULL;
+		c->bev.cbs = 0;
+	}
+	if (fd >= 0)
+		evutil_closesocket(fd);
+}
+
+/* Takes out whatever the last connection on fd left open: its socket was
+ * closed without the object's Close, and accept gave the number again. */
+static void conn_forget(struct evl_conns *t, int fd)
+{
+	int i = fd / EVL_CONN_CHUNK, j = fd % EVL_CONN_CHUNK;
+	if (i < t->nev && t->ev[i] && t->ev[i][j].open)
+		evl_conn_close_event(&t->ev[i][j], -1);
+	if (i < t->nbev && t->bev[i] && t->bev[i][j].bev.bev)
+		evl_conn_close_bev(&t->bev[i][j], -1);
+}
+
+/* What a C server does in its accept callback: the connection's event
+ * assigned and added, or its buffer event made, its callbacks set, its
+ * watermarks and timeouts set and enabled. Returns the slot, or NULL with
+ * an errno in *err. */
+static void *conn_open(struct evl_acceptor *a, struct event_base *base,
+	int fd, int *err)
 {
 	struct timeval tv, rtv, wtv;
 	struct bufferevent *bev;
-	if (c->open) /* its last socket was closed without the object's Close */
-		evl_conn_close(c, -1);
+	struct evl_conn_ev *e;
+	struct evl_conn_bev *c;
+	conn_forget(a->conns, fd);
 	if (a->kind == EVL_ACCEPT_EVENT) {
-		if (!c->ev)
-			c->ev = event_new(base, fd, a->what, conn_event_cb, c);
-		else if (event_assign(c->ev, base, fd, a->what, conn_event_cb, c) != 0)
-			return EINVAL;
-		if (!c->ev)
-			return ENOMEM;
-		if (event_add(c->ev, timeout_tv(base, a->usec, &tv)) != 0)
-			return errno ? errno : EINVAL;
-		c->open = 1;
-		return 0;
+		if (!(e = ev_slot(a->conns, fd))) {
+			*err = ENOMEM;
+			return NULL;
+		}
+		if (event_assign(&e->ev, base, fd, a->what, conn_event_cb, e) != 0) {
+			*err = EINVAL;
+			return NULL;
+		}
+		e->assigned = 1;
+		if (event_add(&e->ev, timeout_tv(base, a->usec, &tv)) != 0) {
+			*err = errno ? errno : EINVAL;
+			return NULL;
+		}
+		e->open = 1;
+		return e;
 	}
-	bev = bufferevent_socket_new(base, fd, a->bev_opts);
-	if (!bev)
-		return ENOMEM;
+	if (!(c = bev_slot(a->conns, fd)) ||
+	    !(bev = bufferevent_socket_new(base, fd, a->bev_opts))) {
+		*err = ENOMEM;
+		return NULL;
+	}
 	c->bev.bev = bev;
 	c->bev.in = bufferevent_get_input(bev);
 	c->bev.out = bufferevent_get_output(bev);
@@ -349,30 +404,26 @@ static int conn_open(struct evl_acceptor *a, struct event_base *base,
 		bufferevent_setwatermark(bev, EV_READ, a->read_low, a->read_high);
 	if (a->write_low)
 		bufferevent_setwatermark(bev, EV_WRITE, a->write_low, 0);
-	if ((a->read_usec >= 0 || a->write_usec >= 0) &&
-	    bufferevent_set_timeouts(bev, timeout_tv(base, a->read_usec, &rtv),
-		    timeout_tv(base, a->write_usec, &wtv)) != 0)
-		goto fail;
-	if (a->enable && bufferevent_enable(bev, a->enable) != 0)
-		goto fail;
-	c->open = 1;
-	return 0;
-fail:
-	bufferevent_free(bev);
-	c->bev.bev = NULL;
-	c->bev.in = c->bev.out = NULL;
-	return errno ? errno : EINVAL;
+	if (((a->read_usec >= 0 || a->write_usec >= 0) &&
+	     bufferevent_set_timeouts(bev, timeout_tv(base, a->read_usec, &rtv),
+		     timeout_tv(base, a->write_usec, &wtv)) != 0) ||
+	    (a->enable && bufferevent_enable(bev, a->enable) != 0)) {
+		*err = errno ? errno : EINVAL;
+		evl_conn_close_bev(c, -1);
+		return NULL;
+	}
+	return c;
 }
 
 void evl_accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct sockaddr *sa, int socklen, void *arg)
 {
 	struct evl_acceptor *a = arg;
-	struct evl_conn *c = conn_slot(a->conns, fd);
-	int err = c ? conn_open(a, evconnlistener_get_base(lev), c, fd) : ENOMEM;
+	int err = 0;
+	void *slot = conn_open(a, evconnlistener_get_base(lev), fd, &err);
 	(void)sa; (void)socklen; /* Go asks getpeername if it wants the peer */
 	/* The last use of a: Go may free it (Close, SetCallback). */
-	goListenerAcceptConn(a->h, fd, c, err);
+	goListenerAcceptConn(a->h, fd, slot, err);
 }
 
 static void accept_conn_error_cb(struct evconnlistener *lev, void *arg)
@@ -388,36 +439,27 @@ void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *
 	evconnlistener_set_error_cb(lev, accept_conn_error_cb);
 }
 
-void evl_conn_close(struct evl_conn *c, int fd)
-{
-	if (c->bev.bev) {
-		/* Inside one of its callbacks libevent holds a reference and
-		 * has cleared the callbacks: nothing reads c->bev after this. */
-		bufferevent_free(c->bev.bev);
-		c->bev.bev = NULL;
-		c->bev.in = c->bev.out = NULL;
-		c->bev.cbs = 0;
-	} else if (c->ev) {
-		event_del(c->ev);
-	}
-	c->open = 0;
-	if (fd >= 0)
-		evutil_closesocket(fd);
-}
-
 void evl_conns_free(struct evl_conns *t)
 {
-	int fd;
-	for (fd = 0; fd < t->cap; fd++) {
-		struct evl_conn *c = t->slot[fd];
-		if (!c)
-			continue;
-		if (c->open)
-			evl_conn_close(c, fd);
-		if (c->ev)
-			event_free(c->ev);
+	int i, j;
+	for (i = 0; i < t->nev; i++) {
+		struct evl_conn_ev *c = t->ev[i];
+		for (j = 0; c && j < EVL_CONN_CHUNK; j++) {
+			if (c[j].open)
+				evl_conn_close_event(&c[j], i * EVL_CONN_CHUNK + j);
+			if (c[j].assigned)
+				event_debug_unassign(&c[j].ev);
+		}
 		free(c);
 	}
-	free(t->slot);
+	for (i = 0; i < t->nbev; i++) {
+		struct evl_conn_bev *c = t->bev[i];
+		for (j = 0; c && j < EVL_CONN_CHUNK; j++)
+			if (c[j].bev.bev)
+				evl_conn_close_bev(&c[j], i * EVL_CONN_CHUNK + j);
+		free(c);
+	}
+	free(t->ev);
+	free(t->bev);
 	free(t);
 }

@@ -94,21 +94,26 @@ size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n);
 /* Connections accepted with their event or buffer event made in C
  * (acceptconn.go): libevent's accept callback makes and arms the
  * connection's object, as a C server does in the same frame, and then makes
- * one call into Go. A base's table holds one slot per descriptor number,
- * made the first time a connection gets that number and reused by every
- * later connection on it, so that a connection costs no allocation of ours:
- * an event's storage is assigned again, a buffer event's context is
- * embedded. Go writes the handles into the slot when it makes the slot's
- * object, before any callback can read them. */
-struct evl_conn {
-	uintptr_t h;         /* the Go Event's handle; 0 until Go made it */
-	int open;            /* a connection is on the slot */
-	struct event *ev;    /* the event's storage, kept from the first use */
-	struct evl_bev bev;  /* bev.bev only while a buffer event is open */
+ * one call into Go. A base's table holds one slot per descriptor number and
+ * kind, in chunks that never move, made the first time a connection gets
+ * that number and reused by every later one, so that a connection costs no
+ * allocation of ours: an event is assigned again in its slot's storage, a
+ * buffer event's context is the slot. Go writes the handles into the slot
+ * when it makes the slot's object, before any callback can read them. */
+#define EVL_CONN_CHUNK 64
+struct evl_conn_ev {
+	struct event ev; /* assigned for each connection */
+	uintptr_t h;     /* the Go Event's handle; 0 until Go made it */
+	int open;        /* a connection is on the slot */
+	int assigned;    /* ev was assigned once: unassign before free */
+};
+struct evl_conn_bev {
+	struct evl_bev bev; /* bev.bev only while a connection is open */
 };
 struct evl_conns {
-	struct evl_conn **slot; /* by descriptor */
-	int cap;
+	struct evl_conn_ev **ev;   /* chunks, by descriptor / EVL_CONN_CHUNK */
+	struct evl_conn_bev **bev;
+	int nev, nbev;             /* chunks */
 };
 #define EVL_ACCEPT_EVENT 1
 #define EVL_ACCEPT_BEV   2
@@ -133,8 +138,9 @@ void evl_accept_conn_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct sockaddr *sa, int socklen, void *arg);
 /* Makes the listener accept through a. */
 void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *a);
-/* Closes the connection on c in one call: frees its buffer event or takes
- * its event out of the loop, then closes the socket fd. */
-void evl_conn_close(struct evl_conn *c, int fd);
+/* Close a connection in one call: its event out of the loop, or its buffer
+ * event freed, then its socket fd closed. */
+void evl_conn_close_event(struct evl_conn_ev *c, int fd);
+void evl_conn_close_bev(struct evl_conn_bev *c, int fd);
 
 #endif

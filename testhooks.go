@@ -26,7 +26,7 @@ static void evl_bench_accept(uintptr_t h, int fd, int n)
 // n connections as libevent's accept loop hands them on, each a dup of fd
 // standing in for an accept(2): to the listener's acceptor (a, not NULL),
 // or else to the AcceptFunc's trampoline.
-static size_t evl_conn_slot_size(void) { return sizeof(struct evl_conn); }
+static size_t evl_conn_slot_size(int bev) { return bev ? sizeof(struct evl_conn_bev) : sizeof(struct evl_conn_ev); }
 
 static int evl_bench_accept_dup(struct evconnlistener *lev, uintptr_t h,
 	void *a, int fd, int n)
@@ -82,7 +82,8 @@ func benchAcceptDup(l *Listener, fd, n int) error {
 }
 
 // connSlotBytes tells the C side's bytes per descriptor number that a
-// connection of the table used: its slot, and an event's storage.
-func connSlotBytes() (slot, event int) {
-	return int(C.evl_conn_slot_size()), int(C.event_get_struct_event_size())
+// connection of the table used: an event's slot (its storage included) and
+// a buffer event's.
+func connSlotBytes() (event, bev int) {
+	return int(C.evl_conn_slot_size(0)), int(C.evl_conn_slot_size(1))
 }

@@ -65,6 +65,6 @@ func goEvent(h C.uintptr_t, fd C.evutil_socket_t, what C.short) {
 }
 
 //export goListenerAcceptConn
-func goListenerAcceptConn(h C.uintptr_t, fd C.evutil_socket_t, c *C.struct_evl_conn, err C.int) {
-	handle(h).value().(*Listener).onAcceptConn(int(fd), c, syscall.Errno(err))
+func goListenerAcceptConn(h C.uintptr_t, fd C.evutil_socket_t, slot unsafe.Pointer, err C.int) {
+	handle(h).value().(*Listener).onAcceptConn(int(fd), slot, syscall.Errno(err))
 }
