@@ -265,10 +265,10 @@ func (l *Listener) onAcceptConn(fd int, slot unsafe.Pointer, errno syscall.Errno
 type connTable struct {
 	base   *Base
 	c      *C.struct_evl_conns
-	events []*Event       // by descriptor
-	bevs   []*BufferEvent // by descriptor
-	open   int            // connections open now
-	link   openLink       // in the base's list, for Base.Close
+	events chunks[Event]       // by descriptor
+	bevs   chunks[BufferEvent] // by descriptor
+	open   int                 // connections open now
+	link   openLink            // in the base's list, for Base.Close
 }
 
 // connTable returns the base's table, made on first use. Loop only.
@@ -286,28 +286,58 @@ func (b *Base) connTable() (*connTable, error) {
 	return t, nil
 }
 
-// grow makes s long enough for index fd, doubling, so that it settles once
-// the numbers in use have been seen.
-func grow[T any](s []T, fd int) []T {
-	if fd < len(s) {
-		return s
+// connChunk is how many descriptor numbers a chunk of the table holds:
+// objects are made that many at a time, not one by one, so that a
+// connection's costs its object's bytes and no allocation of its own.
+const connChunk = 64
+
+// chunks holds the objects of a table by descriptor, in chunks that never
+// move.
+type chunks[T any] []*[connChunk]T
+
+// at returns the object of fd, making its chunk on first use. A new chunk's
+// objects are zero: not made yet.
+func (c *chunks[T]) at(fd int) *T {
+	i := fd / connChunk
+	if i >= len(*c) {
+		// Doubling: the list settles once the numbers in use are seen.
+		*c = append(*c, make([]*[connChunk]T, max(len(*c), i+1-len(*c), 8))...)
 	}
-	n := max(2*len(s), fd+1, 64)
-	return append(s, make([]T, n-len(s))...)
+	if (*c)[i] == nil {
+		(*c)[i] = new([connChunk]T)
+	}
+	return &(*c)[i][fd%connChunk]
+}
+
+// get returns the object of fd, or nil where its chunk was never made.
+func (c chunks[T]) get(fd int) *T {
+	if i := fd / connChunk; i < len(c) && c[i] != nil {
+		return &c[i][fd%connChunk]
+	}
+	return nil
+}
+
+// each calls f with every object of the table that was made.
+func (c chunks[T]) each(f func(*T)) {
+	for _, ch := range c {
+		if ch != nil {
+			for i := range ch {
+				f(&ch[i])
+			}
+		}
+	}
 }
 
 // takeEvent readies the Go event of slot c for the connection on fd, whose
 // C event is made and added.
 func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn_ev, cb EventFunc) *Event {
-	t.events = grow(t.events, fd)
-	ev := t.events[fd]
-	if ev == nil {
+	ev := t.events.at(fd)
+	if ev.pool == nil {
 		// The header stays the slot's, as takeBufferEvent says; so
 		// does the C event's storage.
-		ev = &Event{pool: t}
+		ev.pool = t
 		ev.base, ev.fd, ev.h, ev.cptr = t.base, fd, newHandle(ev), unsafe.Pointer(&c.ev)
 		c.h = C.uintptr_t(ev.h)
-		t.events[fd] = ev
 	}
 	ev.ptr, ev.cb = &c.ev, cb
 	ev.closed.Store(false)
@@ -319,22 +349,18 @@ func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn_ev, cb EventFunc) *Ev
 // on fd left open: its socket was closed without Close and the number came
 // back from accept, and the C side has taken the object out.
 func (t *connTable) forget(fd int) {
-	if fd < len(t.events) {
-		if ev := t.events[fd]; ev != nil && !ev.closed.Load() {
-			ev.closed.Store(true)
-			ev.ptr, ev.cb = nil, nil
-			t.open--
-		}
+	if ev := t.events.get(fd); ev != nil && ev.pool != nil && !ev.closed.Load() {
+		ev.closed.Store(true)
+		ev.ptr, ev.cb = nil, nil
+		t.open--
 	}
-	if fd < len(t.bevs) {
-		if be := t.bevs[fd]; be != nil && (!be.closed.Load() || be.flushing) {
-			t.dropTimer(be)
-			be.closed.Store(true)
-			be.flushing = false
-			be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
-			be.readCb, be.writeCb, be.eventCb = nil, nil, nil
-			t.open--
-		}
+	if be := t.bevs.get(fd); be != nil && be.pool != nil && (!be.closed.Load() || be.flushing) {
+		t.dropTimer(be)
+		be.closed.Store(true)
+		be.flushing = false
+		be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
+		be.readCb, be.writeCb, be.eventCb = nil, nil, nil
+		t.open--
 	}
 }
 
@@ -353,13 +379,11 @@ func (t *connTable) closeEvent(ev *Event) error {
 // takeBufferEvent readies the Go buffer event of slot c for the connection
 // on fd, whose C buffer event is made and enabled.
 func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferEventOptions) *BufferEvent {
-	t.bevs = grow(t.bevs, fd)
-	be := t.bevs[fd]
-	if be == nil {
-		be = &BufferEvent{pool: t}
+	be := t.bevs.at(fd)
+	if be.pool == nil {
+		be.pool = t
 		be.base, be.fd, be.h = t.base, fd, newHandle(be)
 		c.bev.h = C.uintptr_t(be.h)
-		t.bevs[fd] = be
 	}
 	// The header (base, handle, descriptor) is the slot's and stays: an
 	// object may be read from other goroutines (FD, CPtr). The rest is
@@ -401,15 +425,15 @@ func (t *connTable) dropTimer(be *BufferEvent) {
 // close closes the connections still open and frees the table, for
 // Base.Close, with no loop running.
 func (t *connTable) close() error {
-	for _, ev := range t.events {
-		if ev != nil {
+	t.events.each(func(ev *Event) {
+		if ev.pool != nil {
 			ev.closed.Store(true)
 			ev.ptr, ev.cb = nil, nil
 			deleteHandle(ev.h)
 		}
-	}
-	for _, be := range t.bevs {
-		if be != nil {
+	})
+	t.bevs.each(func(be *BufferEvent) {
+		if be.pool != nil {
 			t.dropTimer(be)
 			be.closed.Store(true)
 			be.flushing = false
@@ -417,7 +441,7 @@ func (t *connTable) close() error {
 			be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 			deleteHandle(be.h)
 		}
-	}
+	})
 	C.evl_conns_free(t.c) // closes the sockets still open
 	t.c, t.events, t.bevs, t.open = nil, nil, nil, 0
 	t.base.unregister(&t.link)
