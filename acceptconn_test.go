@@ -847,3 +847,80 @@ func TestConnStateBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptConnObjectFails: when the connection's object cannot be made
+// (here: the socket handed over is /dev/null, which epoll refuses), the
+// socket is closed, the accept callback does not run, and the ErrorFunc
+// hears of it, as of an accept that failed; the listener backs off.
+func TestAcceptConnObjectFails(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, Disabled)
+		if err := k.accept(t, l, func(connObject) { t.Error("accept callback ran") }); err != nil {
+			t.Fatal(err)
+		}
+		var got error
+		l.SetErrorCallback(func(_ *Listener, err error) { got = err })
+		null, err := syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(null)
+		before := openFDs(t)
+		runOnLoop(t, b, func() {
+			if err := benchAcceptDup(l, null, 1); err != nil {
+				t.Error(err)
+			}
+		})
+		if !errors.Is(got, syscall.EPERM) {
+			t.Errorf("error callback got %v, want EPERM", got)
+		}
+		if n := openFDs(t); n != before {
+			t.Errorf("open fds: %d, want %d: the socket was not closed", n, before)
+		}
+		if n := openConns(t, b); n != 0 {
+			t.Errorf("%d connections open, want 0", n)
+		}
+	})
+}
+
+// TestAcceptConnInsideCallback: the listener closed, or switched to an
+// AcceptFunc, from inside the accept callback of its acceptor, with more
+// clients queued: the connection accepted stays served, and the next one
+// waits for (or is refused by) the listener as it now is.
+func TestAcceptConnInsideCallback(t *testing.T) {
+	forEachConnKind(t, func(t *testing.T, k connKind) {
+		t.Run("Close", func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			l := listenTCP(t, b, nil, 0)
+			if err := k.accept(t, l, func(connObject) { l.Close() }); err != nil {
+				t.Fatal(err)
+			}
+			first, second := dial(t, l.Addr()), dial(t, l.Addr())
+			dispatching(t, b)
+			pingPong(t, first, 3, 10)
+			second.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := second.Read(make([]byte, 1)); err == nil {
+				t.Error("the second client, queued as the listener closed, was served")
+			}
+		})
+		t.Run("SetCallback", func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			l := listenTCP(t, b, nil, 0)
+			plain := make(chan int, 1)
+			if err := k.accept(t, l, func(connObject) {
+				l.SetCallback(func(_ *Listener, fd int, _ net.Addr) { plain <- fd; syscall.Close(fd) })
+			}); err != nil {
+				t.Fatal(err)
+			}
+			first, second := dial(t, l.Addr()), dial(t, l.Addr())
+			dispatching(t, b)
+			pingPong(t, first, 3, 10)
+			recv(t, plain, "the AcceptFunc")
+			readEOF(t, second)
+		})
+	})
+}

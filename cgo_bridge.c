@@ -385,6 +385,10 @@ static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 		e->assigned = 1;
 		if (event_add(&e->ev, timeout_tv(base, a->usec, &tv)) != 0) {
 			*err = errno ? errno : EINVAL;
+			/* libevent's debug mode notes the event as added even
+			 * when adding failed; a del clears it, or the next
+			 * assign of the slot would abort. */
+			event_del(&e->ev);
 			return NULL;
 		}
 		e->open = 1;
