@@ -1,11 +1,12 @@
 // Command gnetecho is the gnet v2 reference echo server: gnet's event-loop
 // design, the most used Go alternative to goroutine-per-connection. One
-// event loop (gnet's default without multicore), TCP_NODELAY on (gnet's
-// default).
+// event loop (gnet's default without multicore; -loops N for gnet's
+// multicore mode with N), TCP_NODELAY on (gnet's default).
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -81,9 +82,13 @@ func (quietLogger) Fatalf(format string, args ...any) {
 }
 
 func main() {
-	addr := echocli.Parse(prog)
+	loops := 1
+	addr := echocli.ParseWith(prog, func(fs *flag.FlagSet) {
+		fs.IntVar(&loops, "loops", 1, "event loops: more than 1 is gnet's multicore mode with that many")
+	})
 	err := gnet.Run(&echoServer{}, "tcp://"+addr,
-		gnet.WithMulticore(false),
+		gnet.WithMulticore(loops > 1),
+		gnet.WithNumEventLoop(loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(quietLogger{}),
 	)

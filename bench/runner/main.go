@@ -128,6 +128,7 @@ func main() {
 	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
 	mdPath := flag.String("md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
 	syscalls := flag.Bool("syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
+	loops := flag.Int("loops", 0, "instead of the benchmark, the multi-core mode: cmd/echo and gnetecho with this many loops and goecho, against as many load generators, -rounds times per workload; -json defaults to out/multicore.json")
 	idle := flag.Int("idle", 0, "instead of benchmarking, measure each server's resident memory per idle connection with this many connections open, -rounds times; -json defaults to out/idle.json")
 	flag.Parse()
 	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
@@ -191,6 +192,24 @@ func main() {
 	}
 
 	stopOnSignal()
+	if *loops > 0 {
+		if !set["workloads"] {
+			cfg.workloads = []string{"50x64B", "1000x64B", "accept"}
+		}
+		if !set["json"] {
+			*jsonPath = "out/multicore.json"
+		}
+		if !set["md"] {
+			*mdPath = "out/multicore.md"
+		}
+		rep := measureMulti(cfg, *loops, notes)
+		writeMulti(rep, *jsonPath, *mdPath)
+		if n := rep.failed(); n > 0 {
+			fmt.Fprintf(os.Stderr, "runner: %d of %d multi-core runs failed\n", n, len(rep.Runs))
+			os.Exit(1)
+		}
+		return
+	}
 	if *idle > 0 {
 		rep := measureIdle(cfg, servers, *idle, notes)
 		writeIdle(rep, *jsonPath, *mdPath)

@@ -20,9 +20,16 @@ const DefaultPort = 9876
 // Parse parses os.Args and returns the address to listen on as host:port.
 // A usage error prints a message naming the valid range and exits with
 // status 2, before anything is bound.
-func Parse(prog string) string {
+func Parse(prog string) string { return ParseWith(prog, nil) }
+
+// ParseWith is Parse for a server with flags of its own, which more
+// defines before the command line is parsed.
+func ParseWith(prog string, more func(fs *flag.FlagSet)) string {
 	fs := flag.NewFlagSet(prog, flag.ExitOnError)
 	host := fs.String("addr", "127.0.0.1", "host to listen on")
+	if more != nil {
+		more(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [-addr HOST] [port]  (port 0-65535, 0 picks a free port)\n", prog)
 		fs.PrintDefaults()
