@@ -7,7 +7,10 @@
 //
 //   - Listener accepts connections (New, NewBind) and hands each accepted
 //     socket to an AcceptFunc; accept errors go to an ErrorFunc, and the
-//     listener backs off instead of spinning on EMFILE.
+//     listener backs off instead of spinning on EMFILE. AcceptEvents and
+//     AcceptBufferEvents instead make each connection's Event or BufferEvent
+//     in C as it is accepted, at C's cost: one call into Go to accept, one
+//     into C to close, no allocation.
 //   - BufferEvent reads a socket into its input Buffer and writes its output
 //     Buffer, calling a DataFunc for each and a BufferEventFunc on EOF,
 //     errors and timeouts.
