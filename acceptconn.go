@@ -94,8 +94,9 @@ type BufferEventOptions struct {
 // *Event may serve a later connection that gets the same descriptor number:
 // keep it only while the connection is open, and keep per-connection state
 // in a slice indexed by FD, as a C server would. A connection's address is
-// made only when asked for (RemoteAddr). Base.Close closes the connections
-// still open. AcceptEvents may be called from any goroutine.
+// made only when asked for (RemoteAddr). The connections outlive the
+// listener's Close; Base.Close closes those still open. AcceptEvents may be
+// called from any goroutine.
 func (l *Listener) AcceptEvents(opts EventOptions) error {
 	if opts.What == 0 {
 		opts.What = EvRead | EvPersist
