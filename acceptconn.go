@@ -98,6 +98,9 @@ type BufferEventOptions struct {
 // listener's Close; Base.Close closes those still open. AcceptEvents may be
 // called from any goroutine.
 func (l *Listener) AcceptEvents(opts EventOptions) error {
+	if l.closed.Load() { // said before the options are looked at
+		return ErrClosed
+	}
 	if opts.What == 0 {
 		opts.What = EvRead | EvPersist
 	}
@@ -128,6 +131,9 @@ func (l *Listener) AcceptEvents(opts EventOptions) error {
 // descriptor once closed. AcceptBufferEvents may be called from any
 // goroutine.
 func (l *Listener) AcceptBufferEvents(opts BufferEventOptions) error {
+	if l.closed.Load() { // said before the options are looked at
+		return ErrClosed
+	}
 	if opts.Enable == 0 {
 		opts.Enable = EvRead
 	}
@@ -358,7 +364,7 @@ func (t *connTable) forget(fd int) {
 	if be := t.bevs.get(fd); be != nil && be.pool != nil && (!be.closed.Load() || be.flushing) {
 		t.dropTimer(be)
 		be.closed.Store(true)
-		be.flushing = false
+		be.flushing, be.lingering = false, false
 		be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
 		be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 		t.open--
@@ -386,16 +392,24 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 		be.base, be.fd, be.h = t.base, fd, newHandle(be)
 		c.bev.h = C.uintptr_t(be.h)
 	}
-	// The header (base, handle, descriptor) is the slot's and stays: an
-	// object may be read from other goroutines (FD, CPtr). The rest is
-	// the new connection's.
-	be.closeOnFree = true
-	be.ctx, be.ptr, be.cptr = &c.bev, c.bev.bev, unsafe.Pointer(c.bev.bev)
-	be.readCb, be.writeCb, be.eventCb = o.OnRead, o.OnWrite, o.OnEvent
+	// Everything of the last connection goes, whatever fields the
+	// buffer event has; the header (base, handle, descriptor) is the
+	// slot's and stays.
+	h := be.h
+	*be = BufferEvent{
+		closeOnFree:  true,
+		ctx:          &c.bev,
+		ptr:          c.bev.bev,
+		readCb:       o.OnRead,
+		writeCb:      o.OnWrite,
+		eventCb:      o.OnEvent,
+		outHigh:      o.WriteHighWatermark,
+		writeTimeout: o.WriteTimeout,
+		pool:         t,
+	}
+	be.base, be.h, be.fd, be.cptr = t.base, h, fd, unsafe.Pointer(c.bev.bev)
 	be.in = Buffer{be: be, ptr: c.bev.in}
 	be.out = Buffer{be: be, ptr: c.bev.out}
-	be.outHigh, be.outFull, be.flushing, be.timer = o.WriteHighWatermark, false, false, nil
-	be.closed.Store(false)
 	be.setFilter()
 	t.open++
 	return be
@@ -405,7 +419,7 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 // event freed and the socket closed in one call into C.
 func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	be.closed.Store(true)
-	be.flushing = false
+	be.flushing, be.lingering = false, false
 	t.dropTimer(be)
 	// The context is its slot.
 	C.evl_conn_close_bev((*C.struct_evl_conn_bev)(unsafe.Pointer(be.ctx)), C.int(be.fd))
@@ -437,7 +451,7 @@ func (t *connTable) close() error {
 		if be.pool != nil {
 			t.dropTimer(be)
 			be.closed.Store(true)
-			be.flushing = false
+			be.flushing, be.lingering = false, false
 			be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
 			be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 			deleteHandle(be.h)

@@ -778,9 +778,9 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 func TestConnStateBytes(t *testing.T) {
 	const (
 		goEvent   = 96  // bytes of Go heap per event connection
-		goBEV     = 184 // per buffer event connection
+		goBEV     = 248 // per buffer event connection
 		cEvent    = 144 // an event connection's slot
-		cBEV      = 40  // a buffer event connection's
+		cBEV      = 48  // a buffer event connection's
 		conns     = 2000
 		tolerance = 16 // the chunks not yet full, and the list of chunks
 	)

@@ -338,10 +338,16 @@ void evl_conn_close_event(struct evl_conn_ev *c, int fd)
 
 void evl_conn_close_bev(struct evl_conn_bev *c, int fd)
 {
-	if (c->bev.bev) {
-		/* Inside one of its callbacks libevent holds a reference and
-		 * has cleared the callbacks: nothing reads c after this. */
-		bufferevent_free(c->bev.bev);
+	struct bufferevent *bev = c->bev.bev;
+	if (bev) {
+		/* As evl_bev_free: nothing of libevent's watches the socket
+		 * once this returns, also inside one of the buffer event's
+		 * callbacks, so that the socket may close at once and its
+		 * number serve the next connection. */
+		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		event_del(&bev->ev_write);
+		bufferevent_free(bev);
 		c->bev.bev = NULL;
 		c->bev.in = c->bev.out = NULL;
 		c->bev.cbs = 0;
@@ -403,6 +409,7 @@ static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 	c->bev.in = bufferevent_get_input(bev);
 	c->bev.out = bufferevent_get_output(bev);
 	c->bev.cbs = 0; /* Go sets them as it takes the connection */
+	c->bev.discarded = 0;
 	bufferevent_setcb(bev, bev_read_cb, bev_write_cb, bev_event_cb, &c->bev);
 	if (a->read_low || a->read_high)
 		bufferevent_setwatermark(bev, EV_READ, a->read_low, a->read_high);

@@ -191,6 +191,12 @@ func TestClosedObjects(t *testing.T) {
 		{method: "Listener.Addr", call: func(c *closed) []any { return []any{c.l.Addr()} }, want: func(*closed) []any { return []any{net.Addr(nil)} }},
 		{method: "Listener.CPtr", call: func(c *closed) []any { return []any{c.l.CPtr()} }, want: func(*closed) []any { return []any{unsafe.Pointer(nil)} }},
 		{method: "Listener.Base", call: func(c *closed) []any { return []any{c.l.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
+		{method: "Listener.AcceptEvents", call: func(c *closed) []any { return []any{c.l.AcceptEvents(EventOptions{OnEvent: noEvent})} }},
+		{method: "Listener.AcceptEvents", how: "bad options", call: func(c *closed) []any { return []any{c.l.AcceptEvents(EventOptions{})} }},
+		{method: "Listener.AcceptBufferEvents", call: func(c *closed) []any { return []any{c.l.AcceptBufferEvents(BufferEventOptions{})} }},
+		{method: "Listener.AcceptBufferEvents", how: "bad options", call: func(c *closed) []any {
+			return []any{c.l.AcceptBufferEvents(BufferEventOptions{ReadTimeout: -1})}
+		}},
 		{method: "Listener.File", call: func(c *closed) []any { f, err := c.l.File(); return []any{f, err} }, want: func(*closed) []any { return []any{(*os.File)(nil), ErrClosed} }},
 
 		{method: "BufferEvent.Close", call: func(c *closed) []any { return []any{c.be.Close()} }},
@@ -211,6 +217,7 @@ func TestClosedObjects(t *testing.T) {
 		{method: "BufferEvent.CloseAfterFlush", call: func(c *closed) []any { return []any{c.be.CloseAfterFlush(time.Second)} }},
 		{method: "BufferEvent.Connect", call: func(c *closed) []any { return []any{c.be.Connect("tcp", "127.0.0.1:1")} }},
 		{method: "BufferEvent.Connect", how: "bad address", call: func(c *closed) []any { return []any{c.be.Connect("tcp", "")} }},
+		{method: "BufferEvent.RemoteAddr", call: func(c *closed) []any { return []any{c.be.RemoteAddr()} }, want: func(*closed) []any { return []any{net.Addr(nil)} }},
 		{method: "BufferEvent.Base", call: func(c *closed) []any { return []any{c.be.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
 		// The buffers stay reachable; the Buffer rows call their methods.
 		{method: "BufferEvent.Input", call: func(c *closed) []any { return []any{c.be.Input() != nil} }, want: func(*closed) []any { return []any{true} }},
@@ -245,6 +252,7 @@ func TestClosedObjects(t *testing.T) {
 		{method: "Event.Pending", call: func(c *closed) []any { return []any{c.ev.Pending(EvRead | EvTimeout)} }, want: func(*closed) []any { return []any{false} }},
 		{method: "Event.FD", call: func(c *closed) []any { return []any{c.ev.FD()} }, want: func(*closed) []any { return []any{-1} }},
 		{method: "Event.CPtr", call: func(c *closed) []any { return []any{c.ev.CPtr()} }, want: func(*closed) []any { return []any{unsafe.Pointer(nil)} }},
+		{method: "Event.RemoteAddr", call: func(c *closed) []any { return []any{c.ev.RemoteAddr()} }, want: func(*closed) []any { return []any{net.Addr(nil)} }},
 		{method: "Event.Base", call: func(c *closed) []any { return []any{c.ev.Base()} }, want: func(c *closed) []any { return []any{c.b} }},
 	}
 
