@@ -295,7 +295,7 @@ func (b *Base) connTable() (*connTable, error) {
 
 // connChunk is how many descriptor numbers a chunk of the table holds:
 // objects are made that many at a time, not one by one, so that a
-// connection's costs its object's bytes and no allocation of its own.
+// connection costs its object's bytes and no allocation of its own.
 const connChunk = 64
 
 // chunks holds the objects of a table by descriptor, in chunks that never
