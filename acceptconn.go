@@ -392,24 +392,20 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 		be.base, be.fd, be.h = t.base, fd, newHandle(be)
 		c.bev.h = C.uintptr_t(be.h)
 	}
-	// Everything of the last connection goes, whatever fields the
-	// buffer event has; the header (base, handle, descriptor) is the
-	// slot's and stays.
-	h := be.h
-	*be = BufferEvent{
-		closeOnFree:  true,
-		ctx:          &c.bev,
-		ptr:          c.bev.bev,
-		readCb:       o.OnRead,
-		writeCb:      o.OnWrite,
-		eventCb:      o.OnEvent,
-		outHigh:      o.WriteHighWatermark,
-		writeTimeout: o.WriteTimeout,
-		pool:         t,
-	}
-	be.base, be.h, be.fd, be.cptr = t.base, h, fd, unsafe.Pointer(c.bev.bev)
+	// Every field but the header (base, handle, descriptor), which is
+	// the slot's and stays: another goroutine may still read it, through
+	// a Close of the last connection that came late. The list is pinned
+	// by TestPooledBufferEventFields, which fails when a field is added.
+	be.closeOnFree = true
+	be.ctx, be.ptr, be.cptr = &c.bev, c.bev.bev, unsafe.Pointer(c.bev.bev)
+	be.readCb, be.writeCb, be.eventCb = o.OnRead, o.OnWrite, o.OnEvent
 	be.in = Buffer{be: be, ptr: c.bev.in}
 	be.out = Buffer{be: be, ptr: c.bev.out}
+	be.outHigh, be.outFull, be.writeTimeout = o.WriteHighWatermark, false, o.WriteTimeout
+	be.connecting, be.connected, be.inConnect, be.peer, be.peerEOF = false, false, false, nil, false
+	be.flushing, be.lingering, be.timer = false, false, nil
+	be.flushEnd, be.lingerTick, be.lingerSeen = 0, 0, 0
+	be.closed.Store(false)
 	be.setFilter()
 	t.open++
 	return be

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -924,4 +926,147 @@ func TestAcceptConnInsideCallback(t *testing.T) {
 			readEOF(t, second)
 		})
 	})
+}
+
+// TestAcceptConnStorm: goroutines switch a listener at random between
+// accepting into events, into buffer events, with an AcceptFunc and paused,
+// and enable and disable it, while clients keep connecting and other
+// goroutines close the connections handed to them: every call returns nil,
+// nothing deadlocks or crashes, and no descriptor or handle is left once
+// the base is closed.
+func TestAcceptConnStorm(t *testing.T) {
+	forEachBaseKind(t, func(t *testing.T, kind baseKind) {
+		checkNoLeaks(t)
+		b := newBaseKind(t, kind)
+		l := listenTCP(t, b, nil, 0)
+		handed := make(chan connObject, 64)
+		var accepted atomic.Int64
+		take := func(o connObject) {
+			accepted.Add(1)
+			switch accepted.Load() % 3 {
+			case 0:
+				o.Close() // at once, inside the accept callback
+			case 1:
+				select { // to another goroutine
+				case handed <- o:
+				default:
+					o.Close()
+				}
+			} // else left to the client's reset and the callbacks
+		}
+		byEvent := EventOptions{OnAccept: func(_ *Listener, ev *Event) { take(ev) }, OnEvent: echoEvent(make([]byte, 64))}
+		byBEV := BufferEventOptions{
+			OnAccept: func(_ *Listener, be *BufferEvent) { take(be) },
+			OnRead:   func(be *BufferEvent) { be.EchoInput() },
+			OnEvent:  func(be *BufferEvent, _ BEVEvent, _ error) { be.Close() },
+		}
+		plain := func(_ *Listener, fd int, _ net.Addr) { accepted.Add(1); syscall.Close(fd) }
+		if err := b.LoopExit(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		loop := startDispatch(t, b)
+		stop, stormed := make(chan struct{}), make(chan struct{})
+		var wg sync.WaitGroup
+		var calls atomic.Int64
+		for i := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := i; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var err error
+					switch n % 6 {
+					case 0:
+						err = l.AcceptEvents(byEvent)
+					case 1:
+						err = l.AcceptBufferEvents(byBEV)
+					case 2:
+						l.SetCallback(plain)
+					case 3:
+						l.SetCallback(nil)
+					case 4:
+						err = l.Disable()
+					case 5:
+						err = l.Enable()
+					}
+					if err != nil {
+						t.Errorf("call %d: %v", n%6, err)
+					}
+					calls.Add(1)
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() { // the closer
+			defer wg.Done()
+			for {
+				select {
+				case o := <-handed:
+					if err := o.Close(); err != nil && err != ErrClosed {
+						t.Errorf("Close = %v", err)
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		var dials atomic.Int64
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := net.Dialer{Timeout: 100 * time.Millisecond}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := d.Dial("tcp", l.Addr().String())
+					if err != nil {
+						continue
+					}
+					dials.Add(1)
+					c.Write([]byte("x"))
+					c.(*net.TCPConn).SetLinger(0)
+					c.Close()
+				}
+			}()
+		}
+		go func() { wg.Wait(); close(stormed) }()
+		time.Sleep(stormLength() / 2) // the storm's length, not synchronisation
+		endStorm(t, stop, stormed)
+		t.Logf("%d calls, %d dials, %d accepted", calls.Load(), dials.Load(), accepted.Load())
+		if accepted.Load() == 0 {
+			t.Error("nothing accepted during the storm")
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := loop.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestPooledBufferEventFields: takeBufferEvent readies a reused
+// BufferEvent field by field (the header must stay, see there), so a field
+// added to BufferEvent must be added there too, or a connection would
+// inherit the last one's value. This list is takeBufferEvent's.
+func TestPooledBufferEventFields(t *testing.T) {
+	reset := []string{"object", "closeOnFree", "ctx", "ptr", "readCb", "writeCb", "eventCb", "in", "out",
+		"outHigh", "outFull", "writeTimeout", "connecting", "connected", "inConnect", "peer", "peerEOF",
+		"flushing", "lingering", "timer", "flushEnd", "lingerTick", "lingerSeen", "pool"}
+	var have []string
+	typ := reflect.TypeFor[BufferEvent]()
+	for i := range typ.NumField() {
+		have = append(have, typ.Field(i).Name)
+	}
+	if !slices.Equal(have, reset) {
+		t.Errorf("BufferEvent's fields are %v; takeBufferEvent readies %v: ready the new ones there, then list them here", have, reset)
+	}
 }
