@@ -93,7 +93,10 @@ type BufferEventOptions struct {
 // into C; do not close the socket any other way. After Close, the same
 // *Event may serve a later connection that gets the same descriptor number:
 // keep it only while the connection is open, and keep per-connection state
-// in a slice indexed by FD, as a C server would. A connection's address is
+// in a slice indexed by FD, as a C server would. As with a descriptor, a
+// Close that comes late (from another goroutine, after the connection
+// closed itself and a new one took the number) closes the new connection:
+// close a connection on the loop, or once, where its callbacks know it. A connection's address is
 // made only when asked for (RemoteAddr). The connections outlive the
 // listener's Close; Base.Close closes those still open. AcceptEvents may be
 // called from any goroutine.
