@@ -24,6 +24,11 @@ type object struct {
 	// link puts the object in its base's list of open objects, so that
 	// Base.Close can close it; guarded by the base's objMu.
 	link openLink
+
+	// onRelease, when set, runs once as the object is released: a Server
+	// counts a connection's end by it (Conn.NewBufferEvent). One func per
+	// loop, shared by its objects: nothing allocated per connection.
+	onRelease func()
 }
 
 // loopObject is what the loop hand-off needs of an object: its header. A
@@ -63,6 +68,10 @@ func (o *object) opened(self closer, cptr unsafe.Pointer) {
 func (o *object) release() {
 	o.base.unregister(&o.link)
 	deleteHandle(o.h)
+	if f := o.onRelease; f != nil {
+		o.onRelease = nil
+		f()
+	}
 }
 
 // FD returns the object's file descriptor, or -1 once it is closed: the

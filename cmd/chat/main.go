@@ -29,18 +29,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/evlistener/evlistener"
 	"github.com/evlistener/evlistener/internal/cmdline"
 )
 
@@ -51,6 +55,9 @@ const (
 	// flushTimeout bounds how long a leaving client, or every client at
 	// shutdown, is given to take what is queued for it.
 	flushTimeout = time.Second
+	// shutdownGrace is how much longer than flushTimeout shutdown waits
+	// for the flushes to end on their own before it closes what is left.
+	shutdownGrace = 500 * time.Millisecond
 )
 
 func main() {
@@ -75,36 +82,43 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	// Caught from before the bind, so that a signal arriving as the server
-	// starts still shuts it down cleanly. Signals belong to os/signal:
-	// libevent's evsignal would replace the Go runtime's handlers.
+	// starts still shuts it down cleanly.
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)
-
-	// The loop waits for events inside a cgo call and keeps its P; with no
-	// idle P the runtime takes it away and the loop must win one back for
-	// every callback (see evlistener's Dispatch). One P for the loop and
-	// one for the rest keeps a P idle.
+	// One P for the loop and one for the rest (see evlistener's Dispatch).
 	if runtime.GOMAXPROCS(0) < 2 {
 		runtime.GOMAXPROCS(2)
 	}
-	srv, err := listen(cfg, stderr)
-	if err != nil {
+	room := &room{cfg: cfg, stderr: stderr}
+	srv := &evlistener.Server{
+		Addr: net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)),
+		// One loop: a line goes to every client, so all are on it. No C
+		// code shares it: libevent's locks would only cost.
+		BaseFlags:  evlistener.BaseNoLock,
+		Handler:    room.join,
+		OnShutdown: room.shutdown,
+		ErrorLog:   log.New(stderr, "chat: ", 0),
+	}
+	if err := srv.Listen(); err != nil {
 		fmt.Fprintf(stderr, "chat: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "chat: listening on %v\n", srv.ln.Addr())
-	go srv.run()
+	fmt.Fprintf(stderr, "chat: listening on %v\n", srv.Addrs()[0])
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
 
 	select {
 	case sig := <-sigc:
 		start := time.Now()
-		n := srv.shutdown()
-		fmt.Fprintf(stderr, "chat: %v: flushed and closed %d connections in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
+		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout+shutdownGrace)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+		fmt.Fprintf(stderr, "chat: %v: flushed and closed %d connections in %v\n", sig, room.atShutdown, time.Since(start).Round(time.Microsecond))
 		return 0
-	case err := <-srv.fatal:
+	case err := <-served:
 		fmt.Fprintf(stderr, "chat: %v\n", err)
-		srv.shutdown()
 		return 1
 	}
 }
