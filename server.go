@@ -853,6 +853,7 @@ type pendingUpgrade struct {
 	cmd      *exec.Cmd
 	done     chan error // nil once it is ready
 	canceled chan struct{}
+	finished chan struct{} // the watch has ended: a stopped process is reaped
 	once     sync.Once
 }
 
@@ -886,8 +887,9 @@ func startUpgrade(path string, sockets []*Listener, timeout time.Duration) (*pen
 		r.Close()
 		return nil, err
 	}
-	u := &pendingUpgrade{cmd: cmd, done: make(chan error, 1), canceled: make(chan struct{})}
+	u := &pendingUpgrade{cmd: cmd, done: make(chan error, 1), canceled: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
+		defer close(u.finished)
 		defer r.Close()
 		// The new process, and so the pipe's only writer, has the write
 		// end now (closed on return here): EOF means it exited, or
@@ -924,13 +926,14 @@ func startUpgrade(path string, sockets []*Listener, timeout time.Duration) (*pen
 	return u, nil
 }
 
-// cancel stops a new process that is not ready yet: the Server is
-// shutting down. Upgrade reports it.
+// cancel stops a new process that is not ready yet, and waits until it
+// is gone: the Server is shutting down. Upgrade reports it.
 func (u *pendingUpgrade) cancel() {
 	u.once.Do(func() {
 		close(u.canceled)
 		u.cmd.Process.Kill()
 	})
+	<-u.finished
 }
 
 // startPath is the path this process was started from, made absolute

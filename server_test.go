@@ -1,0 +1,816 @@
+package evlistener
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// echoConn serves a Server's connection on a buffer event that sends back
+// what arrives, until the client ends.
+func echoConn(c Conn) {
+	be, err := c.NewBufferEvent(0)
+	if err != nil {
+		return
+	}
+	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, func(be *BufferEvent, what BEVEvent, _ error) {
+		if what&(BEVEventEOF|BEVEventError|BEVEventTimeout) != 0 {
+			be.Close()
+		}
+	})
+	be.Enable(EvRead)
+}
+
+// serve runs s (Listen, then Serve on another goroutine) and returns its
+// first address and the channel on which Serve returns. The server is
+// closed when the test ends.
+func serve(t *testing.T, s *Server) (net.Addr, <-chan error) {
+	t.Helper()
+	if s.Addr == "" && s.Network == "" {
+		s.Addr = "127.0.0.1:0"
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	returned := make(chan struct{})
+	go func() {
+		served <- s.Serve()
+		close(returned)
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		select {
+		case <-returned:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after Close")
+		}
+	})
+	return s.Addrs()[0], served
+}
+
+// echoOnce writes msg on c and checks that it comes back.
+func echoOnce(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+func mustEcho(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	if err := echoOnce(c, msg); err != nil {
+		t.Fatalf("client %v: %v", c.LocalAddr(), err)
+	}
+}
+
+// closedByServer fails the test unless the server ends c (EOF or reset)
+// within 5 s.
+func closedByServer(t testing.TB, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client %v still connected: %v", c.LocalAddr(), err)
+	}
+}
+
+func wantStats(t testing.TB, s *Server, want ServerStats) {
+	t.Helper()
+	if got := s.Stats(); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+}
+
+func TestServerBadConfig(t *testing.T) {
+	checkNoLeaks(t)
+	h := echoConn
+	for _, tc := range []struct {
+		name string
+		s    *Server
+		want string
+	}{
+		{"no handler", &Server{Addr: "127.0.0.1:0"}, "Handler is nil"},
+		{"negative loops", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: -1}, "Loops -1"},
+		{"negative max conns", &Server{Addr: "127.0.0.1:0", Handler: h, MaxConns: -1}, "MaxConns -1"},
+		{"fewer conns than loops", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: 4, MaxConns: 3}, "MaxConns 3 is less than Loops 4"},
+		{"negative backlog", &Server{Addr: "127.0.0.1:0", Handler: h, Backlog: -1}, "Backlog -1"},
+		{"negative drain", &Server{Addr: "127.0.0.1:0", Handler: h, DrainTimeout: -time.Second}, "DrainTimeout"},
+		{"negative upgrade timeout", &Server{Addr: "127.0.0.1:0", Handler: h, UpgradeTimeout: -1}, "UpgradeTimeout"},
+		{"unknown network", &Server{Network: "udp", Addr: "127.0.0.1:0", Handler: h}, `Network "udp"`},
+		{"unknown flags", &Server{Addr: "127.0.0.1:0", Handler: h, Flags: 1 << 30}, "unknown listener flags"},
+		{"no address", &Server{Handler: h}, "Addr is empty"},
+		{"port out of range", &Server{Addr: "127.0.0.1:70000", Handler: h}, "70000"},
+		{"not an address", &Server{Addr: "no port", Handler: h}, "no port"},
+		{"second loop", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: 2, BaseFlags: 1 << 20}, "unknown flags"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			err := s.Serve()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Serve = %v, want an error saying %q", err, tc.want)
+			}
+			if s.Addrs() != nil {
+				t.Errorf("Addrs = %v after a failed Listen", s.Addrs())
+			}
+			wantStats(t, s, ServerStats{})
+		})
+	}
+	t.Run("port in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		s := &Server{Addr: ln.Addr().String(), Handler: h, Loops: 2}
+		if err := s.Serve(); !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("Serve = %v, want EADDRINUSE", err)
+		}
+	})
+}
+
+func TestServerShutdown(t *testing.T) {
+	t.Run("lets open connections finish", func(t *testing.T) {
+		checkNoLeaks(t)
+		stopped := make(chan struct{}, 1)
+		s := &Server{Handler: echoConn, OnShutdown: func(*Base) { stopped <- struct{}{} }}
+		addr, served := serve(t, s)
+		var cs []net.Conn
+		for i := range 3 {
+			cs = append(cs, dial(t, addr))
+			mustEcho(t, cs[i], "hello")
+		}
+		shut := make(chan error, 1)
+		go func() { shut <- s.Shutdown(context.Background()) }()
+		recv(t, stopped, "OnShutdown")
+		refused(t, addr)
+		for i, c := range cs {
+			// Still served: Shutdown waits for them.
+			mustEcho(t, c, "still here")
+			select {
+			case err := <-shut:
+				t.Fatalf("Shutdown returned %v with %d connections open", err, len(cs)-i)
+			default:
+			}
+			c.Close()
+		}
+		if err := recv(t, shut, "Shutdown"); err != nil {
+			t.Fatalf("Shutdown = %v, want nil", err)
+		}
+		if err := recv(t, served, "Serve"); err != ErrServerClosed {
+			t.Fatalf("Serve = %v, want ErrServerClosed", err)
+		}
+		wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
+	})
+
+	t.Run("deadline cuts connections", func(t *testing.T) {
+		checkNoLeaks(t)
+		s := &Server{Handler: echoConn, Loops: 2}
+		addr, served := serve(t, s)
+		c := dial(t, addr)
+		mustEcho(t, c, "hello")
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
+		}
+		closedByServer(t, c)
+		if err := recv(t, served, "Serve"); err != ErrServerClosed {
+			t.Fatalf("Serve = %v, want ErrServerClosed", err)
+		}
+		wantStats(t, s, ServerStats{Accepted: 1, Closed: 1})
+	})
+
+	t.Run("queued connections are served, not refused", func(t *testing.T) {
+		checkNoLeaks(t)
+		s := &Server{Handler: echoConn, MaxConns: 1}
+		addr, _ := serve(t, s)
+		first := dial(t, addr)
+		mustEcho(t, first, "first")
+		// At the limit: these wait in the backlog.
+		var queued []net.Conn
+		for range 3 {
+			c := dial(t, addr)
+			io.WriteString(c, "queued")
+			queued = append(queued, c)
+		}
+		stillQueued(t, queued[0])
+		shut := make(chan error, 1)
+		go func() { shut <- s.Shutdown(context.Background()) }()
+		for _, c := range append(queued, first) {
+			buf := make([]byte, 6)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if c != first {
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
+					t.Fatalf("queued client: %q, %v; want its echo", buf, err)
+				}
+			}
+			c.Close()
+		}
+		if err := recv(t, shut, "Shutdown"); err != nil {
+			t.Fatalf("Shutdown = %v", err)
+		}
+		if st := s.Stats(); st.Accepted != 4 || st.Open != 0 || st.AtLimit != 1 {
+			t.Errorf("Stats = %+v, want 4 accepted, 0 open, at the limit once", st)
+		}
+	})
+
+	t.Run("from another goroutine while accepting", func(t *testing.T) {
+		checkNoLeaks(t)
+		s := &Server{Handler: echoConn, Loops: 2}
+		addr, served := serve(t, s)
+		var echoed, refusedN, failed atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+					if err != nil {
+						refusedN.Add(1)
+						continue
+					}
+					if err := echoOnce(c, "x"); err != nil {
+						failed.Add(1)
+					} else {
+						echoed.Add(1)
+					}
+					c.Close()
+				}
+			}()
+		}
+		waitFor(t, "connections served", func() bool { return echoed.Load() >= 200 })
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown = %v", err)
+		}
+		close(stop)
+		wg.Wait()
+		if err := recv(t, served, "Serve"); err != ErrServerClosed {
+			t.Fatalf("Serve = %v", err)
+		}
+		st := s.Stats()
+		if st.Open != 0 || st.Accepted < uint64(echoed.Load()) {
+			t.Errorf("Stats = %+v after %d echoes", st, echoed.Load())
+		}
+		// A client that connects between the last accept and the close
+		// of the socket is reset by the kernel; any other failure is a
+		// connection the server dropped.
+		if n := failed.Load(); n > 1 {
+			t.Errorf("%d clients failed (%d echoed, %d refused)", n, echoed.Load(), refusedN.Load())
+		}
+		t.Logf("%d echoed, %d refused after Shutdown, %d reset", echoed.Load(), refusedN.Load(), failed.Load())
+	})
+}
+
+func TestServerClose(t *testing.T) {
+	checkNoLeaks(t)
+	s := &Server{Handler: echoConn, Loops: 2}
+	addr, served := serve(t, s)
+	var cs []net.Conn
+	for range 4 {
+		c := dial(t, addr)
+		mustEcho(t, c, "hi")
+		cs = append(cs, c)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		closedByServer(t, c)
+	}
+	refused(t, addr)
+	if err := recv(t, served, "Serve"); err != ErrServerClosed {
+		t.Fatalf("Serve = %v, want ErrServerClosed", err)
+	}
+	wantStats(t, s, ServerStats{Accepted: 4, Closed: 4})
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown after Close = %v", err)
+	}
+	if err := s.Upgrade(); err == nil {
+		t.Error("Upgrade after Close succeeded")
+	}
+}
+
+func TestServerServeAfterShutdown(t *testing.T) {
+	checkNoLeaks(t)
+	t.Run("never served", func(t *testing.T) {
+		s := &Server{Addr: "127.0.0.1:0", Handler: echoConn}
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != ErrServerClosed {
+			t.Fatalf("Serve = %v, want ErrServerClosed", err)
+		}
+		if err := s.Listen(); err != ErrServerClosed {
+			t.Fatalf("Listen = %v, want ErrServerClosed", err)
+		}
+	})
+	t.Run("listening", func(t *testing.T) {
+		s := &Server{Addr: "127.0.0.1:0", Handler: echoConn}
+		if err := s.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		addr := s.Addrs()[0]
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, addr)
+		if err := s.Serve(); err != ErrServerClosed {
+			t.Fatalf("Serve = %v, want ErrServerClosed", err)
+		}
+	})
+	t.Run("served", func(t *testing.T) {
+		s := &Server{Handler: echoConn}
+		_, served := serve(t, s)
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := recv(t, served, "Serve"); err != ErrServerClosed {
+			t.Fatalf("Serve = %v", err)
+		}
+		if err := s.Serve(); err != ErrServerClosed {
+			t.Fatalf("second Serve = %v, want ErrServerClosed", err)
+		}
+	})
+}
+
+// TestServerLoops: the loops share the port, each with its own socket, and
+// each accepts.
+func TestServerLoops(t *testing.T) {
+	checkNoLeaks(t)
+	const loops = 4
+	var mu sync.Mutex
+	seen := map[*Base]int{}
+	s := &Server{Loops: loops, Handler: func(c Conn) {
+		mu.Lock()
+		seen[c.Base]++
+		mu.Unlock()
+		echoConn(c)
+	}}
+	addr, _ := serve(t, s)
+	if n := len(s.Addrs()); n != 1 {
+		t.Fatalf("Addrs = %v, want one address", s.Addrs())
+	}
+	if n := listeningSockets(t, addr.(*net.TCPAddr).Port); n != loops {
+		t.Fatalf("%d sockets listen on the port, want %d", n, loops)
+	}
+	// The kernel spreads connections over the sockets by a hash of the
+	// client's address: a few hundred reach every loop.
+	for i := 0; i < 1000; i++ {
+		c := dial(t, addr)
+		mustEcho(t, c, "x")
+		c.Close()
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == loops {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != loops {
+		t.Fatalf("%d of %d loops accepted: %v", len(seen), loops, seen)
+	}
+}
+
+// listeningSockets counts the TCP sockets listening on port, from
+// /proc/net/tcp and tcp6.
+func listeningSockets(t testing.TB, port int) int {
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) > 3 && fields[3] == "0A" && strings.HasSuffix(fields[1], fmt.Sprintf(":%04X", port)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestServerMaxConns: with MaxConns across two loops, no more connections
+// are open at once than the bound; the others wait in the backlog and are
+// served in turn as connections end: none is refused.
+func TestServerMaxConns(t *testing.T) {
+	checkNoLeaks(t)
+	const maxConns, clients = 4, 16
+	var peak atomic.Int64
+	var s *Server
+	s = &Server{Loops: 2, MaxConns: maxConns, Handler: func(c Conn) {
+		if open := int64(s.Stats().Open); open > peak.Load() {
+			peak.Store(open)
+		}
+		echoConn(c)
+	}}
+	addr, _ := serve(t, s)
+	echoed := make(chan net.Conn, clients)
+	for i := range clients {
+		c := dial(t, addr)
+		msg := fmt.Sprintf("client %02d", i)
+		go func() {
+			if err := echoOnce(c, msg); err != nil {
+				t.Errorf("client %d: %v", i, err)
+				c.Close()
+			}
+			echoed <- c
+		}()
+	}
+	for range clients {
+		// Ending a served connection lets a waiting one in.
+		c := recv(t, echoed, "the next client served")
+		c.Close()
+	}
+	waitFor(t, "every connection closed", func() bool { return s.Stats().Open == 0 })
+	st := s.Stats()
+	if p := peak.Load(); p > maxConns {
+		t.Errorf("%d connections open at once, want at most %d", p, maxConns)
+	}
+	if st.Accepted != clients || st.Closed != clients || st.AtLimit == 0 || st.AcceptErrors != 0 {
+		t.Errorf("Stats = %+v, want %d accepted and closed, at the limit at least once", st, clients)
+	}
+}
+
+// serverHelper is the test binary as a server in a process of its own, as
+// a program wires one: SIGHUP upgrades, SIGTERM shuts down. It reports on
+// stderr, one line each, prefixed by its pid: "listening on ADDR",
+// "upgrade: ERR", "shutdown: ERR", "served: ERR STATS".
+func serverHelper() error {
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM)
+	if os.Getenv(upgradeEnv) != "" && os.Getenv("EVL_SERVER_STALL") != "" {
+		// A new process that is never ready: the old one's SIGTERM
+		// must stop it.
+		time.Sleep(time.Minute)
+		return errors.New("stalled new process not stopped")
+	}
+	say := func(format string, a ...any) {
+		fmt.Fprintf(os.Stderr, "%d %s\n", os.Getpid(), fmt.Sprintf(format, a...))
+	}
+	loops, _ := strconv.Atoi(os.Getenv("EVL_SERVER_LOOPS"))
+	s := &Server{Addr: "127.0.0.1:0", Loops: loops, Handler: echoConn, ErrorLog: log.New(os.Stderr, "", 0),
+		DrainTimeout: 5 * time.Second, UpgradeTimeout: 10 * time.Second}
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	say("listening on %v", s.Addrs()[0])
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	for {
+		select {
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				go func() { say("upgrade: %v", s.Upgrade()) }()
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			say("shutdown: %v", s.Shutdown(ctx))
+			cancel()
+		case err := <-served:
+			say("served: %v %+v", err, s.Stats())
+			if err != ErrServerClosed {
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+func init() { helpers["server"] = serverHelper }
+
+// serverFamily is a server helper process and those it upgraded to,
+// sharing one stderr pipe.
+type serverFamily struct {
+	t     *testing.T
+	first *exec.Cmd
+	lines chan string
+	held  []string // read by next, of another kind
+	mu    sync.Mutex
+	log   strings.Builder
+	pids  []int
+}
+
+func startServerFamily(t *testing.T, cmd *exec.Cmd) *serverFamily {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	f := &serverFamily{t: t, first: cmd, lines: make(chan string, 100)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			f.mu.Lock()
+			f.log.WriteString(sc.Text() + "\n")
+			f.mu.Unlock()
+			f.lines <- sc.Text()
+		}
+		close(f.lines)
+	}()
+	t.Cleanup(func() {
+		f.mu.Lock()
+		pids := f.pids
+		f.mu.Unlock()
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", f.logText())
+		}
+	})
+	return f
+}
+
+func (f *serverFamily) logText() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.log.String()
+}
+
+var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|shutdown:|served:) ?(.*)$`)
+
+// next waits for the next report of kind (skipping other lines) and
+// returns its pid and the rest.
+func (f *serverFamily) next(kind string) (pid int, rest string) {
+	f.t.Helper()
+	match := func(line string) bool {
+		m := serverLine.FindStringSubmatch(line)
+		if m == nil || m[2] != kind {
+			return false
+		}
+		pid, _ = strconv.Atoi(m[1])
+		rest = m[3]
+		if kind == "listening on" {
+			f.mu.Lock()
+			f.pids = append(f.pids, pid)
+			f.mu.Unlock()
+		}
+		return true
+	}
+	for i, line := range f.held {
+		if match(line) {
+			f.held = append(f.held[:i], f.held[i+1:]...)
+			return pid, rest
+		}
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-f.lines:
+			if !ok {
+				f.t.Fatalf("the servers exited without saying %q", kind)
+			}
+			if match(line) {
+				return pid, rest
+			}
+			f.held = append(f.held, line)
+		case <-deadline:
+			f.t.Fatalf("no %q within 20 s", kind)
+		}
+	}
+}
+
+// waitFirst waits for the first process to exit and checks its status.
+func (f *serverFamily) waitFirst() {
+	f.t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f.first.Wait() }()
+	if err := recv(f.t, done, "the first server to exit"); err != nil {
+		f.t.Fatalf("first server: %v", err)
+	}
+}
+
+// load runs clients that connect, echo a message and close, until stop;
+// it counts each outcome.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	wg         sync.WaitGroup
+}
+
+func startLoad(addr string, clients int, stop <-chan struct{}) *load {
+	l := &load{}
+	for i := range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err == nil {
+					err = echoOnce(c, fmt.Sprintf("client %d message %d", i, n))
+					c.Close()
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					l.errs = append(l.errs, err.Error())
+					l.mu.Unlock()
+					continue
+				}
+				l.ok.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+// TestServerUpgrade: under load, Upgrade hands the sockets to a new
+// process; no client is refused, reset or loses its echo, the old process
+// drains and exits 0, and the new one serves until SIGTERM.
+func TestServerUpgrade(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_LOOPS=2")
+	f := startServerFamily(t, cmd)
+	oldPid, addr := f.next("listening on")
+	stop := make(chan struct{})
+	l := startLoad(addr, 8, stop)
+	defer func() {
+		close(stop)
+		l.wg.Wait()
+	}()
+	waitFor(t, "load on the old process", func() bool { return l.ok.Load() >= 100 })
+	cmd.Process.Signal(syscall.SIGHUP)
+	newPid, _ := f.next("listening on")
+	if pid, err := f.next("upgrade:"); pid != oldPid || err != "<nil>" {
+		t.Fatalf("pid %d: upgrade: %s; want pid %d: <nil>", pid, err, oldPid)
+	}
+	if pid, res := f.next("served:"); pid != oldPid || !strings.HasPrefix(res, ErrServerClosed.Error()) {
+		t.Fatalf("pid %d served: %s; want the old process %d closed", pid, res, oldPid)
+	}
+	f.waitFirst()
+	// The new process serves alone now.
+	before := l.ok.Load()
+	waitFor(t, "load on the new process", func() bool { return l.ok.Load() >= before+100 })
+	close(stop)
+	l.wg.Wait()
+	stop = make(chan struct{})
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d of %d clients failed: %v", n, n+l.ok.Load(), l.errs[:min(len(l.errs), 5)])
+	}
+	syscall.Kill(newPid, syscall.SIGTERM)
+	if pid, res := f.next("shutdown:"); pid != newPid || res != "<nil>" {
+		t.Errorf("pid %d: shutdown: %s", pid, res)
+	}
+	t.Logf("%d clients served across the upgrade", l.ok.Load())
+}
+
+// TestServerShutdownDuringUpgrade: SIGTERM while the new process is not
+// ready yet stops it; Upgrade reports why, the old process serves what is
+// queued and exits 0, and nothing is refused meanwhile.
+func TestServerShutdownDuringUpgrade(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_STALL=1")
+	f := startServerFamily(t, cmd)
+	_, addr := f.next("listening on")
+	stop := make(chan struct{})
+	l := startLoad(addr, 4, stop)
+	waitFor(t, "load", func() bool { return l.ok.Load() >= 50 })
+	cmd.Process.Signal(syscall.SIGHUP)
+	// The new process is started, holds the sockets, and stalls.
+	waitFor(t, "the new process", func() bool { return childOf(cmd.Process.Pid) != 0 })
+	child := childOf(cmd.Process.Pid)
+	before := l.ok.Load()
+	waitFor(t, "load during the pending upgrade", func() bool { return l.ok.Load() >= before+50 })
+	cmd.Process.Signal(syscall.SIGTERM)
+	if _, res := f.next("upgrade:"); !strings.Contains(res, "shutting down") {
+		t.Errorf("upgrade: %s; want it stopped for the shutdown", res)
+	}
+	if _, res := f.next("shutdown:"); res != "<nil>" {
+		t.Errorf("shutdown: %s", res)
+	}
+	close(stop)
+	l.wg.Wait()
+	f.waitFirst()
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the new process %d is still there: kill 0: %v", child, err)
+	}
+	// A client that dials once the socket is closed is refused: that is
+	// the shutdown, not a failure. Before it, none may fail.
+	for _, e := range l.errs {
+		if !strings.Contains(e, "connection refused") {
+			t.Errorf("client failed: %s", e)
+		}
+	}
+}
+
+// childOf returns the pid of a child process of pid, or 0. Any of its
+// threads may have started it.
+func childOf(pid int) int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if fields := strings.Fields(string(data)); len(fields) > 0 {
+			n, _ := strconv.Atoi(fields[0])
+			return n
+		}
+	}
+	return 0
+}
+
+// TestServerSocketActivation: under systemd's LISTEN_FDS and LISTEN_PID
+// the Server serves the sockets it was given, with the connections already
+// queued in their backlogs, and binds nothing.
+func TestServerSocketActivation(t *testing.T) {
+	var files []*os.File
+	var addrs []string
+	var queued []net.Conn
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		addrs = append(addrs, ln.Addr().String())
+		c := dial(t, ln.Addr())
+		io.WriteString(c, "queued")
+		queued = append(queued, c)
+	}
+	cmd := adoptCommand("server", files, "EVL_LISTEN_PID_SELF=1", "LISTEN_FDS=2")
+	f := startServerFamily(t, cmd)
+	for _, file := range files {
+		file.Close()
+	}
+	pid, addr := f.next("listening on")
+	if addr != addrs[0] {
+		t.Errorf("listening on %s, want the inherited %s (and not its own 127.0.0.1:0)", addr, addrs[0])
+	}
+	for _, c := range queued {
+		buf := make([]byte, 6)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
+			t.Fatalf("queued client: %q, %v", buf, err)
+		}
+		c.Close()
+	}
+	for _, a := range addrs {
+		c, err := net.DialTimeout("tcp", a, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustEcho(t, c, "activated")
+		c.Close()
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	if _, res := f.next("served:"); !strings.Contains(res, "Accepted:4 ") {
+		t.Errorf("served: %s; want 4 accepted", res)
+	}
+	f.waitFirst()
+}
