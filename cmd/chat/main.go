@@ -40,7 +40,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -64,17 +63,9 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// config is the command line, checked.
-type config struct {
-	addr       string
-	port       int
-	maxLine    int
-	maxPending int
-}
-
 // run is the program; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
-	cfg, err := parseArgs(args, stderr)
+	r, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -90,14 +81,13 @@ func run(args []string, stderr io.Writer) int {
 	if runtime.GOMAXPROCS(0) < 2 {
 		runtime.GOMAXPROCS(2)
 	}
-	room := &room{cfg: cfg, stderr: stderr}
 	srv := &evlistener.Server{
-		Addr: net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)),
+		Addr: net.JoinHostPort(r.addr, strconv.Itoa(r.port)),
 		// One loop: a line goes to every client, so all are on it. No C
 		// code shares it: libevent's locks would only cost.
 		BaseFlags:  evlistener.BaseNoLock,
-		Handler:    room.join,
-		OnShutdown: room.shutdown,
+		Handler:    r.join,
+		OnShutdown: r.shutdown,
 		ErrorLog:   log.New(stderr, "chat: ", 0),
 	}
 	if err := srv.Listen(); err != nil {
@@ -115,7 +105,7 @@ func run(args []string, stderr io.Writer) int {
 		defer cancel()
 		srv.Shutdown(ctx)
 		<-served
-		fmt.Fprintf(stderr, "chat: %v: flushed and closed %d connections in %v\n", sig, room.atShutdown, time.Since(start).Round(time.Microsecond))
+		fmt.Fprintf(stderr, "chat: %v: flushed and closed %d connections in %v\n", sig, r.atShutdown, time.Since(start).Round(time.Microsecond))
 		return 0
 	case err := <-served:
 		fmt.Fprintf(stderr, "chat: %v\n", err)
@@ -123,14 +113,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 }
 
-// parseArgs reads the command line. On an error it has already told the
-// user on stderr, in one line.
-func parseArgs(args []string, stderr io.Writer) (config, error) {
-	cfg := config{port: defaultPort}
+// parseArgs reads the command line into an empty room. On an error it has
+// already told the user on stderr, in one line.
+func parseArgs(args []string, stderr io.Writer) (*room, error) {
+	r := &room{port: defaultPort, stderr: stderr, clients: map[*client]struct{}{}}
 	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
-	fs.IntVar(&cfg.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
-	fs.IntVar(&cfg.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
+	fs.StringVar(&r.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
+	fs.IntVar(&r.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
+	fs.IntVar(&r.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
 	usage := func() {
 		fs.SetOutput(stderr)
 		fmt.Fprintf(stderr, "usage: chat [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
@@ -139,57 +129,148 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			"second, and exit 0.\n\nflags:\n", defaultPort)
 		fs.PrintDefaults()
 	}
-	usageErr := func(format string, a ...any) (config, error) {
+	fail := func(format string, a ...any) error {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintf(stderr, "chat: %v (chat -h tells more)\n", err)
-		return cfg, err
+		return err
 	}
-	fail := func(format string, a ...any) error { _, err := usageErr(format, a...); return err }
-	if err := cmdline.Parse(fs, args, &cfg.port, usage, fail); err != nil {
-		return cfg, err
+	switch err := cmdline.Parse(fs, args, &r.port, usage, fail); {
+	case err != nil:
+		return r, err
+	case !cmdline.ValidHost(r.addr):
+		return r, fail("-addr %q: want an IP address or a host name, without a port", r.addr)
+	case r.maxLine < 1:
+		return r, fail("-max-line %d: want at least 1", r.maxLine)
+	case r.maxPending < 1:
+		return r, fail("-max-pending %d: want at least 1", r.maxPending)
+	case r.maxPending <= r.maxLine:
+		// A longest line and its LF must fit in an empty queue, or every
+		// such line would disconnect every client it goes to.
+		return r, fail("-max-pending %d: want more than -max-line %d, so that a longest line fits", r.maxPending, r.maxLine)
 	}
-	if !validHost(cfg.addr) {
-		return usageErr("-addr %q: want an IP address or a host name, without a port", cfg.addr)
-	}
-	if cfg.maxLine < 1 {
-		return usageErr("-max-line %d: want at least 1", cfg.maxLine)
-	}
-	if cfg.maxPending < 1 {
-		return usageErr("-max-pending %d: want at least 1", cfg.maxPending)
-	}
-	// A longest line and its LF must fit in an empty queue, or every such
-	// line would disconnect every client it goes to.
-	if cfg.maxPending <= cfg.maxLine {
-		return usageErr("-max-pending %d: want more than -max-line %d, so that a longest line fits", cfg.maxPending, cfg.maxLine)
-	}
-	return cfg, nil
+	return r, nil
 }
 
-// validHost reports whether h can be a host to listen on: empty (every
-// address), an IP address, or a name made of what DNS names are made of,
-// whose last label is not a number (which would be a mistyped address, or
-// the port given to -addr).
-// Whether a name resolves is learnt when binding, as cmd/echo does.
-func validHost(h string) bool {
-	ip, _, _ := strings.Cut(h, "%") // an IPv6 zone: fe80::1%eth0
-	if h == "" || net.ParseIP(ip) != nil {
-		return true
-	}
-	if len(h) > 253 {
-		return false
-	}
-	numeric := false
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 {
-			return false
+// room is the chat: its settings, from the command line, and the clients
+// that lines go to, touched on the loop goroutine only.
+type room struct {
+	addr                      string
+	port, maxLine, maxPending int
+	stderr                    io.Writer
+	clients                   map[*client]struct{}
+	atShutdown                int // clients in the chat when shutdown began
+}
+
+// client is one connection in the chat, served by a buffer event: libevent
+// reads into its input, the read callback takes whole lines out and queues
+// them for the others, and libevent writes its output.
+type client struct {
+	room *room
+	be   *evlistener.BufferEvent
+	peer net.Addr
+}
+
+// join runs on the loop for each new client.
+func (r *room) join(c evlistener.Conn) {
+	// Lines are small and go out as soon as they are read, rather than
+	// wait for Nagle's timer.
+	syscall.SetsockoptInt(c.FD, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	be, err := c.NewBufferEvent(0)
+	if err == nil {
+		cl := &client{room: r, be: be, peer: c.Addr}
+		be.SetCallbacks(cl.read, nil, cl.event)
+		// Back-pressure: once more than -max-pending bytes wait to go
+		// to this client, its event callback gets BEVEventOutputFull and
+		// the client is dropped. Writing is enabled from the start
+		// (libevent's default) and its event added only once output
+		// waits.
+		if err = be.SetWatermark(evlistener.EvWrite, 0, r.maxPending); err == nil {
+			err = be.Enable(evlistener.EvRead)
 		}
-		numeric = true
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return false
+		if err == nil {
+			r.clients[cl] = struct{}{}
+			return
+		}
+		be.Close()
+	}
+	// Said, not silent: the client sees its connection closed.
+	fmt.Fprintf(r.stderr, "chat: cannot serve %v: %v\n", c.Addr, err)
+}
+
+// shutdown runs on the loop once the server has stopped accepting: every
+// client gets up to flushTimeout to take what is queued for it.
+func (r *room) shutdown(*evlistener.Base) {
+	r.atShutdown = len(r.clients)
+	for c := range r.clients {
+		c.be.CloseAfterFlush(flushTimeout)
+	}
+	clear(r.clients)
+}
+
+// broadcast queues msg, a line with its LF, for every client but from, in
+// the order broadcast is called: so every client gets the lines in the
+// order the server read them.
+func (r *room) broadcast(from *client, msg []byte) {
+	var failed []*client
+	for c := range r.clients {
+		// A client whose queue passes -max-pending hears of it through
+		// its event callback (BEVEventOutputFull) once this callback
+		// returns, so the queue passes the bound by at most one read.
+		if c != from {
+			if _, err := c.be.Write(msg); err != nil {
+				failed = append(failed, c)
 			}
-			numeric = numeric && r >= '0' && r <= '9'
 		}
 	}
-	return !numeric
+	for _, c := range failed {
+		// It would miss this line: better gone than silently wrong.
+		c.drop("cannot queue a line for it")
+	}
+}
+
+// read takes every whole line out of the input and sends it on. What is
+// left is the start of a line: if it is already longer than -max-line, the
+// line can only be too long.
+func (c *client) read(be *evlistener.BufferEvent) {
+	maxLine := c.room.maxLine
+	in := be.Input()
+	for line, ok := in.ReadLine(evlistener.EOLCRLF); ok; line, ok = in.ReadLine(evlistener.EOLCRLF) {
+		if len(line) > maxLine {
+			c.drop(fmt.Sprintf("a line of %d bytes, more than -max-line %d", len(line), maxLine))
+			return
+		}
+		// ReadLine leaves room for one more byte: no copy here.
+		c.room.broadcast(c, append(line, '\n'))
+	}
+	// A CR at the end may be the start of a CRLF: it is not part of the
+	// line, so maxLine bytes and a CR are still within the bound.
+	if n := in.Len(); n > maxLine+1 || n == maxLine+1 && in.Peek(n)[maxLine] != '\r' {
+		c.drop(fmt.Sprintf("%d bytes with no line end, more than -max-line %d", n, maxLine))
+	}
+}
+
+// event: back-pressure, end of stream, or an error.
+func (c *client) event(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
+	switch {
+	case what&evlistener.BEVEventOutputFull != 0:
+		c.drop(fmt.Sprintf("more than -max-pending %d bytes waiting for it", c.room.maxPending))
+	case what == evlistener.BEVEventReading|evlistener.BEVEventEOF:
+		// The client has said all it will say, and leaves: what was
+		// queued for it still goes out. A line it did not finish is
+		// dropped.
+		delete(c.room.clients, c)
+		be.CloseAfterFlush(flushTimeout)
+	default:
+		// A reset or another error: nothing more can go either way.
+		delete(c.room.clients, c)
+		be.Close()
+	}
+}
+
+// drop disconnects a client that broke a limit, dropping what was queued
+// for it, and says so.
+func (c *client) drop(why string) {
+	fmt.Fprintf(c.room.stderr, "chat: disconnected %v: %s\n", c.peer, why)
+	delete(c.room.clients, c)
+	c.be.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 )
@@ -45,4 +46,32 @@ func Parse(fs *flag.FlagSet, args []string, port *int, usage func(), fail func(f
 		return fail("too many arguments %q: want at most one, the port (0 to 65535)", fs.Args())
 	}
 	return nil
+}
+
+// ValidHost reports whether h can be a host to listen on: empty (every
+// address), an IP address, or a name made of what DNS names are made of,
+// whose last label is not a number (which would be a mistyped address, or
+// the port given to -addr). Whether a name resolves is learnt when binding.
+func ValidHost(h string) bool {
+	ip, _, _ := strings.Cut(h, "%") // an IPv6 zone: fe80::1%eth0
+	if h == "" || net.ParseIP(ip) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	numeric := false
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		numeric = true
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+			numeric = numeric && r >= '0' && r <= '9'
+		}
+	}
+	return !numeric
 }
