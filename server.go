@@ -583,9 +583,7 @@ func (lp *serverLoop) ended() {
 	}
 	switch {
 	case lp.stopping:
-		if lp.open() <= 0 {
-			lp.base.LoopBreak()
-		}
+		lp.endIfIdle()
 	case lp.full && lp.open() < lp.limit:
 		lp.full = false
 		lp.ln.Enable()
@@ -634,6 +632,9 @@ func (s *Server) Stats() ServerStats {
 // A pending Upgrade is cancelled: its new process is stopped. Shutdown may
 // be called from any goroutine but the loops', also more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.notOnLoop("Shutdown"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.state == stateNew || s.state == stateClosed {
 		s.state = stateClosed
@@ -704,8 +705,15 @@ func (lp *serverLoop) stopAccepting(serveQueued bool) {
 	if f := lp.srv.OnShutdown; f != nil {
 		f(lp.base)
 	}
+	lp.endIfIdle()
+}
+
+// endIfIdle ends a stopping loop that has no connection left. LoopExit,
+// not LoopBreak: run on a loop whose Dispatch has not started yet, a
+// break would be lost, and the keep-alive timer would hold it forever.
+func (lp *serverLoop) endIfIdle() {
 	if lp.open() <= 0 {
-		lp.base.LoopBreak()
+		lp.base.LoopExit(0)
 	}
 }
 
@@ -729,10 +737,27 @@ func (lp *serverLoop) acceptQueued() {
 	}
 }
 
+// notOnLoop refuses a call that waits for the loops from one of them,
+// where it would wait for itself.
+func (s *Server) notOnLoop(method string) error {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, lp := range loops {
+		if lp.base.onLoop() {
+			return fmt.Errorf("evlistener: Server.%s called on one of its loops; it waits for them: call it from another goroutine", method)
+		}
+	}
+	return nil
+}
+
 // Close closes every listener and connection at once and stops the loops;
 // Serve then returns ErrServerClosed. A pending Upgrade is cancelled. It
 // may be called from any goroutine but the loops', also more than once.
 func (s *Server) Close() error {
+	if err := s.notOnLoop("Close"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.state = stateClosed
 	up, loops, started, ready := s.upgrade, s.loops, s.started, s.ready
@@ -780,6 +805,9 @@ func closeLoops(loops []*serverLoop, started bool) {
 // upgrade runs at a time. Upgrade may be called from any goroutine but the
 // loops'.
 func (s *Server) Upgrade() error {
+	if err := s.notOnLoop("Upgrade"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	var err error
 	switch {

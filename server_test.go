@@ -353,6 +353,27 @@ func TestServerServeAfterShutdown(t *testing.T) {
 			t.Fatalf("Serve = %v, want ErrServerClosed", err)
 		}
 	})
+	t.Run("at once after Serve starts", func(t *testing.T) {
+		// The loops may not have reached Dispatch yet: Shutdown must
+		// end them all the same.
+		for range 20 {
+			s := &Server{Addr: "127.0.0.1:0", Handler: echoConn, Loops: 2}
+			if err := s.Listen(); err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve() }()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := s.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("Shutdown = %v, want nil: the loops did not end", err)
+			}
+			if err := recv(t, served, "Serve"); err != ErrServerClosed {
+				t.Fatalf("Serve = %v", err)
+			}
+		}
+	})
 	t.Run("served", func(t *testing.T) {
 		s := &Server{Handler: echoConn}
 		_, served := serve(t, s)
@@ -366,6 +387,58 @@ func TestServerServeAfterShutdown(t *testing.T) {
 			t.Fatalf("second Serve = %v, want ErrServerClosed", err)
 		}
 	})
+}
+
+// TestServerFromItsLoop: Shutdown, Close and Upgrade wait for the loops,
+// so called from a handler they return an error instead of waiting for
+// themselves.
+func TestServerFromItsLoop(t *testing.T) {
+	checkNoLeaks(t)
+	errs := make(chan error, 3)
+	var s *Server
+	var once sync.Once
+	s = &Server{Handler: func(c Conn) {
+		first := false
+		once.Do(func() { first = true })
+		if !first {
+			echoConn(c)
+			return
+		}
+		errs <- s.Shutdown(context.Background())
+		errs <- s.Close()
+		errs <- s.Upgrade()
+		c.Close()
+	}}
+	addr, _ := serve(t, s)
+	dial(t, addr)
+	for _, m := range []string{"Shutdown", "Close", "Upgrade"} {
+		if err := recv(t, errs, m); err == nil || !strings.Contains(err.Error(), "loops") {
+			t.Errorf("%s from the loop = %v, want an error", m, err)
+		}
+	}
+	mustEcho(t, dial(t, addr), "still serving")
+}
+
+// TestServerAcceptError: an accept error that a pause cannot cure (EINVAL
+// once the listening socket is shut down) stops the server: Serve returns
+// it, having closed every connection.
+func TestServerAcceptError(t *testing.T) {
+	checkNoLeaks(t)
+	s := &Server{Handler: echoConn}
+	addr, served := serve(t, s)
+	c := dial(t, addr)
+	mustEcho(t, c, "hi")
+	if err := syscall.Shutdown(s.loops[0].ln.FD(), syscall.SHUT_RD); err != nil {
+		t.Fatal(err)
+	}
+	err := recv(t, served, "Serve")
+	if !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), "accept") {
+		t.Fatalf("Serve = %v, want the accept error", err)
+	}
+	closedByServer(t, c)
+	if st := s.Stats(); st.AcceptErrors != 1 || st.Open != 0 || st.Accepted != 1 {
+		t.Errorf("Stats = %+v, want one accept error and the connection closed", st)
+	}
 }
 
 // TestServerLoops: the loops share the port, each with its own socket, and
@@ -486,8 +559,12 @@ func serverHelper() error {
 		fmt.Fprintf(os.Stderr, "%d %s\n", os.Getpid(), fmt.Sprintf(format, a...))
 	}
 	loops, _ := strconv.Atoi(os.Getenv("EVL_SERVER_LOOPS"))
+	upgradeTimeout, err := time.ParseDuration(os.Getenv("EVL_SERVER_UPGRADE_TIMEOUT"))
+	if err != nil {
+		upgradeTimeout = 10 * time.Second
+	}
 	s := &Server{Addr: "127.0.0.1:0", Loops: loops, Handler: echoConn, ErrorLog: log.New(os.Stderr, "", 0),
-		DrainTimeout: 5 * time.Second, UpgradeTimeout: 10 * time.Second}
+		DrainTimeout: 5 * time.Second, UpgradeTimeout: upgradeTimeout}
 	if err := s.Listen(); err != nil {
 		return err
 	}
@@ -744,6 +821,36 @@ func TestServerShutdownDuringUpgrade(t *testing.T) {
 			t.Errorf("client failed: %s", e)
 		}
 	}
+}
+
+// TestServerUpgradeNotReady: a new process not ready in time is stopped;
+// Upgrade says why and the old process serves on, its sockets open.
+func TestServerUpgradeNotReady(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_STALL=1", "EVL_SERVER_UPGRADE_TIMEOUT=200ms")
+	f := startServerFamily(t, cmd)
+	_, addr := f.next("listening on")
+	cmd.Process.Signal(syscall.SIGHUP)
+	_, res := f.next("upgrade:")
+	m := regexp.MustCompile(`pid (\d+) not ready within 200ms`).FindStringSubmatch(res)
+	if m == nil {
+		t.Fatalf("upgrade: %s; want it not ready in time", res)
+	}
+	child, _ := strconv.Atoi(m[1])
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the new process %d is still there: kill 0: %v", child, err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the old process no longer serves: %v", err)
+	}
+	mustEcho(t, c, "served on")
+	c.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if _, res := f.next("served:"); !strings.HasPrefix(res, ErrServerClosed.Error()) {
+		t.Errorf("served: %s", res)
+	}
+	f.waitFirst()
 }
 
 // childOf returns the pid of a child process of pid, or 0. Any of its
