@@ -626,7 +626,9 @@ func (s *Server) Stats() ServerStats {
 // until ctx is done; then it closes those left, and returns ctx.Err().
 // Nothing queued is refused: the connections already waiting in the
 // backlog are accepted and handed to the Handler first (after an Upgrade
-// the new process accepts them instead). OnShutdown runs on each loop once
+// the new process accepts them instead); only a client whose handshake
+// the kernel completes in the instant between the last accept and the
+// close of the socket is reset. OnShutdown runs on each loop once
 // it has stopped accepting. Shutdown returns nil once every connection
 // has ended and the loops are closed; Serve then returns ErrServerClosed.
 // A pending Upgrade is cancelled: its new process is stopped. Shutdown may
