@@ -793,6 +793,9 @@ func closeLoops(loops []*serverLoop, started bool) {
 	wg.Wait()
 }
 
+// Upgrade may be called once the Server listens (Listen or Serve): a
+// signal that comes before Serve has started the loops is not lost.
+//
 // Upgrade starts the executable this process was started from (os.Args[0],
 // resolved against the directory it started in, so that a replaced file is
 // picked up), with the same arguments, hands it every listening socket,
@@ -813,11 +816,10 @@ func (s *Server) Upgrade() error {
 	s.mu.Lock()
 	var err error
 	switch {
-	case s.state != stateServing || s.stopping:
+	case s.state == stateNew:
+		err = errors.New("evlistener: Server: Upgrade before Listen")
+	case s.state == stateClosed || s.stopping:
 		err = ErrServerClosed
-		if s.state == stateListening || s.state == stateNew {
-			err = errors.New("evlistener: Server: Upgrade before Serve")
-		}
 		if s.handedOff {
 			err = errors.New("evlistener: Server: the sockets are handed over already")
 		}

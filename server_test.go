@@ -374,6 +374,23 @@ func TestServerServeAfterShutdown(t *testing.T) {
 			}
 		}
 	})
+	t.Run("loops that reach Dispatch after it", func(t *testing.T) {
+		// What Shutdown does when it wins the race with the loops'
+		// goroutines, made certain.
+		s := &Server{Addr: "127.0.0.1:0", Handler: echoConn, Loops: 2}
+		if err := s.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		s.stopAccepting(true)
+		s.started = true
+		for _, lp := range s.loops {
+			go lp.run()
+		}
+		for i, lp := range s.loops {
+			recv(t, lp.done, fmt.Sprintf("loop %d to end", i))
+		}
+		s.Close()
+	})
 	t.Run("served", func(t *testing.T) {
 		s := &Server{Handler: echoConn}
 		_, served := serve(t, s)
