@@ -193,6 +193,7 @@ type Server struct {
 	selfErr   error
 	upgrade   *pendingUpgrade
 	handedOff bool
+	successor int // the pid the sockets were handed to
 	fatal     chan error // an accept error or a loop that stopped: Serve ends
 }
 
@@ -618,7 +619,9 @@ func (s *Server) Stats() ServerStats {
 		st.AtLimit += lp.atLimit.Load()
 		st.AcceptErrors += lp.acceptErrors.Load()
 	}
-	st.Open = st.Accepted - st.Closed
+	if st.Accepted > st.Closed { // Done called twice would make it negative
+		st.Open = st.Accepted - st.Closed
+	}
 	return st
 }
 
@@ -856,6 +859,7 @@ func (s *Server) Upgrade() error {
 		return fmt.Errorf("evlistener: Server: upgrade: %w", err)
 	}
 	s.handedOff = true
+	s.successor = u.cmd.Process.Pid
 	s.stopping = true
 	s.mu.Unlock()
 	s.stopAccepting(false)
@@ -878,6 +882,14 @@ func (s *Server) Upgrade() error {
 		}()
 	}
 	return nil
+}
+
+// Successor returns the pid of the process a successful Upgrade handed
+// the sockets to, or 0.
+func (s *Server) Successor() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.successor
 }
 
 // pendingUpgrade is a new process being started.

@@ -498,6 +498,35 @@ func TestServerLoops(t *testing.T) {
 	}
 }
 
+// TestServerUnix: a unix socket is bound once and shared by the loops'
+// listeners; the path goes with the Server.
+func TestServerUnix(t *testing.T) {
+	checkNoLeaks(t)
+	path := t.TempDir() + "/s"
+	s := &Server{Network: "unix", Addr: path, Loops: 2, Handler: echoConn}
+	addr, served := serve(t, s)
+	if addr.String() != path || len(s.Addrs()) != 1 {
+		t.Fatalf("Addrs = %v, want %s once", s.Addrs(), path)
+	}
+	for range 8 {
+		c := dial(t, addr)
+		mustEcho(t, c, "unix")
+		c.Close()
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, served, "Serve"); err != ErrServerClosed {
+		t.Fatalf("Serve = %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket path after Shutdown: %v, want it removed", err)
+	}
+	if st := s.Stats(); st.Accepted != 8 || st.Open != 0 {
+		t.Errorf("Stats = %+v", st)
+	}
+}
+
 // listeningSockets counts the TCP sockets listening on port, from
 // /proc/net/tcp and tcp6.
 func listeningSockets(t testing.TB, port int) int {
@@ -592,7 +621,13 @@ func serverHelper() error {
 		select {
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
-				go func() { say("upgrade: %v", s.Upgrade()) }()
+				go func() {
+					err := s.Upgrade()
+					say("upgrade: %v", err)
+					if err == nil {
+						say("successor %d", s.Successor())
+					}
+				}()
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -668,7 +703,7 @@ func (f *serverFamily) logText() string {
 	return f.log.String()
 }
 
-var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|shutdown:|served:) ?(.*)$`)
+var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|successor|shutdown:|served:) ?(.*)$`)
 
 // next waits for the next report of kind (skipping other lines) and
 // returns its pid and the rest.
@@ -780,6 +815,9 @@ func TestServerUpgrade(t *testing.T) {
 	newPid, _ := f.next("listening on")
 	if pid, err := f.next("upgrade:"); pid != oldPid || err != "<nil>" {
 		t.Fatalf("pid %d: upgrade: %s; want pid %d: <nil>", pid, err, oldPid)
+	}
+	if _, succ := f.next("successor"); succ != strconv.Itoa(newPid) {
+		t.Errorf("Successor = %s, want the new process %d", succ, newPid)
 	}
 	if pid, res := f.next("served:"); pid != oldPid || !strings.HasPrefix(res, ErrServerClosed.Error()) {
 		t.Fatalf("pid %d served: %s; want the old process %d closed", pid, res, oldPid)
