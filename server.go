@@ -570,7 +570,16 @@ func (lp *serverLoop) accept(l *Listener, fd int, addr net.Addr) {
 		lp.atLimit.Add(1)
 		l.Disable()
 	}
+	served := false
+	defer func() {
+		if !served {
+			// The Handler panicked: the listener closes fd, and Serve
+			// stops with the panic.
+			lp.closedN.Add(1)
+		}
+	}()
 	lp.srv.Handler(Conn{FD: fd, Addr: addr, Base: lp.base, loop: lp})
+	served = true
 }
 
 // ended runs on the loop, or while the Server closes the base, when a

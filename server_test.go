@@ -126,7 +126,7 @@ func TestServerBadConfig(t *testing.T) {
 		{"no address", &Server{Handler: h}, "Addr is empty"},
 		{"port out of range", &Server{Addr: "127.0.0.1:70000", Handler: h}, "70000"},
 		{"not an address", &Server{Addr: "no port", Handler: h}, "no port"},
-		{"second loop", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: 2, BaseFlags: 1 << 20}, "unknown flags"},
+		{"unknown base flags", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: 2, BaseFlags: 1 << 20}, "unknown flags"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.s
@@ -456,6 +456,32 @@ func TestServerAcceptError(t *testing.T) {
 	if st := s.Stats(); st.AcceptErrors != 1 || st.Open != 0 || st.Accepted != 1 {
 		t.Errorf("Stats = %+v, want one accept error and the connection closed", st)
 	}
+}
+
+// TestServerHandlerPanic: a Handler that panics stops the server: Serve
+// returns the panic, every connection is closed, and the one the Handler
+// had is counted closed.
+func TestServerHandlerPanic(t *testing.T) {
+	checkNoLeaks(t)
+	var n atomic.Int32
+	s := &Server{Handler: func(c Conn) {
+		if n.Add(1) == 2 {
+			panic("boom")
+		}
+		echoConn(c)
+	}}
+	addr, served := serve(t, s)
+	first := dial(t, addr)
+	mustEcho(t, first, "first")
+	second := dial(t, addr)
+	err := recv(t, served, "Serve")
+	var cp *CallbackPanic
+	if !errors.As(err, &cp) || cp.Value != "boom" {
+		t.Fatalf("Serve = %v, want the Handler's panic", err)
+	}
+	closedByServer(t, first)
+	closedByServer(t, second)
+	wantStats(t, s, ServerStats{Accepted: 2, Closed: 2})
 }
 
 // TestServerLoops: the loops share the port, each with its own socket, and
