@@ -70,6 +70,9 @@ type Conn struct {
 // the end of CloseAfterFlush, or when the Server closes its loop. On an
 // error the socket is closed and the connection has ended.
 func (c Conn) NewBufferEvent(opts BEVOption) (*BufferEvent, error) {
+	if c.loop == nil {
+		return nil, errNotServerConn
+	}
 	be, err := NewBufferEvent(c.Base, c.FD, opts|BEVOptCloseOnFree)
 	if err != nil {
 		syscall.Close(c.FD)
@@ -81,7 +84,7 @@ func (c Conn) NewBufferEvent(opts BEVOption) (*BufferEvent, error) {
 		// No one else has be yet: it cannot have been released.
 		be.onRelease = lp.endFn
 	} else if c.Base.Do(func() {
-		if be.closed.Load() {
+		if be.ctx == nil { // released already, not just flushing
 			lp.ended()
 		} else {
 			be.onRelease = lp.endFn
@@ -97,6 +100,9 @@ func (c Conn) NewBufferEvent(opts BEVOption) (*BufferEvent, error) {
 // Close closes the connection's socket and ends the connection, for a
 // ConnFunc that serves the descriptor itself.
 func (c Conn) Close() error {
+	if c.loop == nil {
+		return errNotServerConn
+	}
 	err := syscall.Close(c.FD)
 	c.Done()
 	if err != nil {
@@ -110,6 +116,9 @@ func (c Conn) Close() error {
 // when it is closed. Call it once per connection, from any goroutine.
 func (c Conn) Done() {
 	lp := c.loop
+	if lp == nil {
+		return
+	}
 	if c.Base.onLoop() {
 		lp.ended()
 		return
@@ -118,6 +127,10 @@ func (c Conn) Done() {
 		lp.closedN.Add(1) // the loop is closed: only the count is left
 	}
 }
+
+// errNotServerConn answers a Conn that no Server made: it has no socket
+// to close.
+var errNotServerConn = errors.New("evlistener: Conn: not a connection a Server accepted")
 
 // ServerStats are a Server's counts since Listen, for logs and tests.
 type ServerStats struct {

@@ -140,6 +140,16 @@ func TestServerBadConfig(t *testing.T) {
 			wantStats(t, s, ServerStats{})
 		})
 	}
+	t.Run("a Conn no Server made", func(t *testing.T) {
+		var c Conn
+		if _, err := c.NewBufferEvent(0); err == nil {
+			t.Error("NewBufferEvent succeeded")
+		}
+		if err := c.Close(); err == nil {
+			t.Error("Close succeeded") // and closed fd 0
+		}
+		c.Done()
+	})
 	t.Run("port in use", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
