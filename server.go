@@ -206,7 +206,7 @@ type Server struct {
 	selfErr   error
 	upgrade   *pendingUpgrade
 	handedOff bool
-	successor int // the pid the sockets were handed to
+	successor int        // the pid the sockets were handed to
 	fatal     chan error // an accept error or a loop that stopped: Serve ends
 }
 
@@ -300,6 +300,8 @@ func (s *Server) check() error {
 		return bad("Backlog %d: want 1 or more (0: %d)", s.Backlog, defaultServerBacklog)
 	case s.DrainTimeout < 0:
 		return bad("DrainTimeout %v: want 0 (no bound) or more", s.DrainTimeout)
+	case s.Flags&Disabled != 0:
+		return bad("Flags hold Disabled: no loop would accept")
 	case s.UpgradeTimeout < 0:
 		return bad("UpgradeTimeout %v: want 0 (%v) or more", s.UpgradeTimeout, defaultUpgradeTimeout)
 	}

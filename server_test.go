@@ -123,6 +123,7 @@ func TestServerBadConfig(t *testing.T) {
 		{"negative upgrade timeout", &Server{Addr: "127.0.0.1:0", Handler: h, UpgradeTimeout: -1}, "UpgradeTimeout"},
 		{"unknown network", &Server{Network: "udp", Addr: "127.0.0.1:0", Handler: h}, `Network "udp"`},
 		{"unknown flags", &Server{Addr: "127.0.0.1:0", Handler: h, Flags: 1 << 30}, "unknown listener flags"},
+		{"disabled listeners", &Server{Addr: "127.0.0.1:0", Handler: h, Flags: Disabled}, "Disabled"},
 		{"no address", &Server{Handler: h}, "Addr is empty"},
 		{"port out of range", &Server{Addr: "127.0.0.1:70000", Handler: h}, "70000"},
 		{"not an address", &Server{Addr: "no port", Handler: h}, "no port"},
