@@ -464,6 +464,39 @@ func TestServerHandlerPanic(t *testing.T) {
 	wantStats(t, s, ServerStats{Accepted: 2, Closed: 2})
 }
 
+// TestServerConnAllocs: the Server adds no allocation to a connection:
+// the Conn is a value, the counts are the loop's, and the end of every
+// connection goes through one func per loop. MaxConns 1 makes every
+// connection pause the listener and its end resume it.
+func TestServerConnAllocs(t *testing.T) {
+	checkNoLeaks(t)
+	s := &Server{Addr: "127.0.0.1:0", MaxConns: 1, Handler: func(c Conn) { c.Close() }}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lp := s.loops[0]
+	fd, peer := tcpPair(t)
+	defer syscall.Close(fd)
+	addr := peer.LocalAddr()
+	const runs = 1000
+	var allocs float64
+	lp.base.Do(func() { // no Dispatch runs: this goroutine is the loop
+		allocs = testing.AllocsPerRun(runs, func() {
+			nfd, err := syscall.Dup(fd)
+			if err != nil {
+				panic(err)
+			}
+			lp.accept(lp.ln, nfd, addr)
+		})
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per connection, want 0", allocs)
+	}
+	// AllocsPerRun runs the function once more to warm up.
+	wantStats(t, s, ServerStats{Accepted: runs + 1, Closed: runs + 1, AtLimit: runs + 1})
+}
+
 // TestServerLoops: the loops share the port, each with its own socket, and
 // each accepts.
 func TestServerLoops(t *testing.T) {
