@@ -59,9 +59,7 @@ const (
 	shutdownGrace = 500 * time.Millisecond
 )
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
-}
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // run is the program; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
@@ -72,8 +70,8 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	// Caught from before the bind, so that a signal arriving as the server
-	// starts still shuts it down cleanly.
+	// Caught from before the bind: a signal as the server starts still
+	// shuts it down cleanly.
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)
@@ -161,9 +159,8 @@ type room struct {
 	atShutdown                int // clients in the chat when shutdown began
 }
 
-// client is one connection in the chat, served by a buffer event: libevent
-// reads into its input, the read callback takes whole lines out and queues
-// them for the others, and libevent writes its output.
+// client is one connection in the chat, on a buffer event: the read
+// callback takes whole lines out of its input and queues them for the others.
 type client struct {
 	room *room
 	be   *evlistener.BufferEvent
@@ -179,11 +176,8 @@ func (r *room) join(c evlistener.Conn) {
 	if err == nil {
 		cl := &client{room: r, be: be, peer: c.Addr}
 		be.SetCallbacks(cl.read, nil, cl.event)
-		// Back-pressure: once more than -max-pending bytes wait to go
-		// to this client, its event callback gets BEVEventOutputFull and
-		// the client is dropped. Writing is enabled from the start
-		// (libevent's default) and its event added only once output
-		// waits.
+		// Back-pressure: past -max-pending bytes waiting, the event
+		// callback gets BEVEventOutputFull and drops the client.
 		if err = be.SetWatermark(evlistener.EvWrite, 0, r.maxPending); err == nil {
 			err = be.Enable(evlistener.EvRead)
 		}
@@ -207,15 +201,13 @@ func (r *room) shutdown(*evlistener.Base) {
 	clear(r.clients)
 }
 
-// broadcast queues msg, a line with its LF, for every client but from, in
-// the order broadcast is called: so every client gets the lines in the
-// order the server read them.
+// broadcast queues msg, a line with its LF, for every client but from: each
+// gets the lines in the order the server read them.
 func (r *room) broadcast(from *client, msg []byte) {
 	var failed []*client
 	for c := range r.clients {
-		// A client whose queue passes -max-pending hears of it through
-		// its event callback (BEVEventOutputFull) once this callback
-		// returns, so the queue passes the bound by at most one read.
+		// Past -max-pending, BEVEventOutputFull comes once this
+		// callback returns: the bound is passed by one read at most.
 		if c != from {
 			if _, err := c.be.Write(msg); err != nil {
 				failed = append(failed, c)
