@@ -27,6 +27,10 @@ type Base struct {
 	h     handle
 	owned bool // event_base_free on Close
 
+	// connEnded counts the end of a Server's connection (object.serverConn)
+	// on this base's loop; set once by the Server.
+	connEnded func()
+
 	// loopG is the goroutine that counts as the loop: the one running
 	// Dispatch, or, while none does, the one running loop work directly
 	// (see Base.call); 0 when there is none.

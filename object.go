@@ -20,15 +20,14 @@ type object struct {
 	fd     int
 	cptr   unsafe.Pointer // the C object, for CPtr
 	closed atomic.Bool
+	// serverConn: a Server's connection, whose release the base reports
+	// (Base.connEnded). A flag, not a func of its own: it fits in the
+	// padding after closed, and the objects stay in their size class.
+	serverConn bool
 
 	// link puts the object in its base's list of open objects, so that
 	// Base.Close can close it; guarded by the base's objMu.
 	link openLink
-
-	// onRelease, when set, runs once as the object is released: a Server
-	// counts a connection's end by it (Conn.NewBufferEvent). One func per
-	// loop, shared by its objects: nothing allocated per connection.
-	onRelease func()
 }
 
 // loopObject is what the loop hand-off needs of an object: its header. A
@@ -68,9 +67,9 @@ func (o *object) opened(self closer, cptr unsafe.Pointer) {
 func (o *object) release() {
 	o.base.unregister(&o.link)
 	deleteHandle(o.h)
-	if f := o.onRelease; f != nil {
-		o.onRelease = nil
-		f()
+	if o.serverConn {
+		o.serverConn = false
+		o.base.connEnded()
 	}
 }
 

@@ -82,12 +82,12 @@ func (c Conn) NewBufferEvent(opts BEVOption) (*BufferEvent, error) {
 	lp := c.loop
 	if c.Base.onLoop() {
 		// No one else has be yet: it cannot have been released.
-		be.onRelease = lp.endFn
+		be.serverConn = true
 	} else if c.Base.Do(func() {
 		if be.ctx == nil { // released already, not just flushing
 			lp.ended()
 		} else {
-			be.onRelease = lp.endFn
+			be.serverConn = true
 		}
 	}) != nil {
 		// The Server closed the loop, and be with it, before the hook
@@ -346,6 +346,7 @@ func (s *Server) listen(inherited []int) error {
 		}
 		lp := &serverLoop{srv: s, base: base, limit: math.MaxInt, done: make(chan struct{})}
 		lp.endFn = lp.ended
+		base.connEnded = lp.endFn // one func per loop: nothing allocated per connection
 		if maxConns > 0 {
 			lp.limit = maxConns / loops
 			if i < maxConns%loops {
