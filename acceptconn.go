@@ -365,7 +365,7 @@ func (t *connTable) forget(fd int) {
 		t.open--
 	}
 	if be := t.bevs.get(fd); be != nil && be.pool != nil && (!be.closed.Load() || be.flushing) {
-		t.dropTimer(be)
+		be.dropTimer()
 		be.closed.Store(true)
 		be.flushing, be.lingering = false, false
 		be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
@@ -405,9 +405,11 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 	be.in = Buffer{be: be, ptr: c.bev.in}
 	be.out = Buffer{be: be, ptr: c.bev.out}
 	be.outHigh, be.outFull, be.writeTimeout = o.WriteHighWatermark, false, o.WriteTimeout
-	be.connecting, be.connected, be.inConnect, be.peer, be.peerEOF = false, false, false, nil, false
-	be.flushing, be.lingering, be.timer = false, false, nil
-	be.flushEnd, be.lingerTick, be.lingerSeen = 0, 0, 0
+	be.connecting, be.connected, be.inConnect, be.peerEOF = false, false, false, false
+	be.flushing, be.lingering = false, false
+	if be.rare != nil { // kept: a flush per connection allocates nothing
+		*be.rare = bevRare{}
+	}
 	be.closed.Store(false)
 	be.setFilter()
 	t.open++
@@ -419,7 +421,7 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	be.closed.Store(true)
 	be.flushing, be.lingering = false, false
-	t.dropTimer(be)
+	be.dropTimer()
 	// The context is its slot.
 	C.evl_conn_close_bev((*C.struct_evl_conn_bev)(unsafe.Pointer(be.ctx)), C.int(be.fd))
 	be.ctx, be.ptr = nil, nil
@@ -429,12 +431,6 @@ func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	return nil
 }
 
-func (t *connTable) dropTimer(be *BufferEvent) {
-	if be.timer != nil {
-		C.event_free(be.timer)
-		be.timer = nil
-	}
-}
 
 // close closes the connections still open and frees the table, for
 // Base.Close, with no loop running.
@@ -448,7 +444,7 @@ func (t *connTable) close() error {
 	})
 	t.bevs.each(func(be *BufferEvent) {
 		if be.pool != nil {
-			t.dropTimer(be)
+			be.dropTimer()
 			be.closed.Store(true)
 			be.flushing, be.lingering = false, false
 			be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil

@@ -49,9 +49,17 @@ type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 // waits. From the loop goroutine they cost one cgo call and no allocation.
 type BufferEvent struct {
 	object
-	closeOnFree bool
 
-	// Owned by the loop (see Base.call).
+	// Owned by the loop (see Base.call). The flags together: one word.
+	closeOnFree bool
+	outFull     bool // BEVEventOutputFull reported, no write callback since
+	connecting  bool // Connect started, no outcome yet
+	connected   bool // Connect succeeded
+	inConnect   bool // in bufferevent_socket_connect, whose failure Connect returns
+	peerEOF     bool // the peer's EOF was read: nothing more will come
+	flushing    bool // CloseAfterFlush: closed to the user, output still going
+	lingering   bool // CloseAfterFlush: output in the kernel, reading to the peer's EOF
+
 	ctx     *C.struct_evl_bev
 	ptr     *C.struct_bufferevent
 	readCb  DataFunc
@@ -60,22 +68,45 @@ type BufferEvent struct {
 	in, out Buffer
 
 	outHigh      int           // the write high watermark: above it, BEVEventOutputFull
-	outFull      bool          // BEVEventOutputFull reported, no write callback since
 	writeTimeout time.Duration // SetTimeouts', kept through CloseAfterFlush
-	connecting   bool          // Connect started, no outcome yet
-	connected    bool          // Connect succeeded
-	inConnect    bool          // in bufferevent_socket_connect, whose failure Connect returns
-	peer         net.Addr      // Connect's address, for its errors
-	peerEOF      bool          // the peer's EOF was read: nothing more will come
+	pool         *connTable    // for a connection's buffer event (AcceptBufferEvents): its table
+	// rare is what only Connect and CloseAfterFlush use, made by the
+	// first of them: an idle connection does not carry it. A pooled
+	// buffer event keeps it for the next connection.
+	rare *bevRare
+}
 
-	flushing   bool            // CloseAfterFlush: closed to the user, output still going
-	lingering  bool            // CloseAfterFlush: output in the kernel, reading to the peer's EOF
+// bevRare is the state of Connect and CloseAfterFlush.
+type bevRare struct {
+	peer       net.Addr        // Connect's address, for its errors
 	timer      *C.struct_event // CloseAfterFlush's deadline, then the linger's checks
 	flushEnd   time.Duration   // CloseAfterFlush's deadline (since clockStart), 0: none yet
 	lingerTick time.Duration   // the wait before the linger's next check
 	lingerSeen uint64          // the input dropped by the linger's last check
+}
 
-	pool *connTable // for a connection's buffer event (AcceptBufferEvents): its table
+// rareState returns be.rare, made on first use.
+func (be *BufferEvent) rareState() *bevRare {
+	if be.rare == nil {
+		be.rare = new(bevRare)
+	}
+	return be.rare
+}
+
+// peer is Connect's address, nil without one.
+func (be *BufferEvent) peer() net.Addr {
+	if be.rare == nil {
+		return nil
+	}
+	return be.rare.peer
+}
+
+// dropTimer frees CloseAfterFlush's timer, if there is one.
+func (be *BufferEvent) dropTimer() {
+	if r := be.rare; r != nil && r.timer != nil {
+		C.event_free(r.timer)
+		r.timer = nil
+	}
 }
 
 // NewBufferEvent wraps the connected, non-blocking socket fd in a buffer
@@ -311,10 +342,7 @@ func (be *BufferEvent) close() error {
 	}
 	be.closed.Store(true)
 	be.flushing, be.lingering = false, false
-	if be.timer != nil {
-		C.event_free(be.timer)
-		be.timer = nil
-	}
+	be.dropTimer()
 	// evl_bev_free deletes the buffer event's events and clears its
 	// callbacks before it frees it: libevent neither touches the socket
 	// nor reaches the handle after this, also when it still holds a
@@ -395,11 +423,11 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 func (be *BufferEvent) eventError(what BEVEvent, connect bool, errno syscall.Errno) error {
 	switch {
 	case connect && what&(BEVEventReading|BEVEventWriting) == 0:
-		return &net.OpError{Op: "dial", Net: be.peer.Network(), Addr: be.peer, Err: os.NewSyscallError("connect", errno)}
+		return &net.OpError{Op: "dial", Net: be.peer().Network(), Addr: be.peer(), Err: os.NewSyscallError("connect", errno)}
 	case what&BEVEventWriting != 0:
-		return &net.OpError{Op: "write", Addr: be.peer, Err: errno}
+		return &net.OpError{Op: "write", Addr: be.peer(), Err: errno}
 	default:
-		return &net.OpError{Op: "read", Addr: be.peer, Err: errno}
+		return &net.OpError{Op: "read", Addr: be.peer(), Err: errno}
 	}
 }
 
@@ -449,12 +477,13 @@ func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
 	C.evbuffer_drain(be.in.ptr, C.evbuffer_get_length(be.in.ptr))
 	C.bufferevent_setwatermark(be.ptr, C.EV_READ|C.EV_WRITE, 0, 0)
 	C.evl_bev_set_timeouts(be.base.ptr, be.ptr, -1, C.int64_t(usec(be.writeTimeout)))
-	if be.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); be.timer == nil {
+	r := be.rareState()
+	if r.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); r.timer == nil {
 		return be.close()
 	}
 	if timeout > 0 {
-		be.flushEnd = time.Since(clockStart) + timeout
-		C.evl_timer_add(be.timer, C.int64_t(usec(timeout)))
+		r.flushEnd = time.Since(clockStart) + timeout
+		C.evl_timer_add(r.timer, C.int64_t(usec(timeout)))
 	}
 	if !pending {
 		return be.linger()
@@ -478,11 +507,12 @@ func (be *BufferEvent) linger() error {
 		return be.close()
 	}
 	be.lingering = true
-	if be.flushEnd == 0 {
-		be.flushEnd = time.Since(clockStart) + LingerTimeout
+	r := be.rare // made by closeAfterFlush
+	if r.flushEnd == 0 {
+		r.flushEnd = time.Since(clockStart) + LingerTimeout
 	}
-	be.lingerTick = lingerTickMin
-	be.lingerSeen = uint64(be.ctx.discarded)
+	r.lingerTick = lingerTickMin
+	r.lingerSeen = uint64(be.ctx.discarded)
 	return be.lingerCheck()
 }
 
@@ -501,18 +531,19 @@ const (
 // peer's kernel. A peer that keeps sending is read to its EOF. Otherwise
 // it looks again later.
 func (be *BufferEvent) lingerCheck() error {
+	r := be.rare
 	now := time.Since(clockStart)
-	if now >= be.flushEnd {
+	if now >= r.flushEnd {
 		return be.close()
 	}
 	seen := uint64(be.ctx.discarded)
-	quiet := seen == be.lingerSeen
-	be.lingerSeen = seen
+	quiet := seen == r.lingerSeen
+	r.lingerSeen = seen
 	if unread, unacked, ok := socketQueues(be.fd); ok && quiet && unread == 0 && unacked == 0 {
 		return be.close()
 	}
-	C.evl_timer_add(be.timer, C.int64_t(usec(min(be.lingerTick, be.flushEnd-now))))
-	be.lingerTick = min(2*be.lingerTick, lingerTickMax)
+	C.evl_timer_add(r.timer, C.int64_t(usec(min(r.lingerTick, r.flushEnd-now))))
+	r.lingerTick = min(2*r.lingerTick, lingerTickMax)
 	return nil
 }
 
@@ -585,7 +616,7 @@ func (be *BufferEvent) connect(sa *bindAddr) error {
 	if r != 0 {
 		return os.NewSyscallError("connect", errnoOr(errno, syscall.EINVAL))
 	}
-	be.connecting, be.peer, be.peerEOF = true, sa.addr, false
+	be.connecting, be.rareState().peer, be.peerEOF = true, sa.addr, false
 	be.setFilter()
 	return nil
 }
