@@ -431,7 +431,6 @@ func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	return nil
 }
 
-
 // close closes the connections still open and frees the table, for
 // Base.Close, with no loop running.
 func (t *connTable) close() error {
