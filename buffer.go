@@ -11,6 +11,14 @@ package evlistener
 #cgo nocallback evl_buffer_take
 #cgo noescape evl_buffer_index
 #cgo nocallback evl_buffer_index
+#cgo noescape evl_buffer_remove_into
+#cgo nocallback evl_buffer_remove_into
+#cgo noescape evl_buffer_line_into
+#cgo nocallback evl_buffer_line_into
+#cgo noescape evl_buffer_index_from
+#cgo nocallback evl_buffer_index_from
+#cgo noescape evl_buffer_copy_at
+#cgo nocallback evl_buffer_copy_at
 #include "cgo_bridge.h"
 */
 import "C"
@@ -18,6 +26,7 @@ import "C"
 import (
 	"errors"
 	"io"
+	"slices"
 	"unsafe"
 )
 
@@ -277,4 +286,208 @@ func (buf *Buffer) grew(n int) {
 	if buf == &buf.be.out {
 		buf.be.outputGrew(n)
 	}
+}
+
+// Reads into the caller's memory. Each appends to or copies into a slice
+// the caller owns, so that a parser on the loop reuses one slice for every
+// message: from a callback, with room in the slice, each costs one cgo call
+// and allocates nothing. What they return is a copy, the caller's to keep;
+// the buffer is never exposed. From another goroutine they go through a
+// copy, as Read does.
+
+// appendArgs is the argument of appendN.
+type appendArgs struct {
+	dst  []byte
+	want int
+}
+
+// AppendTo removes everything in the buffer and appends it to dst
+// (evbuffer_remove), returning the extended slice. With room for it in dst
+// it is one cgo call; otherwise dst grows, as append grows it, and one more
+// call takes the rest.
+func (buf *Buffer) AppendTo(dst []byte) ([]byte, error) {
+	return buf.AppendN(dst, maxInt)
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+// AppendN removes up to n bytes from the front of the buffer and appends
+// them to dst, returning the extended slice: fewer than n when fewer are
+// buffered, none (and dst as it is) when the buffer is empty. A negative n
+// is an error. Its cost is AppendTo's.
+func (buf *Buffer) AppendN(dst []byte, n int) ([]byte, error) {
+	if n < 0 {
+		return dst, opError("read", errors.New("negative count"))
+	}
+	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return dst, ErrClosed
+		}
+		return buf.appendN(appendArgs{dst, n})
+	}
+	got, err := get1(buf, (*Buffer).appendN, appendArgs{nil, n})
+	return append(dst, got...), err
+}
+
+func (buf *Buffer) appendN(a appendArgs) ([]byte, error) {
+	dst, want := a.dst, a.want
+	for {
+		var length C.size_t
+		room := dst[len(dst):cap(dst)]
+		m := C.evl_buffer_remove_into(buf.ptr, unsafe.Pointer(unsafe.SliceData(room)),
+			C.size_t(len(room)), C.size_t(want), &length)
+		if m < 0 {
+			return dst, opError("read", errors.New("evbuffer_remove failed"))
+		}
+		dst = dst[:len(dst)+int(m)]
+		want -= int(m)
+		rest := min(int(length)-int(m), want)
+		if rest <= 0 {
+			return dst, nil
+		}
+		dst = slices.Grow(dst, rest)
+	}
+}
+
+// lineInto is the argument of appendLine.
+type lineInto struct {
+	dst   []byte
+	style EOLStyle
+}
+
+// AppendLine removes one whole line from the front of the buffer and
+// appends it, without its terminator, to dst (evbuffer_search_eol and
+// evbuffer_remove), returning the extended slice and true. While no whole
+// line is buffered it returns dst, false and removes nothing; so it does for
+// an unknown style. With room for the line in dst it is one cgo call;
+// otherwise dst grows and one more call takes the line.
+func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
+	if style < EOLAny || style > EOLNUL {
+		return dst, false
+	}
+	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return dst, false
+		}
+		out, err := buf.appendLine(lineInto{dst, style})
+		if err != nil || out == nil {
+			return dst, false
+		}
+		return out, true
+	}
+	line, err := get1(buf, (*Buffer).appendLine, lineInto{nil, style})
+	if err != nil || line == nil {
+		return dst, false
+	}
+	return append(dst, line...), true
+}
+
+// appendLine returns nil, nil while no whole line is buffered; a found line
+// is never nil.
+func (buf *Buffer) appendLine(a lineInto) ([]byte, error) {
+	dst := a.dst
+	room := dst[len(dst):cap(dst)]
+	var eol C.size_t
+	var taken C.int
+	n := int(C.evl_buffer_line_into(buf.ptr, C.int(a.style), unsafe.Pointer(unsafe.SliceData(room)),
+		C.size_t(len(room)), &eol, &taken))
+	switch {
+	case n == -1:
+		return nil, nil
+	case n < 0:
+		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+	case taken == 0: // no room: grow, then take the line found
+		dst = slices.Grow(dst, n+1)
+		room = dst[len(dst) : len(dst)+n+1]
+		if C.evl_buffer_take(buf.ptr, unsafe.Pointer(unsafe.SliceData(room)), C.size_t(n), eol) != 0 {
+			return nil, opError("read line", errors.New("evbuffer_remove failed"))
+		}
+	}
+	if dst == nil { // an empty line into a nil slice is still a line
+		return []byte{}, nil
+	}
+	return dst[:len(dst)+n], nil
+}
+
+// indexArgs is the argument of indexFrom.
+type indexArgs struct {
+	sep  []byte
+	from int
+}
+
+// IndexFrom returns the offset, from the front of the buffer, of the first
+// instance of sep at or after offset from (evbuffer_search from an
+// evbuffer_ptr), or -1: a parser that has looked at the first from bytes
+// goes on from there instead of searching them again. An empty sep gives
+// from. It returns -1 when from is negative or past the end, and once the
+// buffer event is closed.
+func (buf *Buffer) IndexFrom(sep []byte, from int) int {
+	if from < 0 {
+		return -1
+	}
+	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return -1
+		}
+		i, _ := buf.indexFrom(indexArgs{sep, from})
+		return i
+	}
+	// Through a copy, as in Read.
+	i, err := get1(buf, (*Buffer).indexFrom, indexArgs{append([]byte(nil), sep...), from})
+	if err != nil {
+		return -1
+	}
+	return i
+}
+
+func (buf *Buffer) indexFrom(a indexArgs) (int, error) {
+	if len(a.sep) == 0 {
+		if a.from > int(C.evbuffer_get_length(buf.ptr)) {
+			return -1, nil
+		}
+		return a.from, nil
+	}
+	return int(C.evl_buffer_index_from(buf.ptr, unsafe.Pointer(&a.sep[0]), C.size_t(len(a.sep)), C.size_t(a.from))), nil
+}
+
+// copyArgs is the argument of readAt.
+type copyArgs struct {
+	p   []byte
+	off int64
+}
+
+// ReadAt copies len(p) bytes from offset off of the buffer into p and
+// removes nothing (evbuffer_copyout_from): a look-ahead, say at a length
+// prefix, before deciding how much to take. It implements io.ReaderAt over
+// what is buffered now: fewer bytes than len(p) come with io.EOF (more may
+// arrive later), and a negative off is an error. From a callback it is one
+// cgo call and allocates nothing; p is the caller's, a copy.
+func (buf *Buffer) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, opError("read", errors.New("negative offset"))
+	}
+	if buf.be.base.onLoop() {
+		if buf.be.closed.Load() {
+			return 0, ErrClosed
+		}
+		return buf.readAt(copyArgs{p, off})
+	}
+	// Through a copy, as in Read.
+	tmp := make([]byte, len(p))
+	n, err := get1(buf, (*Buffer).readAt, copyArgs{tmp, off})
+	return copy(p, tmp[:n]), err
+}
+
+func (buf *Buffer) readAt(a copyArgs) (int, error) {
+	if len(a.p) == 0 {
+		return 0, nil
+	}
+	n := int(C.evl_buffer_copy_at(buf.ptr, unsafe.Pointer(&a.p[0]), C.size_t(len(a.p)), C.size_t(a.off)))
+	if n < 0 {
+		return 0, opError("read", errors.New("evbuffer_copyout_from failed"))
+	}
+	if n < len(a.p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

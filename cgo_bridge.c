@@ -2,6 +2,7 @@
 #include "_cgo_export.h"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The wake-up event (wake.go): Go drains the descriptor in goBaseWake. The
  * event is internal, as libevent's own notification event is: it does not
@@ -473,4 +474,114 @@ void evl_conns_free(struct evl_conns *t)
 	free(t->ev);
 	free(t->bev);
 	free(t);
+}
+
+/* A write that goes out at once: when nothing waits in the output buffer and
+ * writing is enabled, p goes to the socket with one write(), as libevent's
+ * write event would send it on the next turn of the loop but without adding
+ * and removing that event; only what the socket does not take is appended to
+ * the output buffer (evbuffer_add), so the bytes go out in order either way
+ * and libevent's write event, timeout and watermarks see the rest as they
+ * would any queued data. A write error (EPIPE, ECONNRESET) queues everything:
+ * libevent's own write then reports it to the event callback. With
+ * want_write_cb, a write that left nothing queued schedules the write
+ * callback as a drain would (bufferevent_trigger, deferred: it runs after
+ * the callback that runs now). Returns the bytes waiting in the output
+ * buffer, or -1 when evbuffer_add failed. */
+ssize_t evl_bev_write(struct evl_bev *c, const void *p, size_t n,
+	int want_write_cb)
+{
+	const char *s = p;
+	if (evbuffer_get_length(c->out) == 0 &&
+	    (bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+		evutil_socket_t fd = bufferevent_getfd(c->bev);
+		ssize_t w = fd >= 0 ? write(fd, s, n) : -1;
+		if (w > 0) {
+			s += w;
+			n -= (size_t)w;
+		}
+		if (n == 0) {
+			if (want_write_cb)
+				bufferevent_trigger(c->bev, EV_WRITE,
+					BEV_TRIG_DEFER_CALLBACKS);
+			return 0;
+		}
+	}
+	if (evbuffer_add(c->out, s, n) != 0)
+		return -1;
+	return (ssize_t)evbuffer_get_length(c->out);
+}
+
+/* Buffer reads into a caller's memory, each one crossing from Go. */
+
+/* Removes min(want, room, length) bytes from the front of buf into p and
+ * stores the length it had in *len. Returns the bytes removed, or -1. */
+ssize_t evl_buffer_remove_into(struct evbuffer *buf, void *p, size_t room,
+	size_t want, size_t *len)
+{
+	size_t n = evbuffer_get_length(buf);
+	*len = n;
+	if (want < n)
+		n = want;
+	if (room < n)
+		n = room;
+	if (n == 0)
+		return 0;
+	return evbuffer_remove(buf, p, n);
+}
+
+/* Finds the first line in the style's terminator. When it fits in room
+ * bytes, removes it into p and drains its terminator (*taken = 1); otherwise
+ * removes nothing (*taken = 0), so that the caller can make room and call
+ * evl_buffer_take. Returns the line's length without terminator, its
+ * terminator's length in *eol_len, or -1 while no whole line is buffered. */
+ssize_t evl_buffer_line_into(struct evbuffer *buf, int style, void *p,
+	size_t room, size_t *eol_len, int *taken)
+{
+	struct evbuffer_ptr at = evbuffer_search_eol(buf, NULL, eol_len,
+		(enum evbuffer_eol_style)style);
+	*taken = 0;
+	if (at.pos < 0 || (size_t)at.pos > room)
+		return at.pos;
+	if (evl_buffer_take(buf, p, (size_t)at.pos, *eol_len) != 0)
+		return -2;
+	*taken = 1;
+	return at.pos;
+}
+
+/* The offset of the first sep at or after from, or -1 (evbuffer_ptr_set and
+ * evbuffer_search); -1 also when from lies past the end. */
+ssize_t evl_buffer_index_from(struct evbuffer *buf, const void *sep, size_t n,
+	size_t from)
+{
+	struct evbuffer_ptr start;
+	if (evbuffer_ptr_set(buf, &start, from, EVBUFFER_PTR_SET) != 0)
+		return -1;
+	start = evbuffer_search(buf, sep, n, &start);
+	return start.pos;
+}
+
+/* Copies up to n bytes from offset off into p without removing them, as
+ * evl_buffer_copy does from the front (evbuffer_peek: also a buffer whose
+ * front is frozen). Returns the bytes copied, 0 when off is at or past the
+ * end. */
+ssize_t evl_buffer_copy_at(struct evbuffer *buf, void *p, size_t n, size_t off)
+{
+	struct evbuffer_iovec v[8];
+	struct evbuffer_ptr pos;
+	size_t done = 0;
+	while (done < n) {
+		int i, nv;
+		if (evbuffer_ptr_set(buf, &pos, off + done, EVBUFFER_PTR_SET) != 0)
+			break;
+		nv = evbuffer_peek(buf, (ev_ssize_t)(n - done), &pos, v, 8);
+		if (nv <= 0)
+			break;
+		for (i = 0; i < nv && i < 8 && done < n; i++) {
+			size_t k = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+			memcpy((char *)p + done, v[i].iov_base, k);
+			done += k;
+		}
+	}
+	return (ssize_t)done;
 }

@@ -143,4 +143,17 @@ void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *
 void evl_conn_close_event(struct evl_conn_ev *c, int fd);
 void evl_conn_close_bev(struct evl_conn_bev *c, int fd);
 
+/* Buffer event: Write's step, the rest queued (see cgo_bridge.c). */
+ssize_t evl_bev_write(struct evl_bev *c, const void *p, size_t n,
+	int want_write_cb);
+
+/* Buffer reads into Go's memory at one crossing (see cgo_bridge.c). */
+ssize_t evl_buffer_remove_into(struct evbuffer *buf, void *p, size_t room,
+	size_t want, size_t *len);
+ssize_t evl_buffer_line_into(struct evbuffer *buf, int style, void *p,
+	size_t room, size_t *eol_len, int *taken);
+ssize_t evl_buffer_index_from(struct evbuffer *buf, const void *sep, size_t n,
+	size_t from);
+ssize_t evl_buffer_copy_at(struct evbuffer *buf, void *p, size_t n, size_t off);
+
 #endif

@@ -1,0 +1,194 @@
+package evlistener
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Write sends at once only when nothing waits in the output buffer and
+// writing is enabled; otherwise it queues, and the peer gets every byte in
+// order.
+func TestWriteGoesOutAtOnce(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	pending := make(chan int, 3)
+	var calls int
+	var p []byte
+	be.SetCallbacks(func(be *BufferEvent) {
+		calls++
+		if calls == 2 {
+			be.Enable(EvWrite) // the write event is only now added
+		}
+		p, _ = be.Input().AppendTo(p[:0])
+		if _, err := be.Write(p); err != nil {
+			t.Error(err)
+		}
+		pending <- be.Output().Len()
+	}, nil, nil)
+	be.Enable(EvRead)
+	be.Disable(EvWrite)
+	dispatching(t, b)
+	expect := func(send, want string, wantPending int) {
+		t.Helper()
+		peer.Write([]byte(send))
+		if n := recv(t, pending, "the read callback"); n != wantPending {
+			t.Fatalf("after %q: %d bytes pending, want %d", send, n, wantPending)
+		}
+		if want == "" {
+			return
+		}
+		p := make([]byte, len(want))
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(peer, p); err != nil || string(p) != want {
+			t.Fatalf("peer read %q, %v; want %q", p, err, want)
+		}
+	}
+	expect("hello", "", 5)            // writing disabled: queued
+	expect("world", "helloworld", 10) // output waiting: appended behind it
+	expect("!", "!", 0)               // nothing waiting: written at once
+}
+
+// A peer that does not read: Write sends what the socket takes, queues the
+// rest in order behind it, and back-pressure is reported as for any queued
+// output; once the peer reads, every byte arrives in order.
+func TestWritePartial(t *testing.T) {
+	checkNoLeaks(t)
+	const high = 64 << 10
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
+	peer.SetReadBuffer(8 << 10)
+	be := newBEV(t, b, fd)
+	full := make(chan BEVEvent, 4)
+	be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { full <- what })
+	if err := be.SetWatermark(EvWrite, 0, high); err != nil {
+		t.Fatal(err)
+	}
+	be.Enable(EvWrite)
+	dispatching(t, b)
+	data := make([]byte, 8*high)
+	rand.Read(data)
+	queued := make(chan [2]int, 1)
+	b.Do(func() { // on the loop, as a callback would write
+		be.Write(data[:4*high])
+		first := be.Output().Len()
+		be.Write(data[4*high:])
+		queued <- [2]int{first, be.Output().Len()}
+	})
+	q := recv(t, queued, "the writes")
+	if q[0] <= 0 || q[0] >= 4*high {
+		t.Fatalf("after the first write %d bytes queued; want some sent at once and the rest queued", q[0])
+	}
+	if q[1] != q[0]+4*high {
+		t.Fatalf("after the second write %d bytes queued, want %d: all of it behind the first", q[1], q[0]+4*high)
+	}
+	if what := recv(t, full, "BEVEventOutputFull"); what != BEVEventWriting|BEVEventOutputFull {
+		t.Fatalf("event %v, want Writing|OutputFull", what)
+	}
+	got := make([]byte, len(data))
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the peer got the bytes changed or out of order")
+	}
+}
+
+// A program that waits on the write callback after a Write does not hang
+// when the Write went out at once: the callback runs after the callback
+// that wrote, never inside Write, once per drain.
+func TestWriteCallbackAfterImmediateWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(t *testing.T, b *Base, be *BufferEvent, p []byte)
+	}{
+		{"from the read callback", nil},
+		{"from another goroutine", func(t *testing.T, b *Base, be *BufferEvent, p []byte) {
+			if _, err := be.Write(p); err != nil {
+				t.Error(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			fd, peer := tcpPair(t)
+			be := newBEV(t, b, fd)
+			drained := make(chan int, 4)
+			var writing bool
+			read := func(be *BufferEvent) {
+				p, _ := be.Input().AppendTo(nil)
+				writing = true
+				be.Write(p)
+				be.Write(p) // a second Write in the same callback: still one callback
+				writing = false
+			}
+			if tc.write != nil {
+				read = nil
+			}
+			be.SetCallbacks(read, func(be *BufferEvent) {
+				if writing {
+					t.Error("the write callback ran inside Write")
+				}
+				drained <- be.Output().Len()
+			}, nil)
+			be.Enable(EvRead | EvWrite)
+			dispatching(t, b)
+			// libevent's own: enabling writing adds the write event,
+			// and its first run calls the write callback.
+			recv(t, drained, "the write callback on enabling writing")
+			for i := range 3 {
+				msg := []byte{'a' + byte(i)}
+				if tc.write != nil {
+					tc.write(t, b, be, append(msg, msg...))
+				} else {
+					peer.Write(msg)
+				}
+				if n := recv(t, drained, "the write callback"); n != 0 {
+					t.Fatalf("write callback with %d bytes queued, want 0", n)
+				}
+				got := make([]byte, 2)
+				peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(peer, got); err != nil || got[0] != msg[0] || got[1] != msg[0] {
+					t.Fatalf("peer read %q, %v", got, err)
+				}
+			}
+			b.Do(func() {})
+			if len(drained) != 0 {
+				t.Fatalf("%d write callbacks more than drains", len(drained))
+			}
+		})
+	}
+}
+
+// CloseAfterFlush after a Write that went out at once closes at once; after
+// one that queued, it waits for the rest, which the peer gets whole.
+func TestWriteThenCloseAfterFlush(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
+	be := newBEV(t, b, fd)
+	be.Enable(EvWrite)
+	dispatching(t, b)
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	if _, err := be.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.CloseAfterFlush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(peer)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("peer read %d bytes, %v; want the %d written, then EOF", len(got), err, len(data))
+	}
+}
