@@ -379,6 +379,9 @@ func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 	if err != nil || line == nil {
 		return dst, false
 	}
+	if dst == nil {
+		return line, true
+	}
 	return append(dst, line...), true
 }
 

@@ -1,0 +1,383 @@
+package evlistener
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// filledBuffer returns the input buffer of a buffer event on a running
+// loop, holding s, and fill, which sends more from the peer and waits until
+// it is buffered. (An output buffer would not do: libevent freezes its
+// front, so that only its own writes remove from it.)
+func filledBuffer(t *testing.T, s string) (*Base, *Buffer, func(string)) {
+	t.Helper()
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	read := make(chan struct{}, 1)
+	be.SetCallbacks(func(*BufferEvent) {
+		select {
+		case read <- struct{}{}:
+		default:
+		}
+	}, nil, nil)
+	be.Enable(EvRead)
+	dispatching(t, b)
+	fill := func(more string) {
+		t.Helper()
+		want := be.Input().Len() + len(more)
+		peer.Write([]byte(more))
+		for be.Input().Len() < want {
+			recv(t, read, "the peer's bytes")
+		}
+	}
+	fill(s)
+	return b, be.Input(), fill
+}
+
+func TestBufferAppendTo(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on the loop", false: "from another goroutine"}[loop], func(t *testing.T) {
+			checkNoLeaks(t)
+			b, buf, fill := filledBuffer(t, "hello world")
+			run(b, loop, func() {
+				out, err := buf.AppendTo([]byte("x"))
+				if err != nil || string(out) != "xhello world" {
+					t.Errorf("AppendTo = %q, %v; want %q", out, err, "xhello world")
+				}
+				if n := buf.Len(); n != 0 {
+					t.Errorf("%d bytes left, want 0", n)
+				}
+				out, err = buf.AppendTo(out[:0])
+				if err != nil || len(out) != 0 {
+					t.Errorf("AppendTo of an empty buffer = %q, %v; want nothing", out, err)
+				}
+			})
+			fill("again")
+			run(b, loop, func() {
+				dst := make([]byte, 1, 64)
+				out, _ := buf.AppendTo(dst)
+				if string(out[1:]) != "again" || &out[0] != &dst[0] {
+					t.Errorf("AppendTo with room = %q in a new array: want %q in dst's", out[1:], "again")
+				}
+			})
+		})
+	}
+}
+
+func TestBufferAppendN(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on the loop", false: "from another goroutine"}[loop], func(t *testing.T) {
+			checkNoLeaks(t)
+			b, buf, fill := filledBuffer(t, "hello world")
+			run(b, loop, func() {
+				for _, step := range []struct {
+					n          int
+					want, left string
+				}{
+					{5, "hello", " world"},
+					{0, "", " world"},
+					{100, " world", ""},
+					{3, "", ""},
+				} {
+					out, err := buf.AppendN(nil, step.n)
+					if err != nil || string(out) != step.want {
+						t.Errorf("AppendN(%d) = %q, %v; want %q", step.n, out, err, step.want)
+					}
+					if left := string(buf.Peek(100)); left != step.left {
+						t.Errorf("after AppendN(%d) %q left, want %q", step.n, left, step.left)
+					}
+				}
+			})
+			fill("abc")
+			run(b, loop, func() {
+				if out, err := buf.AppendN([]byte("keep"), -1); err == nil || string(out) != "keep" || buf.Len() != 3 {
+					t.Errorf("AppendN(-1) = %q, %v, %d left; want an error, dst as it was, nothing removed", out, err, buf.Len())
+				}
+			})
+		})
+	}
+}
+
+func TestBufferAppendLine(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on the loop", false: "from another goroutine"}[loop], func(t *testing.T) {
+			checkNoLeaks(t)
+			long := strings.Repeat("L", 5000)
+			b, buf, fill := filledBuffer(t, "a\r\n\nbb\n"+long+"\nccc")
+			run(b, loop, func() {
+				dst := make([]byte, 0, 16)
+				for _, want := range []string{"p:a", "p:", "p:bb", "p:" + long} {
+					out, ok := buf.AppendLine(append(dst[:0], "p:"...), EOLCRLF)
+					if !ok || string(out) != want {
+						t.Errorf("AppendLine = %d bytes %.8q…, %v; want %d bytes %.8q…", len(out), out, ok, len(want), want)
+					}
+				}
+				if out, ok := buf.AppendLine(dst[:0], EOLCRLF); ok || len(out) != 0 || buf.Len() != 3 {
+					t.Errorf("AppendLine with no whole line = %d bytes, %v, %d bytes left; want false and ccc kept", len(out), ok, buf.Len())
+				}
+				if out, ok := buf.AppendLine(nil, EOLStyle(99)); ok || out != nil || buf.Len() != 3 {
+					t.Errorf("AppendLine with an unknown style = %q, %v; want false, nothing removed", out, ok)
+				}
+			})
+			fill("\n")
+			run(b, loop, func() {
+				if out, ok := buf.AppendLine(nil, EOLLF); !ok || string(out) != "ccc" {
+					t.Errorf("AppendLine into nil = %q, %v; want ccc", out, ok)
+				}
+			})
+			fill("\n")
+			run(b, loop, func() {
+				if out, ok := buf.AppendLine(nil, EOLLF); !ok || out == nil || len(out) != 0 {
+					t.Errorf("an empty line into nil = %#v, %v; want an empty, non-nil slice", out, ok)
+				}
+			})
+		})
+	}
+}
+
+func TestBufferIndexFrom(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on the loop", false: "from another goroutine"}[loop], func(t *testing.T) {
+			checkNoLeaks(t)
+			b, buf, _ := filledBuffer(t, "abcabc")
+			run(b, loop, func() {
+				for _, c := range []struct {
+					sep  string
+					from int
+					want int
+				}{
+					{"bc", 0, 1}, {"bc", 1, 1}, {"bc", 2, 4}, {"bc", 5, -1}, {"c", 6, -1},
+					{"", 3, 3}, {"", 6, 6}, {"", 7, -1}, {"a", -1, -1}, {"a", 100, -1},
+				} {
+					if got := buf.IndexFrom([]byte(c.sep), c.from); got != c.want {
+						t.Errorf("IndexFrom(%q, %d) = %d, want %d", c.sep, c.from, got, c.want)
+					}
+				}
+				if n := buf.Len(); n != 6 {
+					t.Errorf("%d bytes left, want 6: IndexFrom removes nothing", n)
+				}
+			})
+		})
+	}
+}
+
+func TestBufferReadAt(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on the loop", false: "from another goroutine"}[loop], func(t *testing.T) {
+			checkNoLeaks(t)
+			b, buf, _ := filledBuffer(t, "hello")
+			run(b, loop, func() {
+				var _ io.ReaderAt = buf
+				p := make([]byte, 10)
+				for _, c := range []struct {
+					n       int
+					off     int64
+					want    string
+					wantErr error
+				}{
+					{3, 1, "ell", nil}, {5, 0, "hello", nil}, {10, 2, "llo", io.EOF},
+					{1, 5, "", io.EOF}, {1, 99, "", io.EOF}, {0, 0, "", nil},
+				} {
+					n, err := buf.ReadAt(p[:c.n], c.off)
+					if string(p[:n]) != c.want || err != c.wantErr {
+						t.Errorf("ReadAt(%d bytes, %d) = %q, %v; want %q, %v", c.n, c.off, p[:n], err, c.want, c.wantErr)
+					}
+				}
+				if _, err := buf.ReadAt(p, -1); err == nil || err == io.EOF {
+					t.Errorf("ReadAt at -1: %v, want an error", err)
+				}
+				if n := buf.Len(); n != 5 {
+					t.Errorf("%d bytes left, want 5: ReadAt removes nothing", n)
+				}
+			})
+		})
+	}
+}
+
+// run runs f as a callback would (on the loop) or from the test's
+// goroutine.
+func run(b *Base, loop bool, f func()) {
+	if loop {
+		b.Do(func() {
+			if !b.onLoop() {
+				panic("Base.Do ran f off the loop")
+			}
+			f()
+		})
+		return
+	}
+	f()
+}
+
+func TestBufferReadsClosed(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	fd, _ := tcpPair(t)
+	be := newBEV(t, b, fd)
+	in := be.Input()
+	be.Close()
+	if out, err := in.AppendTo([]byte("x")); !errors.Is(err, ErrClosed) || string(out) != "x" {
+		t.Errorf("AppendTo = %q, %v; want dst, ErrClosed", out, err)
+	}
+	if _, err := in.AppendN(nil, 1); !errors.Is(err, ErrClosed) {
+		t.Errorf("AppendN: %v, want ErrClosed", err)
+	}
+	if _, ok := in.AppendLine(nil, EOLLF); ok {
+		t.Error("AppendLine on a closed buffer: ok")
+	}
+	if i := in.IndexFrom([]byte("x"), 0); i != -1 {
+		t.Errorf("IndexFrom = %d, want -1", i)
+	}
+	if _, err := in.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("ReadAt: %v, want ErrClosed", err)
+	}
+	if _, err := be.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write: %v, want ErrClosed", err)
+	}
+}
+
+// A line protocol parsed with AppendLine: requests split across reads and
+// several in one read are answered in order, and a partial line waits.
+func TestAppendLineRequestsSplitAcrossReads(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	fd, peer := tcpPair(t)
+	be := newBEV(t, b, fd)
+	var line, reply []byte
+	be.SetCallbacks(func(be *BufferEvent) {
+		reply = reply[:0]
+		for {
+			var ok bool
+			if line, ok = be.Input().AppendLine(line[:0], EOLCRLF); !ok {
+				break
+			}
+			reply = append(append(append(reply, '<'), line...), ">\n"...)
+		}
+		if len(reply) > 0 {
+			be.Write(reply)
+		}
+	}, nil, nil)
+	be.Enable(EvRead | EvWrite)
+	dispatching(t, b)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	expect := func(want string) {
+		t.Helper()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(peer, got); err != nil || string(got) != want {
+			t.Fatalf("peer read %q, %v; want %q", got, err, want)
+		}
+	}
+	peer.Write([]byte("GET a\r\nGE"))
+	expect("<GET a>\n")
+	peer.Write([]byte("T b\r"))
+	peer.Write([]byte("\nSET c 1\nPING\r\n"))
+	expect("<GET b>\n<SET c 1>\n<PING>\n")
+}
+
+// TestReadWriteCgoCallsAndAllocs pins what each read and Write costs in a
+// read callback: one call from Go to C per method and no allocation, with
+// the caller's slices reused. Each message is one 64-byte line.
+func TestReadWriteCgoCallsAndAllocs(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		calls float64 // per message, besides the C→Go callback
+		cb    func(be *BufferEvent, p []byte) []byte
+	}{
+		{"AppendTo, Write", 2, func(be *BufferEvent, p []byte) []byte {
+			p, _ = be.Input().AppendTo(p[:0])
+			be.Write(p)
+			return p
+		}},
+		{"AppendN, Write", 2, func(be *BufferEvent, p []byte) []byte {
+			p, _ = be.Input().AppendN(p[:0], 64)
+			be.Write(p)
+			return p
+		}},
+		{"AppendLine, Write", 2, func(be *BufferEvent, p []byte) []byte {
+			p, _ = be.Input().AppendLine(p[:0], EOLLF)
+			be.Write(append(p, '\n'))
+			return p
+		}},
+		{"IndexFrom, ReadAt, Drain, Write", 4, func(be *BufferEvent, p []byte) []byte {
+			in := be.Input()
+			end := in.IndexFrom([]byte{'\n'}, 32) + 1
+			n, _ := in.ReadAt(p[:end], 0)
+			in.Drain(n)
+			be.Write(p[:n])
+			return p
+		}},
+		{"Read, Write", 2, func(be *BufferEvent, p []byte) []byte {
+			n, _ := be.Read(p[:cap(p)])
+			be.Write(p[:n])
+			return p
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			fd, peer := tcpPair(t)
+			be := newBEV(t, b, fd)
+			p := make([]byte, 0, 256)
+			be.SetCallbacks(func(be *BufferEvent) { p = tc.cb(be, p) }, nil, nil)
+			be.Enable(EvRead | EvWrite)
+			dispatching(t, b)
+			if err := linePingPong(peer, 10); err != nil { // warm up
+				t.Fatal(err)
+			}
+			const n = 2000
+			before := goToC()
+			if err := linePingPong(peer, n); err != nil {
+				t.Fatal(err)
+			}
+			per := float64(goToC()-before) / n
+			if per > tc.calls+0.02 {
+				t.Errorf("%.3f calls from Go to C per message, want %v", per, tc.calls)
+			}
+			var err error
+			allocs := testing.AllocsPerRun(500, func() {
+				if e := linePingPong(peer, 1); e != nil {
+					err = e
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if allocs != 0 {
+				t.Errorf("%v allocations per message, want 0", allocs)
+			}
+		})
+	}
+}
+
+// lineGot is where linePingPong reads.
+var lineGot [64]byte
+
+// lineMsg is the message of linePingPong: one 64-byte line.
+var lineMsg = func() (msg [64]byte) {
+	for i := range msg {
+		msg[i] = 'a' + byte(i%26)
+	}
+	msg[63] = '\n'
+	return msg
+}()
+
+// linePingPong sends n 64-byte lines through peer and reads each back.
+func linePingPong(peer *net.TCPConn, n int) error {
+	got := &lineGot // a local array would escape to the heap on every call
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+	for range n {
+		peer.Write(lineMsg[:])
+		if _, err := io.ReadFull(peer, got[:]); err != nil {
+			return err
+		}
+		if *got != lineMsg {
+			return errors.New("line ping-pong: got " + string(got[:]))
+		}
+	}
+	return nil
+}
