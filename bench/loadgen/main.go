@@ -10,11 +10,18 @@
 //	accept  -c connectors, each in a loop: connect, send 1 byte, read its
 //	        echo, close with SO_LINGER 0 (an RST, so no TIME_WAIT eats the
 //	        ephemeral ports).
+//	kvNxP   N connections to a key-value server (cmd/kv's protocol), each
+//	        sending P commands at once (pipelined) and waiting for all P
+//	        replies before sending more. Each connection alternates SET and
+//	        GET on a key of its own, every GET reading the value its SET just
+//	        wrote, so that every reply is known and compared. E.g. kv1x1,
+//	        kv50x1, kv50x16.
 //
-// One op is one echoed message (ping-pong) or one connection (accept); its
-// latency runs from the first byte written (or connect) to the last byte
-// read (or close). Only ops that complete inside the measuring window, after
-// the warm-up, count.
+// One op is one echoed message (ping-pong), one connection (accept) or one
+// command (kv); a latency runs from the first byte written (or connect) to
+// the last byte read (or close), for kv of the P commands sent together.
+// Only ops that complete inside the measuring window, after the warm-up,
+// count.
 //
 // The generator runs on one core: a single epoll loop drives all
 // connections with non-blocking sockets and edge-triggered events, and
@@ -61,7 +68,7 @@ const (
 
 func main() {
 	addr := flag.String("addr", "", "server address HOST:PORT (loopback only)")
-	workload := flag.String("w", "1x64B", "workload: NxSIZE ping-pong (1x64B, 50x64B, 50x16KiB, 1000x64B) or accept")
+	workload := flag.String("w", "1x64B", "workload: NxSIZE ping-pong (1x64B, 50x64B, 50x16KiB, 1000x64B), accept, or kvNxP (kv1x1, kv50x1, kv50x16)")
 	dur := flag.Duration("d", 2*time.Second, "measuring window")
 	warmup := flag.Duration("warmup", 200*time.Millisecond, "load before the window, not counted")
 	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
@@ -127,13 +134,28 @@ type workload struct {
 	accept bool
 	conns  int
 	size   int
+	// pipeline is the number of commands sent at once on a kv workload;
+	// 0 on the others.
+	pipeline int
 }
 
-// parseWorkload reads "accept" or "NxSIZE" where SIZE is a number followed
-// by B, KiB or MiB ("×" is taken for "x").
+// maxPipeline bounds P in kvNxP.
+const maxPipeline = 1024
+
+// parseWorkload reads "accept", "NxSIZE" where SIZE is a number followed
+// by B, KiB or MiB ("×" is taken for "x"), or "kvNxP".
 func parseWorkload(s string) (workload, error) {
 	if s == "accept" {
 		return workload{accept: true, size: 1}, nil
+	}
+	if spec, ok := strings.CutPrefix(s, "kv"); ok {
+		n, p, ok := strings.Cut(strings.ReplaceAll(spec, "×", "x"), "x")
+		conns, err1 := strconv.Atoi(n)
+		pipe, err2 := strconv.Atoi(p)
+		if !ok || err1 != nil || err2 != nil || conns < 1 || pipe < 1 || pipe > maxPipeline {
+			return workload{}, fmt.Errorf("workload %q: want kvNxP, N connections of P commands at once (1 to %d)", s, maxPipeline)
+		}
+		return workload{conns: conns, pipeline: pipe, size: pipe * kvSetLen}, nil
 	}
 	n, size, ok := strings.Cut(strings.ReplaceAll(s, "×", "x"), "x")
 	if !ok {
@@ -210,6 +232,9 @@ type conn struct {
 	slot       int // index in loader.conns, the epoll user data
 	fd         int // -1 when closed
 	out, in    []byte
+	want       []byte // what in must be once read: out for an echo
+	outBuf     []byte // kv: where out and want are built, for every op
+	wantBuf    []byte
 	woff, roff int
 	seq        uint64
 	t0         time.Duration // when the op in flight started, since loader.base
@@ -253,11 +278,18 @@ func newLoader(cfg workload, sa syscall.Sockaddr, family int) (*loader, error) {
 	for i := range l.conns {
 		c := &l.conns[i]
 		c.slot, c.fd = i, -1
+		if cfg.pipeline > 0 {
+			c.outBuf = make([]byte, 0, cfg.pipeline*kvSetLen)
+			c.wantBuf = make([]byte, 0, cfg.pipeline*kvGetReplyLen)
+			c.in = make([]byte, 0, cfg.pipeline*kvGetReplyLen)
+			continue
+		}
 		c.out = make([]byte, cfg.size)
 		c.in = make([]byte, cfg.size)
 		for j := range c.out {
 			c.out[j] = byte('a' + (i+j)%26)
 		}
+		c.want = c.out
 	}
 	return l, nil
 }
@@ -549,11 +581,13 @@ func (l *loader) poll(events []syscall.EpollEvent) bool {
 	return true
 }
 
-// done records an op that ran from c.t0 to now, if it lies in the window.
+// done records an op that ran from c.t0 to now, if it lies in the window:
+// on kv, its P commands.
 func (l *loader) done(c *conn, now time.Duration) {
-	l.opsAll++
+	ops := uint64(max(l.cfg.pipeline, 1))
+	l.opsAll += ops
 	if c.t0 >= l.from && now <= l.to {
-		l.ops++
+		l.ops += ops
 		l.hist.add(int64(now - c.t0))
 	}
 }
@@ -567,9 +601,12 @@ func (l *loader) start(c *conn, now time.Duration) {
 		return
 	}
 	c.woff, c.roff, c.idle = 0, 0, false
-	if len(c.out) >= 8 {
+	switch {
+	case l.cfg.pipeline > 0:
+		l.kvCommands(c)
+	case len(c.out) >= 8:
 		binary.LittleEndian.PutUint64(c.out, c.seq) // a stale or reordered echo cannot match
-	} else {
+	default:
 		c.out[0] = byte(c.seq)
 	}
 	// Nothing can be read before the message is out, so a fully written
@@ -609,7 +646,9 @@ func (l *loader) pingPong(c *conn) {
 				return
 			}
 		}
-		if c.roff < c.woff {
+		// An echo cannot come back before it went out; kv replies can be
+		// longer than their commands.
+		if c.roff < c.woff || (l.cfg.pipeline > 0 && c.roff < len(c.in)) {
 			n, err := syscall.Read(c.fd, c.in[c.roff:])
 			switch {
 			case n > 0:
@@ -624,8 +663,8 @@ func (l *loader) pingPong(c *conn) {
 			}
 		}
 		if c.roff == len(c.in) {
-			if !bytes.Equal(c.in, c.out) {
-				l.fail(c, fmt.Errorf("echo of message %d differs from what was sent", c.seq))
+			if !bytes.Equal(c.in, c.want) {
+				l.fail(c, fmt.Errorf("answer to message %d differs from the one expected: %.60q", c.seq, c.in))
 				return
 			}
 			c.idle = true
@@ -717,4 +756,49 @@ func (l *loader) restart(c *conn) {
 	if now := l.now(); now < l.to {
 		l.start(c, now)
 	}
+}
+
+// The kv workload's commands and replies, each of a fixed length: a key of
+// kvKeyLen bytes per connection and values of 16 hex digits.
+const (
+	kvKeyLen      = len("key:000000")
+	kvSetLen      = len("SET  \r\n") + kvKeyLen + 16
+	kvGetReplyLen = len("$16\r\n\r\n") + 16
+)
+
+// kvCommands builds c's next P commands in c.out and the replies they must
+// get in c.want. Command number r of the connection (from 0) is a SET of
+// the value r when r is even, else a GET, which must read the value r-1
+// that the SET before it wrote.
+func (l *loader) kvCommands(c *conn) {
+	p := l.cfg.pipeline
+	out, want := c.outBuf[:0], c.wantBuf[:0]
+	for i := range p {
+		r := (c.seq-1)*uint64(p) + uint64(i)
+		if r%2 == 0 {
+			out = appendKey(append(out, "SET "...), c.slot)
+			out = append(appendHex16(append(out, ' '), r), "\r\n"...)
+			want = append(want, "+OK\r\n"...)
+		} else {
+			out = append(appendKey(append(out, "GET "...), c.slot), "\r\n"...)
+			want = append(appendHex16(append(want, "$16\r\n"...), r-1), "\r\n"...)
+		}
+	}
+	c.out, c.want, c.in = out, want, c.in[:len(want)]
+}
+
+func appendKey(b []byte, slot int) []byte {
+	b = append(b, "key:"...)
+	for d := 100000; d > 0; d /= 10 {
+		b = append(b, byte('0'+slot/d%10))
+	}
+	return b
+}
+
+func appendHex16(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, digits[v>>uint(shift)&0xf])
+	}
+	return b
 }

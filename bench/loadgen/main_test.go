@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -20,6 +22,12 @@ func TestParseWorkload(t *testing.T) {
 		{in: "50×16KiB", want: workload{conns: 50, size: 16 << 10}},
 		{in: "2x1MiB", want: workload{conns: 2, size: 1 << 20}},
 		{in: "accept", want: workload{accept: true, size: 1}},
+		{in: "kv50x16", want: workload{conns: 50, pipeline: 16, size: 16 * kvSetLen}},
+		{in: "kv1×1", want: workload{conns: 1, pipeline: 1, size: kvSetLen}},
+		{in: "kv0x1", wantErr: "want kvNxP"},
+		{in: "kv1x0", wantErr: "want kvNxP"},
+		{in: "kv1", wantErr: "want kvNxP"},
+		{in: "kv1x2000", wantErr: "want kvNxP"},
 		{in: "64B", wantErr: "want accept or NxSIZE"},
 		{in: "0x64B", wantErr: "bad connection count"},
 		{in: "1x64", wantErr: "needs a unit"},
@@ -233,4 +241,61 @@ func (l *loader) openConns() int {
 		}
 	}
 	return n
+}
+
+// kvServer serves cmd/kv's SET and GET, each connection with a store of
+// its own (the workload's keys are per connection), corrupting the value
+// of the GET numbered corruptGet (from 1; 0: none).
+func kvServer(corruptGet int) func(net.Conn) {
+	return func(c net.Conn) {
+		r := bufio.NewReader(c)
+		data := map[string]string{}
+		gets := 0
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 3 && f[0] == "SET":
+				data[f[1]] = f[2]
+				_, err = io.WriteString(c, "+OK\r\n")
+			case len(f) == 2 && f[0] == "GET":
+				if gets++; gets == corruptGet {
+					data[f[1]] = strings.Repeat("x", len(data[f[1]]))
+				}
+				_, err = fmt.Fprintf(c, "$%d\r\n%s\r\n", len(data[f[1]]), data[f[1]])
+			default:
+				_, err = io.WriteString(c, "-ERR\r\n")
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+func TestKVWorkloads(t *testing.T) {
+	addr := serve(t, kvServer(0))
+	for _, tc := range []struct {
+		w    string
+		pipe uint64
+	}{{"kv1x1", 1}, {"kv3x1", 1}, {"kv3x16", 16}, {"kv2x3", 3}} {
+		t.Run(tc.w, func(t *testing.T) {
+			res := runWorkload(t, addr, tc.w)
+			if res.Errors != 0 || res.Stalls != 0 || res.Ops == 0 {
+				t.Fatalf("errors %d, stalls %d (%s), ops %d: want no error and some ops", res.Errors, res.Stalls, res.FirstError, res.Ops)
+			}
+			if res.Ops%tc.pipe != 0 || res.OpsAll%tc.pipe != 0 {
+				t.Errorf("ops %d, ops_all %d: want whole batches of %d commands", res.Ops, res.OpsAll, tc.pipe)
+			}
+		})
+	}
+	t.Run("a wrong value is an error", func(t *testing.T) {
+		res := runWorkload(t, serve(t, kvServer(7)), "kv1x4")
+		if res.Errors == 0 || !strings.Contains(res.FirstError, "differs") {
+			t.Fatalf("errors %d, first %q: want an error containing %q", res.Errors, res.FirstError, "differs")
+		}
+	})
 }

@@ -392,7 +392,7 @@ func fatal(err error) {
 // servers it does not know keep their place at the end.
 func runOrder(servers []server) []server {
 	rank := map[string]int{}
-	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho"} {
+	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho", "ckv", "kv"} {
 		rank[name] = i + 1
 	}
 	order := slices.Clone(servers)
@@ -412,8 +412,12 @@ func runOrder(servers []server) []server {
 // benchServers are the servers `make bench` runs by default.
 var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
 
+// kvServers are the key-value servers, run on the kv workloads (make -C
+// bench kv): the library's cmd/kv and ckv, the same protocol in C.
+var kvServers = []string{"ckv", "kv"}
+
 // catalog is every server the runner knows; the echo ones are the
-// library's cmd/echo.
+// library's cmd/echo, kv is its cmd/kv.
 var catalog = []server{
 	{Name: "cecho", Bin: "cecho"},
 	{Name: "crawecho", Bin: "crawecho"},
@@ -424,6 +428,8 @@ var catalog = []server{
 	{Name: "echo-event", Bin: "echo", Args: []string{"-engine", "event"}},
 	{Name: "echo", Bin: "echo"},
 	{Name: "echo-nopoll", Bin: "echo", Args: []string{"-busy-poll", "0"}},
+	{Name: "ckv", Bin: "ckv"},
+	{Name: "kv", Bin: "kv"},
 }
 
 // chooseServers lists the servers to run: only, or else defaults. The
@@ -498,7 +504,19 @@ func stopOnSignal() {
 	}()
 }
 
-const listeningPrefix = "echo: listening on "
+// listening ends a server's first line before its address: "echo:
+// listening on HOST:PORT" from the echo servers, "kv: listening on …" from
+// cmd/kv.
+const listening = ": listening on "
+
+// listeningAddr returns the address of a listening line.
+func listeningAddr(line string) (string, bool) {
+	name, addr, ok := strings.Cut(line, listening)
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return "", false
+	}
+	return strings.TrimSpace(addr), true
+}
 
 // runOne starts s, loads it with workload w, and stops it.
 func runOne(cfg config, s server, w string, round int) (rec runRecord) {
@@ -559,8 +577,8 @@ func startServer(cfg config, s server) (*serverProc, error) {
 		sent := false
 		for sc.Scan() {
 			line := sc.Text()
-			if !sent && strings.HasPrefix(line, listeningPrefix) {
-				addrCh <- strings.TrimSpace(strings.TrimPrefix(line, listeningPrefix))
+			if addr, ok := listeningAddr(line); ok && !sent {
+				addrCh <- addr
 				sent = true
 				continue
 			}

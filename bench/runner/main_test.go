@@ -97,3 +97,21 @@ func threadCPU(t *testing.T) time.Duration {
 	}
 	return time.Duration(ts.Nano())
 }
+
+func TestListeningAddr(t *testing.T) {
+	for _, tc := range []struct {
+		line, want string
+		ok         bool
+	}{
+		{"echo: listening on 127.0.0.1:9876", "127.0.0.1:9876", true},
+		{"kv: listening on [::1]:6380\r", "[::1]:6380", true},
+		{"echo: upgraded to pid 7", "", false},
+		{": listening on 127.0.0.1:1", "", false},
+		{"warning: not listening on 127.0.0.1:1", "", false},
+	} {
+		got, ok := listeningAddr(tc.line)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("listeningAddr(%q) = %q, %v; want %q, %v", tc.line, got, ok, tc.want, tc.ok)
+		}
+	}
+}
