@@ -392,7 +392,7 @@ func fatal(err error) {
 // servers it does not know keep their place at the end.
 func runOrder(servers []server) []server {
 	rank := map[string]int{}
-	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho", "ckv", "kv"} {
+	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho", "ckv-again", "ckv", "kv"} {
 		rank[name] = i + 1
 	}
 	order := slices.Clone(servers)
@@ -412,9 +412,6 @@ func runOrder(servers []server) []server {
 // benchServers are the servers `make bench` runs by default.
 var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
 
-// kvServers are the key-value servers, run on the kv workloads (make -C
-// bench kv): the library's cmd/kv and ckv, the same protocol in C.
-var kvServers = []string{"ckv", "kv"}
 
 // catalog is every server the runner knows; the echo ones are the
 // library's cmd/echo, kv is its cmd/kv.
@@ -429,6 +426,7 @@ var catalog = []server{
 	{Name: "echo", Bin: "echo"},
 	{Name: "echo-nopoll", Bin: "echo", Args: []string{"-busy-poll", "0"}},
 	{Name: "ckv", Bin: "ckv"},
+	{Name: "ckv-again", Bin: "ckv"},
 	{Name: "kv", Bin: "kv"},
 }
 

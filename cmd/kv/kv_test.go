@@ -91,3 +91,32 @@ func TestLineTooLong(t *testing.T) {
 		t.Fatalf("read %q, %v; want the error, then the end", got, err)
 	}
 }
+
+// TestCommandAllocs pins that serving a command allocates nothing once its
+// key exists: the server, not only the library, costs what C costs.
+func TestCommandAllocs(t *testing.T) {
+	c := serve(t)
+	set, get := []byte("SET key 0123456789abcdef\r\n"), []byte("GET key\r\nPING\r\n")
+	want := "$16\r\n0123456789abcdef\r\n+PONG\r\n"
+	got := make([]byte, 64)
+	var err error
+	exchange := func() {
+		c.Write(set)
+		if _, e := io.ReadFull(c, got[:5]); e != nil {
+			err = e
+		}
+		c.Write(get)
+		if _, e := io.ReadFull(c, got[:len(want)]); e != nil || string(got[:len(want)]) != want {
+			err = errors.Join(e, errors.New("wrong reply to GET"))
+		}
+	}
+	exchange() // the key's first SET allocates it
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	allocs := testing.AllocsPerRun(200, exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocations per SET and GET, want 0", allocs)
+	}
+}
