@@ -222,16 +222,28 @@ func (buf *Buffer) ReadLine(style EOLStyle) (line []byte, ok bool) {
 	return line, err == nil && line != nil
 }
 
+// shortLine is how long a line ReadLine and Peek take through a buffer on
+// the stack: in one cgo call, where a longer one takes a second.
+const shortLine = 128
+
 func (buf *Buffer) readLine(a lineArgs) ([]byte, error) {
 	if err := buf.frozen(false); err != nil {
 		return nil, err
 	}
+	var small [shortLine]byte
 	var eol C.size_t
-	n := C.evl_buffer_line(buf.ptr, C.int(a.style), &eol)
-	if n < 0 {
+	var taken C.int
+	n := C.evl_buffer_line_into(buf.ptr, C.int(a.style), unsafe.Pointer(&small[0]), shortLine, &eol, &taken)
+	if n == -1 {
 		return nil, nil
 	}
-	line := make([]byte, n, n+1) // never nil, also when empty
+	if n < 0 {
+		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+	}
+	if taken != 0 {
+		return append(make([]byte, 0, n), small[:n]...), nil // never nil, also when empty
+	}
+	line := make([]byte, n, n+1)
 	if C.evl_buffer_take(buf.ptr, unsafe.Pointer(unsafe.SliceData(line[:1])), C.size_t(n), eol) != 0 {
 		return nil, opError("read line", errors.New("evbuffer_remove failed"))
 	}
@@ -246,6 +258,14 @@ func (buf *Buffer) Peek(n int) []byte {
 }
 
 func (buf *Buffer) peek(n int) ([]byte, error) {
+	if n > 0 && n <= shortLine {
+		var small [shortLine]byte
+		m := int(C.evl_buffer_copy_at(buf.ptr, unsafe.Pointer(&small[0]), C.size_t(n), 0))
+		if m <= 0 {
+			return nil, nil
+		}
+		return append([]byte(nil), small[:m]...), nil
+	}
 	n = min(n, int(C.evbuffer_get_length(buf.ptr)))
 	if n <= 0 {
 		return nil, nil
