@@ -412,7 +412,6 @@ func runOrder(servers []server) []server {
 // benchServers are the servers `make bench` runs by default.
 var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
 
-
 // catalog is every server the runner knows; the echo ones are the
 // library's cmd/echo, kv is its cmd/kv.
 var catalog = []server{
