@@ -120,3 +120,17 @@ func TestCommandAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per SET and GET, want 0", allocs)
 	}
 }
+
+// A command longer than the server's first look at the input (4 KiB) is
+// served whole, however it arrives.
+func TestLongCommand(t *testing.T) {
+	c := serve(t)
+	val := strings.Repeat("v", 20000)
+	cmd := "SET big " + val + "\r\nGET big\r\n"
+	go func() {
+		for i := 0; i < len(cmd); i += 3000 {
+			c.Write([]byte(cmd[i:min(i+3000, len(cmd))]))
+		}
+	}()
+	expect(t, c, "+OK\r\n$20000\r\n"+val+"\r\n")
+}

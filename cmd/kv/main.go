@@ -106,7 +106,7 @@ type server struct {
 	base *evlistener.Base
 	ln   *evlistener.Listener
 	data map[string]*entry
-	line []byte // the command being served
+	in   []byte // a copy of what a connection's input holds
 	out  []byte // the replies to what one read brought
 }
 
@@ -119,7 +119,7 @@ func listen(addr string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &server{base: base, data: map[string]*entry{}}
+	srv := &server{base: base, data: map[string]*entry{}, in: make([]byte, 0, 4096)}
 	flags := evlistener.CloseOnFree | evlistener.Reuseable | evlistener.CloseOnExec
 	if srv.ln, err = evlistener.NewBind(base, srv.accept, flags, 1024, "tcp", addr); err != nil {
 		base.Close()
@@ -139,28 +139,45 @@ func (srv *server) accept(_ *evlistener.Listener, fd int, _ net.Addr) {
 	be.Enable(evlistener.EvRead | evlistener.EvWrite)
 }
 
-// read serves every whole command in the input, then sends the replies in
-// one Write, which goes out at once when nothing is queued.
+// read serves every whole command in the input and sends the replies in
+// one Write, which goes out at once when nothing is queued. It looks at the
+// input through a copy (ReadAt removes nothing), serves the whole lines in
+// it and drops them (Drain): two calls into libevent however many commands
+// came, where taking each line (AppendLine) would be one per command. A
+// partial line stays in the input until the rest arrives.
 func (srv *server) read(be *evlistener.BufferEvent) {
 	in := be.Input()
 	out := srv.out[:0]
-	served := false
 	for {
-		line, ok := in.AppendLine(srv.line[:0], evlistener.EOLCRLF)
-		if !ok {
-			break
+		n, _ := in.ReadAt(srv.in[:cap(srv.in)], 0) // io.EOF: fewer bytes than asked
+		buf, used := srv.in[:n], 0
+		for {
+			i := bytes.IndexByte(buf[used:], '\n')
+			if i < 0 {
+				break
+			}
+			// A line ends in LF or CRLF (EOLCRLF).
+			out = srv.exec(out, bytes.TrimSuffix(buf[used:used+i], []byte{'\r'}))
+			used += i + 1
 		}
-		srv.line, served = line, true
-		out = srv.exec(out, line)
+		if used > 0 {
+			in.Drain(used)
+		}
+		if used == 0 && n > maxLine {
+			be.Write(append(out, "-ERR line too long\r\n"...))
+			be.CloseAfterFlush(0)
+			return
+		}
+		if n < cap(srv.in) {
+			break // all of the input was seen
+		}
+		if used == 0 { // the copy is full and holds no line end: look further
+			srv.in = make([]byte, 0, 2*cap(srv.in))
+		}
 	}
 	srv.out = out
 	if len(out) > 0 {
 		be.Write(out)
-	}
-	// A read that brought no whole line is where a line too long shows.
-	if !served && in.Len() > maxLine {
-		be.Write([]byte("-ERR line too long\r\n"))
-		be.CloseAfterFlush(0)
 	}
 }
 
