@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -359,7 +360,11 @@ func kernel() string {
 func (rep *report) markdown() string {
 	var b strings.Builder
 	m := rep.Meta
-	fmt.Fprintf(&b, "\n## Echo benchmark\n\n")
+	title := "Echo benchmark"
+	if len(rep.Workloads) > 0 && !slices.ContainsFunc(rep.Workloads, func(w string) bool { return !strings.HasPrefix(w, "kv") }) {
+		title = "Key-value benchmark" // make -C bench kv
+	}
+	fmt.Fprintf(&b, "\n## %s\n\n", title)
 	fmt.Fprintf(&b, "%d rounds planned, medians over %s, × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
 		m.Rounds, rep.roundsUsed(), m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
 	for _, n := range m.Notes {

@@ -271,7 +271,7 @@ func (rep *syscallReport) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## System calls per op\n\n")
 	fmt.Fprintf(&b, "`strace -c -f -p PID` on each server over one `loadgen -hold` run of %.1f s (connections opened before strace attaches, closed after it detaches); "+
-		"calls ÷ the ops done while it counted (an op: one echoed message; for accept, one connection). %s; Linux %s, %s, %s, %s.\n",
+		"calls ÷ the ops done while it counted (an op: one echoed message; for accept, one connection; for kv, one command). %s; Linux %s, %s, %s, %s.\n",
 		rep.DurationS, rep.Pinning, rep.Kernel, rep.Strace, rep.Go, rep.Date)
 	for _, n := range rep.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)

@@ -1,9 +1,8 @@
 // Command kv is a small in-memory key-value server on libevent, through
-// evlistener: a few of Redis's commands, written inline, one per line, and
-// answered in Redis's protocol, so that redis-cli and redis-benchmark can
-// talk to it. It is the example of a request/response protocol on the
-// documented API; make bench runs it against the same server written in C
-// (bench/csrc/ckv.c).
+// evlistener: a few of Redis's commands, written inline, one per line (as
+// nc sends them), and answered in Redis's protocol. It is the example of a
+// request/response protocol on the documented API; make bench runs it
+// against the same server written in C (bench/csrc/ckv.c).
 //
 //	kv [-addr HOST] [port]
 //
