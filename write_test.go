@@ -192,3 +192,50 @@ func TestWriteThenCloseAfterFlush(t *testing.T) {
 		t.Fatalf("peer read %d bytes, %v; want the %d written, then EOF", len(got), err, len(data))
 	}
 }
+
+// Closing right after a Write that went out at once, with a write callback
+// set: the scheduled callback never runs, and nothing is left behind (the
+// ASan build checks for leaks), whether the buffer event or its base closes.
+func TestCloseAfterImmediateWriteWithWriteCallback(t *testing.T) {
+	for _, closeBase := range []bool{false, true} {
+		t.Run(map[bool]string{false: "BufferEvent.Close", true: "Base.Close"}[closeBase], func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			fd, peer := tcpPair(t)
+			be := newBEV(t, b, fd)
+			enabled := make(chan struct{}, 1)
+			be.SetCallbacks(nil, func(*BufferEvent) { enabled <- struct{}{} }, nil)
+			be.Enable(EvRead | EvWrite)
+			r := startDispatch(t, b)
+			// libevent's own: enabling writing calls the write callback once.
+			recv(t, enabled, "the write callback on enabling writing")
+			wrote := make(chan int, 1)
+			be.SetCallbacks(func(be *BufferEvent) {
+				p, _ := be.Input().AppendTo(nil)
+				be.Write(p)
+				wrote <- be.Output().Len()
+				if closeBase {
+					b.Close()
+				} else {
+					be.Close()
+				}
+			}, func(*BufferEvent) { t.Error("write callback after Close") }, nil)
+			peer.Write([]byte("x"))
+			if n := recv(t, wrote, "the read callback"); n != 0 {
+				t.Fatalf("%d bytes queued, want the write to have gone out at once", n)
+			}
+			got := make([]byte, 1)
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(peer, got); err != nil || got[0] != 'x' {
+				t.Fatalf("peer read %q, %v", got, err)
+			}
+			if !closeBase {
+				b.Do(func() {}) // a turn of the loop, where the callback would run
+				b.Close()
+			}
+			if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
