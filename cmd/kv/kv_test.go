@@ -42,7 +42,7 @@ func expect(t *testing.T, c net.Conn, want string) {
 	t.Helper()
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
-		t.Fatalf("read %q, %v; want %q", got, err, want)
+		t.Fatalf("read %d bytes %.60q, %v; want %d bytes %.60q", len(got), got, err, len(want), want)
 	}
 }
 
