@@ -334,11 +334,10 @@ const maxInt = int(^uint(0) >> 1)
 // AppendN removes up to n bytes from the front of the buffer and appends
 // them to dst, returning the extended slice: fewer than n when fewer are
 // buffered, none (and dst as it is) when the buffer is empty. A negative n
-// is an error. Its cost is AppendTo's.
+// is an error, and so is the output buffer of a buffer event
+// (ErrOutputFront), which only the socket takes from. Its cost is
+// AppendTo's.
 func (buf *Buffer) AppendN(dst []byte, n int) ([]byte, error) {
-	if n < 0 {
-		return dst, opError("read", errors.New("negative count"))
-	}
 	if buf.be.base.onLoop() {
 		if buf.be.closed.Load() {
 			return dst, ErrClosed
@@ -350,6 +349,12 @@ func (buf *Buffer) AppendN(dst []byte, n int) ([]byte, error) {
 }
 
 func (buf *Buffer) appendN(a appendArgs) ([]byte, error) {
+	if a.want < 0 {
+		return a.dst, opError("read", errors.New("negative count"))
+	}
+	if err := buf.frozen(false); err != nil {
+		return a.dst, opError("read", err)
+	}
 	dst, want := a.dst, a.want
 	for {
 		var length C.size_t
@@ -379,7 +384,7 @@ type lineInto struct {
 // appends it, without its terminator, to dst (evbuffer_search_eol and
 // evbuffer_remove), returning the extended slice and true. While no whole
 // line is buffered it returns dst, false and removes nothing; so it does for
-// an unknown style. With room for the line in dst it is one cgo call;
+// an unknown style and for the output buffer of a buffer event. With room for the line in dst it is one cgo call;
 // otherwise dst grows and one more call takes the line.
 func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 	if style < EOLAny || style > EOLNUL {
@@ -408,6 +413,9 @@ func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 // appendLine returns nil, nil while no whole line is buffered; a found line
 // is never nil.
 func (buf *Buffer) appendLine(a lineInto) ([]byte, error) {
+	if err := buf.frozen(false); err != nil {
+		return nil, err
+	}
 	dst := a.dst
 	room := dst[len(dst):cap(dst)]
 	var eol C.size_t
@@ -480,15 +488,13 @@ type copyArgs struct {
 }
 
 // ReadAt copies len(p) bytes from offset off of the buffer into p and
-// removes nothing (evbuffer_copyout_from): a look-ahead, say at a length
+// removes nothing (evbuffer_peek): a look-ahead, say at a length
 // prefix, before deciding how much to take. It implements io.ReaderAt over
 // what is buffered now: fewer bytes than len(p) come with io.EOF (more may
-// arrive later), and a negative off is an error. From a callback it is one
-// cgo call and allocates nothing; p is the caller's, a copy.
+// arrive later), and a negative off is an error. It reads the output buffer
+// too. From a callback it is one cgo call and allocates nothing; p is the
+// caller's, a copy.
 func (buf *Buffer) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, opError("read", errors.New("negative offset"))
-	}
 	if buf.be.base.onLoop() {
 		if buf.be.closed.Load() {
 			return 0, ErrClosed
@@ -502,13 +508,13 @@ func (buf *Buffer) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (buf *Buffer) readAt(a copyArgs) (int, error) {
+	if a.off < 0 {
+		return 0, opError("read", errors.New("negative offset"))
+	}
 	if len(a.p) == 0 {
 		return 0, nil
 	}
 	n := int(C.evl_buffer_copy_at(buf.ptr, unsafe.Pointer(&a.p[0]), C.size_t(len(a.p)), C.size_t(a.off)))
-	if n < 0 {
-		return 0, opError("read", errors.New("evbuffer_copyout_from failed"))
-	}
 	if n < len(a.p) {
 		return n, io.EOF
 	}

@@ -648,6 +648,11 @@ func (be *BufferEvent) connect(sa *bindAddr) error {
 
 // write is Write's loop half: one cgo call (evl_bev_write).
 func (be *BufferEvent) write(p []byte) (int, error) {
+	if be.connecting {
+		// Not on a socket still connecting: a write could take the
+		// connect's error, which libevent reads from the socket.
+		return be.out.write(p)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}

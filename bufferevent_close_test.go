@@ -66,7 +66,9 @@ func TestBufferEventCloseLeavesTheDescriptor(t *testing.T) {
 		fd, peer := tcpPair(t)
 		be := newBEV(t, b, fd)
 		be.SetCallbacks(func(be *BufferEvent) {
-			be.Write([]byte("reply"))
+			// Queued, arming the write event, where Write would send at
+			// once: Close must drop it.
+			be.Output().Write([]byte("reply"))
 			be.Close()
 		}, nil, nil)
 		be.Enable(EvRead | EvWrite)

@@ -244,6 +244,13 @@ func TestClosedObjects(t *testing.T) {
 			n, err := c.be.Input().MoveTo(nil)
 			return []any{n, err}
 		}},
+		{method: "Buffer.AppendTo", call: func(c *closed) []any { out, err := c.be.Input().AppendTo(nil); return []any{len(out), err} }},
+		{method: "Buffer.AppendN", call: func(c *closed) []any { out, err := c.be.Input().AppendN(nil, 1); return []any{len(out), err} }},
+		{method: "Buffer.AppendN", how: "negative count", call: func(c *closed) []any { out, err := c.be.Input().AppendN(nil, -1); return []any{len(out), err} }},
+		{method: "Buffer.AppendLine", call: func(c *closed) []any { line, ok := c.be.Input().AppendLine(nil, EOLLF); return []any{line, ok} }, want: func(*closed) []any { return []any{[]byte(nil), false} }},
+		{method: "Buffer.IndexFrom", call: func(c *closed) []any { return []any{c.be.Input().IndexFrom([]byte("x"), 0)} }, want: func(*closed) []any { return []any{-1} }},
+		{method: "Buffer.ReadAt", call: func(c *closed) []any { n, err := c.be.Input().ReadAt(make([]byte, 1), 0); return []any{n, err} }},
+		{method: "Buffer.ReadAt", how: "negative offset", call: func(c *closed) []any { n, err := c.be.Input().ReadAt(make([]byte, 1), -1); return []any{n, err} }},
 
 		{method: "Event.Close", call: func(c *closed) []any { return []any{c.ev.Close()} }},
 		{method: "Event.Add", call: func(c *closed) []any { return []any{c.ev.Add(time.Second)} }},

@@ -190,6 +190,8 @@ func TestBufferFrozenEnds(t *testing.T) {
 		{"Output().MoveTo(Input())", second(out.MoveTo(in)), ErrInputEnd},
 		{"Output().Read", second(out.Read(make([]byte, 4))), ErrOutputFront},
 		{"Output().Drain", out.Drain(1), ErrOutputFront},
+		{"Output().AppendTo", second(out.AppendTo(nil)), ErrOutputFront},
+		{"Output().AppendN", second(out.AppendN(nil, 1)), ErrOutputFront},
 	} {
 		if !errors.Is(tc.err, tc.want) {
 			t.Errorf("%s = %v, want %v", tc.call, tc.err, tc.want)
@@ -198,8 +200,15 @@ func TestBufferFrozenEnds(t *testing.T) {
 	if line, ok := out.ReadLine(EOLLF); ok || line != nil {
 		t.Errorf("Output().ReadLine = %q, %v; want nil, false", line, ok)
 	}
+	if line, ok := out.AppendLine(nil, EOLLF); ok || line != nil {
+		t.Errorf("Output().AppendLine = %q, %v; want nil, false", line, ok)
+	}
 	if got, i := string(out.Peek(10)), out.Index([]byte("\n")); got != "line\n" || i != 4 {
 		t.Errorf("Output().Peek, Index = %q, %d; want the output untouched and readable", got, i)
+	}
+	p := make([]byte, 3)
+	if n, err := out.ReadAt(p, 1); n != 3 || err != nil || string(p) != "ine" || out.IndexFrom([]byte("\n"), 2) != 4 {
+		t.Errorf("Output().ReadAt(3 bytes, 1), IndexFrom = %q, %v; want the output readable from an offset", p[:n], err)
 	}
 }
 

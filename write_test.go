@@ -3,6 +3,7 @@ package evlistener
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"syscall"
 	"testing"
@@ -238,4 +239,79 @@ func TestCloseAfterImmediateWriteWithWriteCallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A Write on a buffer event still connecting is queued, not written: the
+// bytes follow the connection, and a refused connect is reported as such,
+// not swallowed by a write that read the socket's error.
+func TestWriteWhileConnecting(t *testing.T) {
+	t.Run("accepted", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		be, err := NewBufferEvent(b, -1, BEVOptCloseOnFree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer be.Close()
+		events := make(chan BEVEvent, 4)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, _ error) { events <- what })
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		queued := make(chan int, 1)
+		b.Do(func() {
+			if err := be.Connect("tcp", ln.Addr().String()); err != nil {
+				t.Error(err)
+			}
+			be.Write([]byte("hello"))
+			queued <- be.Output().Len()
+		})
+		if n := recv(t, queued, "the write"); n != 5 {
+			t.Fatalf("%d bytes queued while connecting, want 5", n)
+		}
+		if what := recv(t, events, "the connect"); what != BEVEventConnected {
+			t.Fatalf("event %v, want Connected", what)
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got := make([]byte, 5)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+			t.Fatalf("peer read %q, %v", got, err)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		addr := ln.Addr().String()
+		ln.Close()
+		be, err := NewBufferEvent(b, -1, BEVOptCloseOnFree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer be.Close()
+		errs := make(chan error, 4)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
+			if what != BEVEventError {
+				err = errors.New("event " + what.String())
+			}
+			errs <- err
+		})
+		be.Enable(EvRead | EvWrite)
+		dispatching(t, b)
+		b.Do(func() {
+			if err := be.Connect("tcp", addr); err != nil {
+				errs <- err
+				return
+			}
+			be.Write([]byte("hello"))
+		})
+		if err := recv(t, errs, "the connect's outcome"); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%v, want ECONNREFUSED", err)
+		}
+	})
 }
