@@ -38,8 +38,9 @@ import (
 // Each buffer has an end that only libevent moves, as in C: only the
 // socket adds to the input buffer, so Write and MoveTo into it fail with
 // ErrInputEnd; only the socket takes from the output buffer, so Read,
-// Drain and MoveTo from it fail with ErrOutputFront, and ReadLine on it
-// finds no line. Peek, Index and Len work on both.
+// AppendTo, AppendN, Drain and MoveTo from it fail with ErrOutputFront,
+// and ReadLine and AppendLine on it find no line. Peek, ReadAt, Index,
+// IndexFrom and Len work on both.
 type Buffer struct {
 	be  *BufferEvent
 	ptr *C.struct_evbuffer // owned by the loop

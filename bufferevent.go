@@ -318,22 +318,15 @@ func (be *BufferEvent) echoInput() (int, error) {
 // Read reads from the input buffer (bufferevent_read); see Buffer.Read.
 func (be *BufferEvent) Read(p []byte) (int, error) { return be.in.Read(p) }
 
-// Write sends p to the peer (bufferevent_write, but at once where it can).
-// When nothing waits in the output buffer and writing is enabled, p goes
-// to the socket at once, as libevent's write event would send it on the
-// next turn of the loop; what the socket does not take, and all of p when
-// output is already waiting or writing is disabled, is appended to the
-// output buffer, so the bytes go out in order either way. It always takes
-// all of p: back-pressure (SetWatermark), write timeouts and
-// CloseAfterFlush see what stays queued as libevent's own writes would. A
-// write error queues p, and libevent's next write reports the error to the
-// event callback.
-//
-// The write callback still runs once the output has drained to its low
-// watermark after a Write: when p went out whole, it runs after the
-// callback that runs now, as it would once libevent had written p. From a
-// callback, Write costs one cgo call and allocates nothing; Output().Write
-// only appends, for a caller that gathers pieces before they go.
+// Write sends p to the peer (bufferevent_write), at once where it can:
+// when nothing is queued, writing is enabled and no connect is pending, p
+// goes to the socket now, and only what the socket does not take is queued
+// in the output buffer, behind which later writes wait. It always takes all
+// of p: watermarks, back-pressure, write timeouts and CloseAfterFlush see
+// what stays queued as they see libevent's own writes, and a write error
+// reaches the event callback through libevent's next write. The write
+// callback still follows: after a Write that went out whole it runs once
+// the callback that runs now returns. Output().Write only queues.
 func (be *BufferEvent) Write(p []byte) (int, error) {
 	if be.base.onLoop() {
 		if be.closed.Load() {
