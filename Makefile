@@ -1,6 +1,6 @@
 # make run   — the echo server on 127.0.0.1:9876 (ARGS="-addr 0.0.0.0 9000" to change)
 # make test  — installs what is missing, then vet, gofmt, staticcheck, race and cgocheck2 tests, GOMAXPROCS=1 and 2
-# make bench — reference servers against cmd/echo, pinned; writes bench/out/ (REFRESH=1: also bench/results.svg)
+# make bench — reference servers against cmd/echo, then ckv against cmd/kv, pinned; writes bench/out/ (REFRESH=1: also bench/results.svg)
 # make asan  — the tests built with -asan: AddressSanitizer on the C side, leak check at exit
 # make fuzz  — each fuzz target for FUZZTIME runs (about 10s each here) from testdata/fuzz; make test runs both
 GO ?= go
