@@ -1,6 +1,7 @@
 package evlistener
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -403,4 +404,60 @@ func linePingPong(peer *net.TCPConn, n int) error {
 		}
 	}
 	return nil
+}
+
+// The reads agree with the same operations on a Go slice over a buffer of
+// many chains (each socket read adds one), so that copies and searches
+// cross chain boundaries and ReadAt needs more than one evbuffer_peek.
+func TestBufferReadsAcrossChains(t *testing.T) {
+	checkNoLeaks(t)
+	data := make([]byte, 100<<10)
+	for i := range data {
+		data[i] = 'a' + byte(i*7%26)
+		if i%997 == 996 {
+			data[i] = '\n'
+		}
+	}
+	b, buf, _ := filledBuffer(t, string(data))
+	run(b, true, func() {
+		p := make([]byte, len(data))
+		for _, c := range []struct{ off, n int }{{0, len(data)}, {1, len(data) - 1}, {4095, 2}, {5000, 40000}, {len(data) - 3, 10}} {
+			n, err := buf.ReadAt(p[:c.n], int64(c.off))
+			want := data[c.off:min(c.off+c.n, len(data))]
+			if !bytes.Equal(p[:n], want) || (n < c.n) != (err == io.EOF) {
+				t.Errorf("ReadAt(%d bytes, %d) = %d bytes, %v; want %d bytes equal to the data", c.n, c.off, n, err, len(want))
+			}
+		}
+		for _, c := range []struct {
+			sep  string
+			from int
+		}{{"\n", 0}, {"\n", 997}, {"\n", 50000}, {"ab", 4090}, {"\nh", 0}, {"zz", 0}} {
+			want := bytes.Index(data[c.from:], []byte(c.sep))
+			if want >= 0 {
+				want += c.from
+			}
+			if got := buf.IndexFrom([]byte(c.sep), c.from); got != want {
+				t.Errorf("IndexFrom(%q, %d) = %d, want %d", c.sep, c.from, got, want)
+			}
+		}
+		rest := data
+		var line []byte
+		for i := 0; i < 3; i++ {
+			var ok bool
+			line, ok = buf.AppendLine(line[:0], EOLLF)
+			want, after, _ := bytes.Cut(rest, []byte{'\n'})
+			if !ok || !bytes.Equal(line, want) {
+				t.Fatalf("line %d: %d bytes, %v; want %d bytes equal to the data", i, len(line), ok, len(want))
+			}
+			rest = after
+		}
+		got, err := buf.AppendN(nil, 7000)
+		if err != nil || !bytes.Equal(got, rest[:7000]) {
+			t.Fatalf("AppendN(7000): %d bytes, %v; want the next 7000 bytes", len(got), err)
+		}
+		got, err = buf.AppendTo(got[:0])
+		if err != nil || !bytes.Equal(got, rest[7000:]) || buf.Len() != 0 {
+			t.Fatalf("AppendTo: %d bytes, %v, %d left; want the last %d bytes, none left", len(got), err, buf.Len(), len(rest)-7000)
+		}
+	})
 }
