@@ -26,6 +26,7 @@ import "C"
 import (
 	"errors"
 	"io"
+	"math"
 	"slices"
 	"unsafe"
 )
@@ -327,10 +328,8 @@ type appendArgs struct {
 // it is one cgo call; otherwise dst grows, as append grows it, and one more
 // call takes the rest.
 func (buf *Buffer) AppendTo(dst []byte) ([]byte, error) {
-	return buf.AppendN(dst, maxInt)
+	return buf.AppendN(dst, math.MaxInt)
 }
-
-const maxInt = int(^uint(0) >> 1)
 
 // AppendN removes up to n bytes from the front of the buffer and appends
 // them to dst, returning the extended slice: fewer than n when fewer are
@@ -384,9 +383,10 @@ type lineInto struct {
 // AppendLine removes one whole line from the front of the buffer and
 // appends it, without its terminator, to dst (evbuffer_search_eol and
 // evbuffer_remove), returning the extended slice and true. While no whole
-// line is buffered it returns dst, false and removes nothing; so it does for
-// an unknown style and for the output buffer of a buffer event. With room for the line in dst it is one cgo call;
-// otherwise dst grows and one more call takes the line.
+// line is buffered it returns dst, false and removes nothing; so it does
+// for an unknown style and for the output buffer of a buffer event. With
+// room for the line in dst it is one cgo call; otherwise dst grows and one
+// more call takes the line.
 func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 	if style < EOLAny || style > EOLNUL {
 		return dst, false
