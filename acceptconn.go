@@ -267,6 +267,13 @@ func (l *Listener) onAcceptConn(fd int, slot unsafe.Pointer, errno syscall.Errno
 	}
 }
 
+// acceptConn hands fd, a connection accepted outside libevent's accept
+// loop, to the listener's acceptor as that loop would. Loop only; l has an
+// acceptor.
+func (l *Listener) acceptConn(fd int) {
+	C.evl_accept_conn_cb(l.ptr, C.evutil_socket_t(fd), nil, 0, unsafe.Pointer(l.conns.c))
+}
+
 // connTable is a base's connections accepted through acceptors: the Go
 // objects by descriptor, and the C slots (struct evl_conns) that hold their
 // C storage. A slot, its object and the object's handle are made the first
@@ -362,7 +369,7 @@ func (t *connTable) forget(fd int) {
 	if ev := t.events.get(fd); ev != nil && ev.pool != nil && !ev.closed.Load() {
 		ev.closed.Store(true)
 		ev.ptr, ev.cb = nil, nil
-		t.open--
+		t.ended()
 	}
 	if be := t.bevs.get(fd); be != nil && be.pool != nil && (!be.closed.Load() || be.flushing) {
 		be.dropTimer()
@@ -370,7 +377,17 @@ func (t *connTable) forget(fd int) {
 		be.flushing, be.lingering = false, false
 		be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
 		be.readCb, be.writeCb, be.eventCb = nil, nil, nil
-		t.open--
+		t.ended()
+	}
+}
+
+// ended counts a connection of the table gone. A Server's loop hears of it
+// through one func on the base: pooled connections never pass through
+// object.release, where the Server's other connections end.
+func (t *connTable) ended() {
+	t.open--
+	if f := t.base.poolEnded; f != nil {
+		f()
 	}
 }
 
@@ -382,7 +399,7 @@ func (t *connTable) closeEvent(ev *Event) error {
 	// The event is the first member of its slot.
 	C.evl_conn_close_event((*C.struct_evl_conn_ev)(ev.cptr), C.int(ev.fd))
 	ev.ptr, ev.cb = nil, nil
-	t.open--
+	t.ended()
 	return nil
 }
 
@@ -427,7 +444,7 @@ func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 	be.ctx, be.ptr = nil, nil
 	be.in.ptr, be.out.ptr = nil, nil
 	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
-	t.open--
+	t.ended()
 	return nil
 }
 
@@ -451,6 +468,11 @@ func (t *connTable) close() error {
 			deleteHandle(be.h)
 		}
 	})
+	if f := t.base.poolEnded; f != nil {
+		for range t.open {
+			f()
+		}
+	}
 	C.evl_conns_free(t.c) // closes the sockets still open
 	t.c, t.events, t.bevs, t.open = nil, nil, nil, 0
 	t.base.unregister(&t.link)

@@ -177,8 +177,22 @@ type Server struct {
 	// BaseFlags are the loops' options (NewBaseWithFlags); BaseNoLock
 	// where no C code shares the loops.
 	BaseFlags BaseFlag
-	// Handler serves each accepted connection (required).
+	// Handler serves each accepted connection. Exactly one of Handler,
+	// Events and BufferEvents is set.
 	Handler ConnFunc
+	// Events, instead of Handler, makes each loop's listener accept every
+	// connection into an event made and armed in C (Listener.AcceptEvents):
+	// no allocation per connection. A connection counts as open (MaxConns,
+	// Stats, Shutdown) from its OnAccept until its event's Close.
+	Events *EventOptions
+	// BufferEvents, instead of Handler, accepts every connection into a
+	// buffer event made in C (Listener.AcceptBufferEvents), counted as
+	// open until the buffer event is closed (CloseAfterFlush included).
+	BufferEvents *BufferEventOptions
+	// OnLoopStart, if set, runs once for each loop as Listen creates it,
+	// before the loop accepts, on the goroutine that calls Listen: the
+	// place for a loop's settings (SetBusyPoll) and for state of its own.
+	OnLoopStart func(b *Base)
 	// OnShutdown, if set, runs on each loop once it has stopped
 	// accepting, at Shutdown and at the drain after an upgrade: the place
 	// to close idle connections and flush the others (CloseAfterFlush).
@@ -287,9 +301,17 @@ func (s *Server) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("evlistener: Server: "+format, a...)
 	}
+	serving := 0
+	for _, set := range []bool{s.Handler != nil, s.Events != nil, s.BufferEvents != nil} {
+		if set {
+			serving++
+		}
+	}
 	switch {
-	case s.Handler == nil:
-		return bad("Handler is nil: nothing would serve the connections")
+	case serving == 0:
+		return bad("Handler is nil, and so are Events and BufferEvents: nothing would serve the connections")
+	case serving > 1:
+		return bad("more than one of Handler, Events and BufferEvents is set: set one")
 	case s.Loops < 0:
 		return bad("Loops %d: want 1 or more (0: 1)", s.Loops)
 	case s.MaxConns < 0:
@@ -346,7 +368,8 @@ func (s *Server) listen(inherited []int) error {
 		}
 		lp := &serverLoop{srv: s, base: base, limit: math.MaxInt, done: make(chan struct{})}
 		lp.endFn = lp.ended
-		base.connEnded = lp.endFn // one func per loop: nothing allocated per connection
+		// One func per loop: nothing allocated per connection.
+		base.connEnded, base.poolEnded = lp.endFn, lp.endFn
 		if maxConns > 0 {
 			lp.limit = maxConns / loops
 			if i < maxConns%loops {
@@ -354,6 +377,9 @@ func (s *Server) listen(inherited []int) error {
 			}
 		}
 		s.loops = append(s.loops, lp)
+		if s.OnLoopStart != nil {
+			s.OnLoopStart(base)
+		}
 		switch {
 		case len(inherited) > 0:
 			lp.ln, err = adoptShared(base, lp.accept, flags, inherited, i)
@@ -361,6 +387,9 @@ func (s *Server) listen(inherited []int) error {
 			lp.ln, err = adoptShared(base, lp.accept, flags, []int{s.loops[0].ln.FD()}, 1)
 		default:
 			lp.ln, err = NewBind(base, lp.accept, flags, backlog, network, addr)
+		}
+		if err == nil {
+			err = lp.acceptPooled()
 		}
 		if err != nil {
 			return err
@@ -576,8 +605,39 @@ func (s *Server) fail(err error) {
 	}
 }
 
-// accept runs on the loop for each new connection.
-func (lp *serverLoop) accept(l *Listener, fd int, addr net.Addr) {
+// acceptPooled makes the loop's listener accept into events or buffer
+// events made in C, with Events or BufferEvents. The OnAccept that counts
+// each connection is made once per loop, so that a connection allocates
+// nothing.
+func (lp *serverLoop) acceptPooled() error {
+	s := lp.srv
+	switch {
+	case s.Events != nil:
+		o := *s.Events
+		user := o.OnAccept
+		o.OnAccept = func(l *Listener, ev *Event) {
+			lp.opened(l)
+			if user != nil {
+				user(l, ev)
+			}
+		}
+		return lp.ln.AcceptEvents(o)
+	case s.BufferEvents != nil:
+		o := *s.BufferEvents
+		user := o.OnAccept
+		o.OnAccept = func(l *Listener, be *BufferEvent) {
+			lp.opened(l)
+			if user != nil {
+				user(l, be)
+			}
+		}
+		return lp.ln.AcceptBufferEvents(o)
+	}
+	return nil
+}
+
+// opened counts a new connection; at the loop's limit it stops accepting.
+func (lp *serverLoop) opened(l *Listener) {
 	lp.accepted.Add(1)
 	if !lp.stopping && lp.open() >= lp.limit && !lp.full {
 		// Inside the accept callback this stops libevent's accept loop
@@ -586,6 +646,11 @@ func (lp *serverLoop) accept(l *Listener, fd int, addr net.Addr) {
 		lp.atLimit.Add(1)
 		l.Disable()
 	}
+}
+
+// accept runs on the loop for each new connection, with a Handler.
+func (lp *serverLoop) accept(l *Listener, fd int, addr net.Addr) {
+	lp.opened(l)
 	served := false
 	defer func() {
 		if !served {
@@ -763,7 +828,11 @@ func (lp *serverLoop) acceptQueued() {
 		default:
 			return // EAGAIN: the backlog is empty; anything else: give up
 		}
-		lp.accept(lp.ln, int(nfd), sockaddrToAddr(unsafe.Pointer(&rsa), int(n)))
+		if lp.ln.conns != nil {
+			lp.ln.acceptConn(int(nfd))
+		} else {
+			lp.accept(lp.ln, int(nfd), sockaddrToAddr(unsafe.Pointer(&rsa), int(n)))
+		}
 	}
 }
 

@@ -128,6 +128,10 @@ func TestServerBadConfig(t *testing.T) {
 		{"port out of range", &Server{Addr: "127.0.0.1:70000", Handler: h}, "70000"},
 		{"not an address", &Server{Addr: "no port", Handler: h}, "no port"},
 		{"unknown base flags", &Server{Addr: "127.0.0.1:0", Handler: h, Loops: 2, BaseFlags: 1 << 20}, "unknown flags"},
+		{"handler and events", &Server{Addr: "127.0.0.1:0", Handler: h, Events: &EventOptions{OnEvent: func(*Event, int, Events) {}}}, "more than one of Handler, Events and BufferEvents"},
+		{"events and buffer events", &Server{Addr: "127.0.0.1:0", Events: &EventOptions{}, BufferEvents: &BufferEventOptions{}}, "more than one"},
+		{"events without a callback", &Server{Addr: "127.0.0.1:0", Loops: 2, Events: &EventOptions{}}, "nil callback"},
+		{"bad buffer event options", &Server{Addr: "127.0.0.1:0", BufferEvents: &BufferEventOptions{ReadTimeout: -1}}, "negative timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.s
@@ -1041,4 +1045,205 @@ func TestServerSocketActivation(t *testing.T) {
 		t.Errorf("served: %s; want 4 accepted", res)
 	}
 	f.waitFirst()
+}
+
+// pooledServers are a Server of each kind that accepts into objects made
+// in C, echoing what arrives and closing at the client's end, with onAccept
+// (may be nil) run for each connection.
+func pooledServers(onAccept func()) []pooledServer {
+	buf := make([]byte, 64<<10) // one loop reads at a time in these tests
+	ev := &EventOptions{
+		OnAccept: func(*Listener, *Event) {
+			if onAccept != nil {
+				onAccept()
+			}
+		},
+		OnEvent: func(ev *Event, fd int, _ Events) {
+			n, err := syscall.Read(fd, buf)
+			if n <= 0 {
+				if err != syscall.EAGAIN {
+					ev.Close()
+				}
+				return
+			}
+			syscall.Write(fd, buf[:n])
+		},
+	}
+	bev := &BufferEventOptions{
+		OnAccept: func(*Listener, *BufferEvent) {
+			if onAccept != nil {
+				onAccept()
+			}
+		},
+		OnRead: func(be *BufferEvent) { be.EchoInput() },
+		OnEvent: func(be *BufferEvent, what BEVEvent, _ error) {
+			if what&(BEVEventEOF|BEVEventError|BEVEventTimeout) != 0 {
+				be.Close()
+			}
+		},
+	}
+	return []pooledServer{{"events", ev, nil}, {"buffer events", nil, bev}}
+}
+
+type pooledServer struct {
+	name string
+	ev   *EventOptions
+	bev  *BufferEventOptions
+}
+
+// server returns a new Server with the options.
+func (p pooledServer) server() *Server { return &Server{Events: p.ev, BufferEvents: p.bev} }
+
+// TestServerPooledMaxConns: accepting into events or buffer events made in
+// C, the Server still holds MaxConns across its loops: it counts each
+// connection from its OnAccept to its Close, and the others wait in the
+// backlog and are served in turn.
+func TestServerPooledMaxConns(t *testing.T) {
+	const maxConns, clients = 4, 16
+	var peak atomic.Int64
+	var current *Server
+	for _, tc := range pooledServers(func() {
+		if open := int64(current.Stats().Open); open > peak.Load() {
+			peak.Store(open)
+		}
+	}) {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			peak.Store(0)
+			s := tc.server()
+			s.Loops, s.MaxConns = 2, maxConns
+			current = s
+			addr, _ := serve(t, s)
+			echoed := make(chan net.Conn, clients)
+			for i := range clients {
+				c := dial(t, addr)
+				go func() {
+					if err := echoOnce(c, fmt.Sprintf("client %02d", i)); err != nil {
+						t.Errorf("client %d: %v", i, err)
+						c.Close()
+					}
+					echoed <- c
+				}()
+			}
+			for range clients {
+				recv(t, echoed, "the next client served").Close()
+			}
+			waitFor(t, "every connection closed", func() bool { return s.Stats().Open == 0 })
+			st := s.Stats()
+			if p := peak.Load(); p > maxConns {
+				t.Errorf("%d connections open at once, want at most %d", p, maxConns)
+			}
+			if st.Accepted != clients || st.Closed != clients || st.AtLimit == 0 || st.AcceptErrors != 0 {
+				t.Errorf("Stats = %+v, want %d accepted and closed, at the limit at least once", st, clients)
+			}
+		})
+	}
+}
+
+// TestServerPooledShutdown: Shutdown waits for pooled connections to end,
+// and its deadline, or Close, closes those left; Stats count them closed.
+func TestServerPooledShutdown(t *testing.T) {
+	for _, tc := range pooledServers(nil) {
+		t.Run(tc.name+"/lets open connections finish", func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			addr, served := serve(t, s)
+			var cs []net.Conn
+			for i := range 3 {
+				cs = append(cs, dial(t, addr))
+				mustEcho(t, cs[i], "hello")
+			}
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(context.Background()) }()
+			for i, c := range cs {
+				mustEcho(t, c, "still here")
+				select {
+				case err := <-shut:
+					t.Fatalf("Shutdown returned %v with %d connections open", err, len(cs)-i)
+				default:
+				}
+				c.Close()
+			}
+			if err := recv(t, shut, "Shutdown"); err != nil {
+				t.Fatalf("Shutdown = %v, want nil", err)
+			}
+			if err := recv(t, served, "Serve"); err != ErrServerClosed {
+				t.Fatalf("Serve = %v, want ErrServerClosed", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
+		})
+		t.Run(tc.name+"/deadline cuts connections", func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			s.Loops = 2
+			addr, served := serve(t, s)
+			var cs []net.Conn
+			for range 3 {
+				c := dial(t, addr)
+				mustEcho(t, c, "hello")
+				cs = append(cs, c)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Open: 3})
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
+			}
+			for _, c := range cs {
+				closedByServer(t, c)
+			}
+			if err := recv(t, served, "Serve"); err != ErrServerClosed {
+				t.Fatalf("Serve = %v, want ErrServerClosed", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
+		})
+	}
+}
+
+// TestServerPooledAllocs: through the Server, a connection accepted into
+// an object made in C allocates nothing, at the limit and back: the count
+// and the limit run in one OnAccept and one end func per loop.
+func TestServerPooledAllocs(t *testing.T) {
+	for _, tc := range pooledServers(nil) {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			s.Addr, s.MaxConns = "127.0.0.1:0", 1
+			closeAtOnce := func(l *Listener, ev *Event) { ev.Close() }
+			if s.Events != nil {
+				o := *s.Events
+				o.OnAccept = closeAtOnce
+				s.Events = &o
+			} else {
+				o := *s.BufferEvents
+				o.OnAccept = func(l *Listener, be *BufferEvent) { be.Close() }
+				s.BufferEvents = &o
+			}
+			if err := s.Listen(); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			lp := s.loops[0]
+			fd, _ := tcpPair(t)
+			defer syscall.Close(fd)
+			const runs = 1000
+			var allocs float64
+			var err error
+			lp.base.Do(func() { // no Dispatch runs: this goroutine is the loop
+				allocs = testing.AllocsPerRun(runs, func() {
+					if e := benchAcceptDup(lp.ln, fd, 1); e != nil {
+						err = e
+					}
+				})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if allocs != 0 {
+				t.Errorf("%v allocations per connection, want 0", allocs)
+			}
+			// AllocsPerRun runs the function once more to warm up.
+			wantStats(t, s, ServerStats{Accepted: runs + 1, Closed: runs + 1, AtLimit: runs + 1})
+		})
+	}
 }
