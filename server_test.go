@@ -1200,6 +1200,75 @@ func TestServerPooledShutdown(t *testing.T) {
 	}
 }
 
+// TestServerPooledQueued: at Shutdown, the connections waiting in the
+// backlog of a Server at its limit are accepted into their objects and
+// served, not refused.
+func TestServerPooledQueued(t *testing.T) {
+	for _, tc := range pooledServers(nil) {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			s.MaxConns = 1
+			addr, _ := serve(t, s)
+			first := dial(t, addr)
+			mustEcho(t, first, "first")
+			var queued []net.Conn
+			for range 3 {
+				c := dial(t, addr)
+				io.WriteString(c, "queued")
+				queued = append(queued, c)
+			}
+			stillQueued(t, queued[0])
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(context.Background()) }()
+			for _, c := range queued {
+				buf := make([]byte, 6)
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
+					t.Fatalf("queued client: %q, %v; want its echo", buf, err)
+				}
+				c.Close()
+			}
+			first.Close()
+			if err := recv(t, shut, "Shutdown"); err != nil {
+				t.Fatalf("Shutdown = %v", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 4, Closed: 4, AtLimit: 1})
+		})
+	}
+}
+
+// TestServerOnLoopStart: OnLoopStart runs once per loop, with the loop's
+// base, before the loop accepts.
+func TestServerOnLoopStart(t *testing.T) {
+	checkNoLeaks(t)
+	var started []*Base
+	var mu sync.Mutex
+	seen := map[*Base]bool{}
+	s := &Server{Loops: 3, OnLoopStart: func(b *Base) { started = append(started, b) }, Handler: func(c Conn) {
+		mu.Lock()
+		seen[c.Base] = true
+		mu.Unlock()
+		echoConn(c)
+	}}
+	addr, _ := serve(t, s)
+	if len(started) != 3 || started[0] == started[1] || started[1] == started[2] || started[0] == started[2] {
+		t.Fatalf("OnLoopStart ran with %v, want the 3 loops' bases", started)
+	}
+	for range 20 {
+		c := dial(t, addr)
+		mustEcho(t, c, "x")
+		c.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for b := range seen {
+		if b != started[0] && b != started[1] && b != started[2] {
+			t.Errorf("a connection on base %p, which OnLoopStart was not given", b)
+		}
+	}
+}
+
 // TestServerPooledAllocs: through the Server, a connection accepted into
 // an object made in C allocates nothing, at the limit and back: the count
 // and the limit run in one OnAccept and one end func per loop.
