@@ -38,8 +38,13 @@ import (
 // net/http's is.
 var ErrServerClosed = errors.New("evlistener: Server closed")
 
-// upgradeEnv tells a process started by Upgrade how many sockets it got.
-const upgradeEnv = "EVLISTENER_UPGRADE"
+// UpgradeEnv is the environment variable that tells a process started by
+// Upgrade how many sockets it was handed (see Listen). A program that
+// handed its sockets over by a name of its own before it ran on Server
+// can rename its variable to this one, before Listen, to take them over.
+const UpgradeEnv = "EVLISTENER_UPGRADE"
+
+const upgradeEnv = UpgradeEnv
 
 // Defaults of the Server's fields.
 const (

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"runtime"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/evlistener/evlistener"
@@ -20,57 +22,89 @@ const defaultEngine = "event"
 // besides what libevent and the binding keep, except while an event
 // connection's write stops short (stall).
 
-// serve makes lp's listener accept into its engine's objects.
-func (lp *loop) serve() error {
-	cfg := lp.srv.cfg
+// maxRead is the most the event engine reads at once.
+const maxRead = 64 << 10
+
+// defaultBusyPoll is the most a loop polls after a burst of work before it
+// sleeps; the budget (-busy-poll-budget) decides how much of it is spent. A
+// client's next request commonly follows the answer within tens of
+// microseconds: catching it saves a sleep and a wake-up.
+const defaultBusyPoll = 50 * time.Microsecond
+
+// echo is the server's per-connection design: the engine's options for
+// the Server, and each loop's state.
+type echo struct {
+	cfg   config
+	loops []*loop // one per loop, appended by loopStart before serving
+	// The bufferevent engine's callbacks, made once so that switching
+	// them costs nothing.
+	onRead, onDrained, onFlushed evlistener.DataFunc
+	onEvent                      evlistener.BufferEventFunc
+}
+
+// loop is what a loop keeps for its connections, touched on that loop
+// only.
+type loop struct {
+	base *evlistener.Base
+	buf  []byte        // the event engine reads into it
+	idle time.Duration // -idle
+	// The event engine: the connections whose write stopped short, by
+	// descriptor.
+	stalls []*stall
+}
+
+// serveOn sets srv to accept into the engine's objects.
+func (e *echo) serveOn(srv *evlistener.Server) {
+	cfg := e.cfg
+	srv.OnLoopStart = e.loopStart
 	if cfg.engine == "bufferevent" {
-		lp.onRead, lp.onDrained, lp.onFlushed = lp.bevRead, lp.bevDrained, lp.bevFlushed
-		lp.onEvent = lp.bevEvent
-		return lp.ln.AcceptBufferEvents(evlistener.BufferEventOptions{
+		e.onRead, e.onDrained, e.onFlushed, e.onEvent = e.bevRead, e.bevDrained, e.bevFlushed, e.bevEvent
+		srv.BufferEvents = &evlistener.BufferEventOptions{
 			// Idle: nothing arrived, or nothing could be sent, for
 			// that long.
 			ReadTimeout:  cfg.idle,
 			WriteTimeout: cfg.idle,
 			// Reading resumes once a full output is down to half.
 			WriteLowWatermark: cfg.maxPending / 2,
-			OnAccept:          lp.acceptBufferEvent,
-			OnRead:            lp.onRead,
-			OnEvent:           lp.onEvent,
-		})
+			OnAccept:          func(_ *evlistener.Listener, be *evlistener.BufferEvent) { setNoDelay(be.FD()) },
+			OnRead:            e.onRead,
+			OnEvent:           e.onEvent,
+		}
+		return
 	}
-	return lp.ln.AcceptEvents(evlistener.EventOptions{
+	srv.Events = &evlistener.EventOptions{
 		What: evlistener.EvRead | evlistener.EvPersist,
 		// The timeout restarts with every read: it closes idle clients.
 		Timeout:  cfg.idle,
-		OnAccept: lp.acceptEvent,
-		OnEvent:  lp.readable,
-	})
-}
-
-// opened counts a new connection; at -max-conns the listener stops.
-func (lp *loop) opened(l *evlistener.Listener, fd int) {
-	// Small messages go out at once rather than wait for Nagle's timer.
-	setNoDelay(fd)
-	lp.open++
-	if lp.open >= lp.limit && !lp.full {
-		// Inside the accept callback this stops libevent's accept loop
-		// at once; the next clients wait in the backlog.
-		lp.full = true
-		l.Disable()
+		OnAccept: func(_ *evlistener.Listener, ev *evlistener.Event) { setNoDelay(ev.FD()) },
+		OnEvent:  e.readable,
 	}
 }
 
-// closed runs on the loop when a connection has closed.
-func (lp *loop) closed() {
-	lp.open--
-	if lp.full && lp.open < lp.limit {
-		lp.full = false
-		lp.ln.Enable()
+// loopStart sets up a loop of the Server as it is made.
+func (e *echo) loopStart(b *evlistener.Base) {
+	b.SetBusyPoll(e.cfg.busyPoll)
+	b.SetBusyPollBudget(e.cfg.pollBudget)
+	e.loops = append(e.loops, &loop{base: b, buf: make([]byte, min(e.cfg.maxPending, maxRead)), idle: e.cfg.idle})
+	// Each loop waits for events inside a cgo call and keeps its P. With
+	// no idle P the runtime takes that P away within 20 µs and wakes a
+	// thread to hold it, and the loop must win a P back for every
+	// callback: on a one-CPU run, a context switch or two per message.
+	// One P per loop and one more for the rest keeps a P idle.
+	if runtime.GOMAXPROCS(0) < len(e.loops)+1 {
+		runtime.GOMAXPROCS(len(e.loops) + 1)
 	}
 }
 
-func (lp *loop) acceptBufferEvent(l *evlistener.Listener, be *evlistener.BufferEvent) {
-	lp.opened(l, be.FD())
+// loopOf returns the state of the loop of base b: a scan, as loops are
+// few and the first is the one there is most often.
+func (e *echo) loopOf(b *evlistener.Base) *loop {
+	for _, lp := range e.loops {
+		if lp.base == b {
+			return lp
+		}
+	}
+	panic("echo: a connection on a loop the Server did not start")
 }
 
 // bevRead echoes what arrived: libevent read it into the input buffer, and
@@ -79,25 +113,25 @@ func (lp *loop) acceptBufferEvent(l *evlistener.Listener, be *evlistener.BufferE
 // writes). Once max-pending bytes wait to go out, the client sends faster
 // than it reads: stop reading until the output has drained to the write low
 // watermark.
-func (lp *loop) bevRead(be *evlistener.BufferEvent) {
+func (e *echo) bevRead(be *evlistener.BufferEvent) {
 	pending, err := be.EchoInput()
 	if err != nil {
-		lp.closeBufferEvent(be)
+		be.Close()
 		return
 	}
-	if pending >= lp.srv.cfg.maxPending {
+	if pending >= e.cfg.maxPending {
 		be.Disable(evlistener.EvRead)
-		be.SetCallbacks(lp.onRead, lp.onDrained, lp.onEvent)
+		be.SetCallbacks(e.onRead, e.onDrained, e.onEvent)
 	}
 }
 
-func (lp *loop) bevDrained(be *evlistener.BufferEvent) {
-	be.SetCallbacks(lp.onRead, nil, lp.onEvent)
+func (e *echo) bevDrained(be *evlistener.BufferEvent) {
+	be.SetCallbacks(e.onRead, nil, e.onEvent)
 	be.Enable(evlistener.EvRead)
 }
 
 // bevEvent: end of stream, an error or a timeout.
-func (lp *loop) bevEvent(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
+func (e *echo) bevEvent(be *evlistener.BufferEvent, what evlistener.BEVEvent, err error) {
 	const (
 		reading = evlistener.BEVEventReading
 		eof     = evlistener.BEVEventEOF
@@ -108,22 +142,17 @@ func (lp *loop) bevEvent(be *evlistener.BufferEvent, what evlistener.BEVEvent, e
 		// The client has finished sending: send the rest of its echo,
 		// then close.
 		be.SetWatermark(evlistener.EvWrite, 0, 0)
-		be.SetCallbacks(nil, lp.onFlushed, lp.onEvent)
+		be.SetCallbacks(nil, e.onFlushed, e.onEvent)
 	case what == reading|timeout && be.Output().Len() > 0:
 		// Quiet, but still taking its echo: not idle. The write timeout
 		// watches that; listen again.
 		be.Enable(evlistener.EvRead)
 	default:
-		lp.closeBufferEvent(be)
+		be.Close()
 	}
 }
 
-func (lp *loop) bevFlushed(be *evlistener.BufferEvent) { lp.closeBufferEvent(be) }
-
-func (lp *loop) closeBufferEvent(be *evlistener.BufferEvent) {
-	be.Close()
-	lp.closed()
-}
+func (e *echo) bevFlushed(be *evlistener.BufferEvent) { be.Close() }
 
 // The event engine: one event per connection, with read() and write()
 // straight from its callback, in Go: the libevent limit, with no buffer
@@ -139,12 +168,9 @@ type stall struct {
 	sent    int // of pending
 }
 
-func (lp *loop) acceptEvent(l *evlistener.Listener, ev *evlistener.Event) {
-	lp.opened(l, ev.FD())
-}
-
 // readable reads what arrived into the loop's buffer and writes it back.
-func (lp *loop) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
+func (e *echo) readable(ev *evlistener.Event, fd int, what evlistener.Events) {
+	lp := e.loopOf(ev.Base())
 	if what&evlistener.EvTimeout != 0 {
 		lp.closeEvent(ev)
 		return
@@ -193,7 +219,7 @@ func (lp *loop) stall(ev *evlistener.Event, fd int, rest []byte) {
 	s.sent = 0
 	ev.Del()
 	// Idle while writing: the client read nothing for that long.
-	if err := s.write.Add(lp.srv.cfg.idle); err != nil {
+	if err := s.write.Add(lp.idle); err != nil {
 		lp.closeEvent(ev)
 	}
 }
@@ -220,7 +246,7 @@ func (lp *loop) writable(w *evlistener.Event, fd int, what evlistener.Events) {
 		s.sent += n
 	}
 	w.Del()
-	if err := s.read.Add(lp.srv.cfg.idle); err != nil {
+	if err := s.read.Add(lp.idle); err != nil {
 		lp.closeEvent(s.read)
 	}
 }
@@ -236,7 +262,6 @@ func (lp *loop) closeEvent(ev *evlistener.Event) {
 		}
 	}
 	ev.Close()
-	lp.closed()
 }
 
 // rawIO is read(2) on a non-blocking socket.

@@ -57,9 +57,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"os"
 	"os/signal"
-	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -74,6 +76,11 @@ const (
 	// and libevent's wake-up fd, and the Go runtime's own.
 	fdHeadroom     = 32
 	fdHeadroomLoop = 4
+	// oldUpgradeEnv is how an echo from before evlistener.Server handed its
+	// sockets over; the protocol is the same.
+	oldUpgradeEnv = "ECHO_UPGRADE"
+
+	defaultUpgradeTimeout = 10 * time.Second
 )
 
 func main() {
@@ -82,17 +89,10 @@ func main() {
 
 // config is the command line, checked.
 type config struct {
-	addr       string
-	port       int
-	engine     string
-	maxConns   int
-	maxPending int
-	idle       time.Duration
-	loops      int
-	busyPoll   time.Duration
-	pollBudget float64
-	drain      time.Duration
-	upgradeIn  time.Duration
+	addr, engine                      string
+	port, maxConns, maxPending, loops int
+	idle, busyPoll, drain, upgradeIn  time.Duration
+	pollBudget                        float64
 }
 
 // run is the program; it returns the exit status.
@@ -104,115 +104,99 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	// Signals are caught from before the first bind, so that one arriving
-	// as the server starts still shuts it down cleanly. They belong to
-	// os/signal: libevent's evsignal would replace the Go runtime's
-	// handlers.
-	// Room for a SIGTERM behind an unread SIGHUP: Notify drops what does
-	// not fit.
+	// Caught from before the bind: a signal as the server starts still
+	// shuts it down cleanly. Room for a SIGTERM behind an unread SIGHUP.
 	sigc := make(chan os.Signal, 4)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigc)
-	// Before anything could change the working directory.
-	self, selfErr := startPath()
-
-	inherited, ready, err := inheritedSockets(stderr)
-	if err != nil {
+	if v, ok := os.LookupEnv(oldUpgradeEnv); ok {
+		os.Unsetenv(oldUpgradeEnv)
+		os.Setenv(evlistener.UpgradeEnv, v)
+	}
+	srv := &evlistener.Server{
+		Addr:     net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)),
+		Loops:    cfg.loops,
+		MaxConns: cfg.maxConns,
+		Backlog:  1024, // clients past -max-conns wait in it
+		// No C code shares the loops: libevent's locks would only cost.
+		BaseFlags:      evlistener.BaseNoLock,
+		UpgradeTimeout: cfg.upgradeIn,
+		ErrorLog:       log.New(stderr, "echo: ", 0),
+	}
+	(&echo{cfg: cfg}).serveOn(srv)
+	if err := srv.Listen(); err != nil {
 		fmt.Fprintf(stderr, "echo: %v\n", err)
 		return 1
 	}
-	if len(inherited) > cfg.loops {
-		cfg.loops = len(inherited)
-		cfg.maxConns = max(cfg.maxConns, cfg.loops)
-	}
-
-	// Each loop waits for events inside a cgo call and keeps its P. With
-	// no idle P the runtime takes that P away within 20 µs and wakes a
-	// thread to hold it, and the loop must win a P back for every callback:
-	// on a one-CPU run, a context switch or two per message. One P per loop
-	// and one more for the rest keeps a P idle.
-	if runtime.GOMAXPROCS(0) < cfg.loops+1 {
-		runtime.GOMAXPROCS(cfg.loops + 1)
-	}
-	srv, err := listen(cfg, stderr, inherited)
-	if err != nil {
-		fmt.Fprintf(stderr, "echo: %v\n", err)
-		return 1
-	}
-	for _, a := range srv.addrs {
+	for _, a := range srv.Addrs() {
 		fmt.Fprintf(stderr, "echo: listening on %v\n", a)
 	}
-	srv.start()
-	signalReady(ready)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
 
 	var (
-		pending *upgrade        // a new process, not ready yet
-		drained <-chan struct{} // set once the sockets are handed over
-		drainT  <-chan time.Time
-		drainAt time.Time
+		upgraded  = make(chan error, 1)
+		upgrading bool
+		drainT    <-chan time.Time // set once the sockets are handed over
+		drainAt   time.Time
 	)
+	// closeAll closes every connection at once and says how many there were.
+	closeAll := func() uint64 {
+		n := srv.Stats().Open
+		srv.Close()
+		<-served
+		return n
+	}
+	handedOver := func() {
+		fmt.Fprintf(stderr, "echo: upgraded to pid %d\n", srv.Successor())
+		drainAt = time.Now()
+		drainT = time.After(cfg.drain)
+	}
 	for {
 		select {
 		case sig := <-sigc:
-			if sig == syscall.SIGHUP {
-				switch {
-				case drained != nil:
-					fmt.Fprintf(stderr, "echo: SIGHUP ignored: the sockets are handed over already\n")
-				case pending != nil:
-					fmt.Fprintf(stderr, "echo: SIGHUP ignored: an upgrade to pid %d is under way\n", pending.cmd.Process.Pid)
-				case selfErr != nil:
-					fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", selfErr)
-				default:
-					if pending, err = srv.startUpgrade(self, args, cfg.upgradeIn); err != nil {
-						fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", err)
-					}
-				}
-				continue
+			if sig != syscall.SIGHUP {
+				start := time.Now()
+				n := closeAll() // a pending upgrade's new process too
+				fmt.Fprintf(stderr, "echo: %v: closed %d connections and stopped in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
+				return 0
 			}
-			if pending != nil {
-				pending.cancel()
+			switch {
+			case drainT != nil:
+				fmt.Fprintf(stderr, "echo: SIGHUP ignored: the sockets are handed over already\n")
+			case upgrading:
+				fmt.Fprintf(stderr, "echo: SIGHUP ignored: an upgrade is under way\n")
+			default:
+				upgrading = true
+				go func() { upgraded <- srv.Upgrade() }()
 			}
-			start := time.Now()
-			n := srv.shutdown()
-			fmt.Fprintf(stderr, "echo: %v: closed %d connections and stopped in %v\n", sig, n, time.Since(start).Round(time.Microsecond))
-			return 0
-		case err := <-srv.fatal:
-			fmt.Fprintf(stderr, "echo: %v\n", err)
-			if pending != nil {
-				pending.cancel()
-			}
-			srv.shutdown()
-			return 1
-		case err := <-pendingDone(pending):
+		case err := <-upgraded:
+			upgrading = false
 			if err != nil {
+				// What failed, without the Server's prefix.
+				if inner := errors.Unwrap(err); inner != nil {
+					err = inner
+				}
 				fmt.Fprintf(stderr, "echo: upgrade failed: %v\n", err)
-				pending = nil
-				continue
+			} else if drainT == nil {
+				handedOver()
 			}
-			fmt.Fprintf(stderr, "echo: upgraded to pid %d\n", pending.cmd.Process.Pid)
-			pending = nil
-			drainAt = time.Now()
-			drained = srv.stopAccepting()
-			drainT = time.After(cfg.drain)
-		case <-drained:
-			srv.shutdown()
-			fmt.Fprintf(stderr, "echo: drained: the last connection closed after %v\n", time.Since(drainAt).Round(time.Millisecond))
-			return 0
+		case err := <-served:
+			if drainT == nil && srv.Successor() != 0 {
+				handedOver() // and drained already, before Upgrade returned
+			}
+			if drainT != nil && errors.Is(err, evlistener.ErrServerClosed) {
+				fmt.Fprintf(stderr, "echo: drained: the last connection closed after %v\n", time.Since(drainAt).Round(time.Millisecond))
+				return 0
+			}
+			fmt.Fprintf(stderr, "echo: %v\n", err)
+			return 1
 		case <-drainT:
-			n := srv.shutdown()
+			n := closeAll()
 			fmt.Fprintf(stderr, "echo: drained: -drain %v passed, closed %d connections\n", cfg.drain, n)
 			return 0
 		}
 	}
-}
-
-// pendingDone is the channel on which u tells how it went, or nil (never
-// ready) without an upgrade under way.
-func pendingDone(u *upgrade) <-chan error {
-	if u == nil {
-		return nil
-	}
-	return u.done
 }
 
 // parseArgs reads the command line. On an error it has already told the
@@ -252,37 +236,29 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	}
 	maxConnsSet := false
 	fs.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
-	if cfg.engine != "event" && cfg.engine != "bufferevent" {
-		return usageErr("unknown -engine %q: want event or bufferevent", cfg.engine)
-	}
-	if cfg.loops < 1 {
-		return usageErr("-loops %d: want at least 1", cfg.loops)
-	}
-	if !maxConnsSet {
+	if !maxConnsSet && cfg.loops >= 1 {
 		cfg.maxConns = defaultMaxConns(cfg.loops)
 	}
-	if cfg.maxConns < 1 {
+	switch {
+	case cfg.engine != "event" && cfg.engine != "bufferevent":
+		return usageErr("unknown -engine %q: want event or bufferevent", cfg.engine)
+	case cfg.loops < 1:
+		return usageErr("-loops %d: want at least 1", cfg.loops)
+	case cfg.maxConns < 1:
 		return usageErr("-max-conns %d: want at least 1", cfg.maxConns)
-	}
-	if cfg.loops > cfg.maxConns {
+	case cfg.loops > cfg.maxConns:
 		return usageErr("-loops %d is more than -max-conns %d: each loop serves at least one connection", cfg.loops, cfg.maxConns)
-	}
-	if cfg.maxPending < 1 {
+	case cfg.maxPending < 1:
 		return usageErr("-max-pending %d: want at least 1", cfg.maxPending)
-	}
-	if cfg.busyPoll < 0 || cfg.busyPoll > time.Second {
+	case cfg.busyPoll < 0 || cfg.busyPoll > time.Second:
 		return usageErr("-busy-poll %v: want 0 to 1s", cfg.busyPoll)
-	}
-	if !(cfg.pollBudget >= 0) { // NaN too
+	case !(cfg.pollBudget >= 0): // NaN too
 		return usageErr("-busy-poll-budget %v: want 0 or more (inf: no limit)", cfg.pollBudget)
-	}
-	if cfg.idle < 0 {
+	case cfg.idle < 0:
 		return usageErr("-idle %v: want 0 (never) or more", cfg.idle)
-	}
-	if cfg.drain < 0 {
+	case cfg.drain < 0:
 		return usageErr("-drain %v: want 0 or more", cfg.drain)
-	}
-	if cfg.upgradeIn <= 0 {
+	case cfg.upgradeIn <= 0:
 		return usageErr("-upgrade-timeout %v: want more than 0", cfg.upgradeIn)
 	}
 	return cfg, nil
