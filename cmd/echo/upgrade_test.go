@@ -589,3 +589,53 @@ func TestSocketActivation(t *testing.T) {
 	}
 	f.stopLast(pid2)
 }
+
+// TestUpgradeFromOldEcho: an echo from before it ran on evlistener.Server
+// handed its sockets over with ECHO_UPGRADE=N (the same fds and readiness
+// pipe as the Server's): this echo takes them, says it is ready on the
+// pipe, and serves the socket it was given, binding nothing.
+func TestUpgradeFromOldEcho(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(echoBin, "0")
+	cmd.ExtraFiles = []*os.File{lf, w}
+	cmd.Env = append(os.Environ(), "ECHO_UPGRADE=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("echo stderr:\n%s", stderr.String())
+		}
+	}()
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 1 {
+		t.Fatalf("readiness pipe: %d bytes, %v; want the ready byte", n, err)
+	}
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoMsg(c, []byte("from an old echo")); err != nil {
+		t.Fatal(err)
+	}
+}
