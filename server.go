@@ -139,7 +139,7 @@ var errNotServerConn = errors.New("evlistener: Conn: not a connection a Server a
 
 // ServerStats are a Server's counts since Listen, for logs and tests.
 type ServerStats struct {
-	Accepted uint64 // connections handed to the ConnFunc
+	Accepted uint64 // connections handed to the Handler, or made into an Event or BufferEvent
 	Open     uint64 // of those, not ended yet
 	Closed   uint64 // of those, ended
 	// AtLimit counts the times a loop reached its share of MaxConns and
@@ -989,6 +989,18 @@ func (s *Server) Successor() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.successor
+}
+
+// Upgrading returns the pid of the new process that an Upgrade under way
+// waits for, or 0: for a program's log when a second signal comes. It may
+// be called from any goroutine.
+func (s *Server) Upgrading() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.upgrade == nil {
+		return 0
+	}
+	return s.upgrade.cmd.Process.Pid
 }
 
 // pendingUpgrade is a new process being started.

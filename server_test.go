@@ -664,6 +664,10 @@ func serverHelper() error {
 		select {
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
+				if pid := s.Upgrading(); pid != 0 {
+					say("upgrading %d", pid)
+					continue
+				}
 				go func() {
 					err := s.Upgrade()
 					say("upgrade: %v", err)
@@ -746,7 +750,7 @@ func (f *serverFamily) logText() string {
 	return f.log.String()
 }
 
-var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|successor|shutdown:|served:) ?(.*)$`)
+var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|upgrading|successor|shutdown:|served:) ?(.*)$`)
 
 // next waits for the next report of kind (skipping other lines) and
 // returns its pid and the rest.
@@ -929,6 +933,11 @@ func TestServerShutdownDuringUpgrade(t *testing.T) {
 	// The new process is started, holds the sockets, and stalls.
 	waitFor(t, "the new process", func() bool { return childOf(cmd.Process.Pid) != 0 })
 	child := childOf(cmd.Process.Pid)
+	// A second SIGHUP: the helper asks Upgrading, which names the child.
+	cmd.Process.Signal(syscall.SIGHUP)
+	if _, res := f.next("upgrading"); res != strconv.Itoa(child) {
+		t.Errorf("Upgrading = %s during the upgrade to pid %d", res, child)
+	}
 	before := l.ok.Load()
 	waitFor(t, "load during the pending upgrade", func() bool { return l.ok.Load() >= before+50 })
 	termAt := time.Now()

@@ -83,9 +83,7 @@ const (
 	defaultUpgradeTimeout = 10 * time.Second
 )
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
-}
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // config is the command line, checked.
 type config struct {
@@ -165,7 +163,7 @@ func run(args []string, stderr io.Writer) int {
 			case drainT != nil:
 				fmt.Fprintf(stderr, "echo: SIGHUP ignored: the sockets are handed over already\n")
 			case upgrading:
-				fmt.Fprintf(stderr, "echo: SIGHUP ignored: an upgrade is under way\n")
+				fmt.Fprintf(stderr, "echo: SIGHUP ignored: an upgrade to pid %d is under way\n", srv.Upgrading())
 			default:
 				upgrading = true
 				go func() { upgraded <- srv.Upgrade() }()
