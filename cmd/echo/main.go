@@ -10,9 +10,8 @@
 //	-addr HOST        address to listen on (default 127.0.0.1; 0.0.0.0 or ::
 //	                  to serve the network)
 //	-engine NAME      event (default): one libevent event per connection,
-//	                  read() and write() in its callback; bufferevent: a
-//	                  libevent buffer event per connection that moves its
-//	                  input to its output, as the libevent book's echo does
+//	                  read() and write() in its callback; bufferevent: the
+//	                  libevent book's buffer event per connection
 //	-max-conns N      connections served at once; more wait in the kernel's
 //	                  backlog (default: RLIMIT_NOFILE minus headroom)
 //	-max-pending B    echo bytes held per connection; a client that sends
@@ -21,14 +20,10 @@
 //	-idle D           close connections idle that long (default 5m; 0: never)
 //	-loops N          event loops, each on its own OS thread with its own
 //	                  listener on the port (SO_REUSEPORT) (default 1)
-//	-busy-poll D      after serving a burst, a loop polls for up to that
-//	                  long before it sleeps: the next request is often that
-//	                  close (default 50µs; 0: sleep at once)
-//	-busy-poll-budget F
-//	                  the share of its working time a loop may spend
-//	                  polling (default 0.1: polling adds at most a tenth to
-//	                  the CPU time; inf: poll the whole -busy-poll window
-//	                  after every burst, the lowest latency for the most CPU)
+//	-busy-poll D, -busy-poll-budget F
+//	                  after a burst, a loop polls for up to D before it sleeps
+//	                  (default 50µs; 0: never), spending at most the share F
+//	                  of its working time on it (default 0.1; inf: no limit)
 //	-drain D          after an upgrade, serve this process's connections for
 //	                  at most that long, then close them (default 30s)
 //	-upgrade-timeout D
