@@ -374,7 +374,10 @@ func (s *Server) listen(inherited []int) error {
 		lp := &serverLoop{srv: s, base: base, limit: math.MaxInt, done: make(chan struct{})}
 		lp.endFn = lp.ended
 		// One func per loop: nothing allocated per connection.
-		base.connEnded, base.poolEnded = lp.endFn, lp.endFn
+		base.connEnded = lp.endFn
+		if s.Events != nil || s.BufferEvents != nil {
+			base.poolEnded = lp.endFn
+		}
 		if maxConns > 0 {
 			lp.limit = maxConns / loops
 			if i < maxConns%loops {
