@@ -17,9 +17,8 @@ const defaultEngine = "event"
 // Both engines accept with the connection's object made in C, as a C
 // server makes it in its accept callback (the Server's Events and
 // BufferEvents, through Listener.AcceptEvents and AcceptBufferEvents): the
-// listener makes, arms and pools each connection's
-// event or buffer event, and the callbacks below are the loop's, shared by
-// its connections. So a connection costs the server no state of its own
+// listener makes, arms and pools each connection's event or buffer event,
+// and the callbacks below are shared by the connections. So a connection costs the server no state of its own
 // besides what libevent and the binding keep, except while an event
 // connection's write stops short (stall).
 
