@@ -1060,7 +1060,6 @@ func TestServerSocketActivation(t *testing.T) {
 // in C, echoing what arrives and closing at the client's end, with onAccept
 // (may be nil) run for each connection.
 func pooledServers(onAccept func()) []pooledServer {
-	buf := make([]byte, 64<<10) // one loop reads at a time in these tests
 	ev := &EventOptions{
 		OnAccept: func(*Listener, *Event) {
 			if onAccept != nil {
@@ -1068,6 +1067,7 @@ func pooledServers(onAccept func()) []pooledServer {
 			}
 		},
 		OnEvent: func(ev *Event, fd int, _ Events) {
+			buf := make([]byte, 512) // the loops read at once: a buffer each
 			n, err := syscall.Read(fd, buf)
 			if n <= 0 {
 				if err != syscall.EAGAIN {
