@@ -933,17 +933,18 @@ func TestServerShutdownDuringUpgrade(t *testing.T) {
 	// The new process is started, holds the sockets, and stalls.
 	waitFor(t, "the new process", func() bool { return childOf(cmd.Process.Pid) != 0 })
 	child := childOf(cmd.Process.Pid)
-	// A second SIGHUP: the helper asks Upgrading, which names the child.
+	// A second SIGHUP: the helper asks Upgrading, which names the new
+	// process that the upgrade's report names below.
 	cmd.Process.Signal(syscall.SIGHUP)
-	if _, res := f.next("upgrading"); res != strconv.Itoa(child) {
-		t.Errorf("Upgrading = %s during the upgrade to pid %d", res, child)
-	}
+	_, upgrading := f.next("upgrading")
 	before := l.ok.Load()
 	waitFor(t, "load during the pending upgrade", func() bool { return l.ok.Load() >= before+50 })
 	termAt := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	if _, res := f.next("upgrade:"); !strings.Contains(res, "shutting down") {
 		t.Errorf("upgrade: %s; want it stopped for the shutdown", res)
+	} else if !strings.Contains(res, "pid "+upgrading+" ") || upgrading == "0" {
+		t.Errorf("Upgrading = %s during the upgrade that ended with %q", upgrading, res)
 	}
 	if _, res := f.next("shutdown:"); res != "<nil>" {
 		t.Errorf("shutdown: %s", res)
