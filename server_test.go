@@ -169,90 +169,102 @@ func TestServerBadConfig(t *testing.T) {
 }
 
 func TestServerShutdown(t *testing.T) {
-	t.Run("lets open connections finish", func(t *testing.T) {
-		checkNoLeaks(t)
-		stopped := make(chan struct{}, 1)
-		s := &Server{Handler: echoConn, OnShutdown: func(*Base) { stopped <- struct{}{} }}
-		addr, served := serve(t, s)
-		var cs []net.Conn
-		for i := range 3 {
-			cs = append(cs, dial(t, addr))
-			mustEcho(t, cs[i], "hello")
-		}
-		shut := make(chan error, 1)
-		go func() { shut <- s.Shutdown(context.Background()) }()
-		recv(t, stopped, "OnShutdown")
-		refused(t, addr)
-		for i, c := range cs {
-			// Still served: Shutdown waits for them.
-			mustEcho(t, c, "still here")
-			select {
-			case err := <-shut:
-				t.Fatalf("Shutdown returned %v with %d connections open", err, len(cs)-i)
-			default:
+	for _, tc := range serverKinds() {
+		t.Run(tc.name+"/lets open connections finish", func(t *testing.T) {
+			checkNoLeaks(t)
+			stopped := make(chan struct{}, 1)
+			s := tc.server()
+			s.OnShutdown = func(*Base) { stopped <- struct{}{} }
+			addr, served := serve(t, s)
+			var cs []net.Conn
+			for i := range 3 {
+				cs = append(cs, dial(t, addr))
+				mustEcho(t, cs[i], "hello")
 			}
-			c.Close()
-		}
-		if err := recv(t, shut, "Shutdown"); err != nil {
-			t.Fatalf("Shutdown = %v, want nil", err)
-		}
-		if err := recv(t, served, "Serve"); err != ErrServerClosed {
-			t.Fatalf("Serve = %v, want ErrServerClosed", err)
-		}
-		wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
-	})
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(context.Background()) }()
+			recv(t, stopped, "OnShutdown")
+			refused(t, addr)
+			for i, c := range cs {
+				// Still served: Shutdown waits for them.
+				mustEcho(t, c, "still here")
+				select {
+				case err := <-shut:
+					t.Fatalf("Shutdown returned %v with %d connections open", err, len(cs)-i)
+				default:
+				}
+				c.Close()
+			}
+			if err := recv(t, shut, "Shutdown"); err != nil {
+				t.Fatalf("Shutdown = %v, want nil", err)
+			}
+			if err := recv(t, served, "Serve"); err != ErrServerClosed {
+				t.Fatalf("Serve = %v, want ErrServerClosed", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
+		})
 
-	t.Run("deadline cuts connections", func(t *testing.T) {
-		checkNoLeaks(t)
-		s := &Server{Handler: echoConn, Loops: 2}
-		addr, served := serve(t, s)
-		c := dial(t, addr)
-		mustEcho(t, c, "hello")
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
-		}
-		closedByServer(t, c)
-		if err := recv(t, served, "Serve"); err != ErrServerClosed {
-			t.Fatalf("Serve = %v, want ErrServerClosed", err)
-		}
-		wantStats(t, s, ServerStats{Accepted: 1, Closed: 1})
-	})
+		t.Run(tc.name+"/deadline cuts connections", func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			s.Loops = 2
+			addr, served := serve(t, s)
+			var cs []net.Conn
+			for range 3 {
+				c := dial(t, addr)
+				mustEcho(t, c, "hello")
+				cs = append(cs, c)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Open: 3})
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
+			}
+			for _, c := range cs {
+				closedByServer(t, c)
+			}
+			if err := recv(t, served, "Serve"); err != ErrServerClosed {
+				t.Fatalf("Serve = %v, want ErrServerClosed", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
+		})
 
-	t.Run("queued connections are served, not refused", func(t *testing.T) {
-		checkNoLeaks(t)
-		s := &Server{Handler: echoConn, MaxConns: 1}
-		addr, _ := serve(t, s)
-		first := dial(t, addr)
-		mustEcho(t, first, "first")
-		// At the limit: these wait in the backlog.
-		var queued []net.Conn
-		for range 3 {
-			c := dial(t, addr)
-			io.WriteString(c, "queued")
-			queued = append(queued, c)
-		}
-		stillQueued(t, queued[0])
-		shut := make(chan error, 1)
-		go func() { shut <- s.Shutdown(context.Background()) }()
-		for _, c := range append(queued, first) {
-			buf := make([]byte, 6)
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if c != first {
+		// At Shutdown, the connections waiting in the backlog of a Server
+		// at its limit are accepted (into their objects, for Events and
+		// BufferEvents) and served, not refused.
+		t.Run(tc.name+"/queued connections are served, not refused", func(t *testing.T) {
+			checkNoLeaks(t)
+			s := tc.server()
+			s.MaxConns = 1
+			addr, _ := serve(t, s)
+			first := dial(t, addr)
+			mustEcho(t, first, "first")
+			// At the limit: these wait in the backlog.
+			var queued []net.Conn
+			for range 3 {
+				c := dial(t, addr)
+				io.WriteString(c, "queued")
+				queued = append(queued, c)
+			}
+			stillQueued(t, queued[0])
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(context.Background()) }()
+			for _, c := range queued {
+				buf := make([]byte, 6)
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
 					t.Fatalf("queued client: %q, %v; want its echo", buf, err)
 				}
+				c.Close()
 			}
-			c.Close()
-		}
-		if err := recv(t, shut, "Shutdown"); err != nil {
-			t.Fatalf("Shutdown = %v", err)
-		}
-		if st := s.Stats(); st.Accepted != 4 || st.Open != 0 || st.AtLimit != 1 {
-			t.Errorf("Stats = %+v, want 4 accepted, 0 open, at the limit once", st)
-		}
-	})
+			first.Close()
+			if err := recv(t, shut, "Shutdown"); err != nil {
+				t.Fatalf("Shutdown = %v", err)
+			}
+			wantStats(t, s, ServerStats{Accepted: 4, Closed: 4, AtLimit: 1})
+		})
+	}
 
 	t.Run("from another goroutine while accepting", func(t *testing.T) {
 		checkNoLeaks(t)
@@ -1092,17 +1104,26 @@ func pooledServers(onAccept func()) []pooledServer {
 			}
 		},
 	}
-	return []pooledServer{{"events", ev, nil}, {"buffer events", nil, bev}}
+	return []pooledServer{{name: "events", ev: ev}, {name: "buffer events", bev: bev}}
+}
+
+// serverKinds is an echo Server of each way of serving a connection: a
+// Handler, Events and BufferEvents.
+func serverKinds() []pooledServer {
+	return append([]pooledServer{{name: "handler", h: echoConn}}, pooledServers(nil)...)
 }
 
 type pooledServer struct {
 	name string
+	h    ConnFunc
 	ev   *EventOptions
 	bev  *BufferEventOptions
 }
 
-// server returns a new Server with the options.
-func (p pooledServer) server() *Server { return &Server{Events: p.ev, BufferEvents: p.bev} }
+// server returns a new Server with the handler or options.
+func (p pooledServer) server() *Server {
+	return &Server{Handler: p.h, Events: p.ev, BufferEvents: p.bev}
+}
 
 // TestServerPooledMaxConns: accepting into events or buffer events made in
 // C, the Server still holds MaxConns across its loops: it counts each
@@ -1146,104 +1167,6 @@ func TestServerPooledMaxConns(t *testing.T) {
 			if st.Accepted != clients || st.Closed != clients || st.AtLimit == 0 || st.AcceptErrors != 0 {
 				t.Errorf("Stats = %+v, want %d accepted and closed, at the limit at least once", st, clients)
 			}
-		})
-	}
-}
-
-// TestServerPooledShutdown: Shutdown waits for pooled connections to end,
-// and its deadline, or Close, closes those left; Stats count them closed.
-func TestServerPooledShutdown(t *testing.T) {
-	for _, tc := range pooledServers(nil) {
-		t.Run(tc.name+"/lets open connections finish", func(t *testing.T) {
-			checkNoLeaks(t)
-			s := tc.server()
-			addr, served := serve(t, s)
-			var cs []net.Conn
-			for i := range 3 {
-				cs = append(cs, dial(t, addr))
-				mustEcho(t, cs[i], "hello")
-			}
-			shut := make(chan error, 1)
-			go func() { shut <- s.Shutdown(context.Background()) }()
-			for i, c := range cs {
-				mustEcho(t, c, "still here")
-				select {
-				case err := <-shut:
-					t.Fatalf("Shutdown returned %v with %d connections open", err, len(cs)-i)
-				default:
-				}
-				c.Close()
-			}
-			if err := recv(t, shut, "Shutdown"); err != nil {
-				t.Fatalf("Shutdown = %v, want nil", err)
-			}
-			if err := recv(t, served, "Serve"); err != ErrServerClosed {
-				t.Fatalf("Serve = %v, want ErrServerClosed", err)
-			}
-			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
-		})
-		t.Run(tc.name+"/deadline cuts connections", func(t *testing.T) {
-			checkNoLeaks(t)
-			s := tc.server()
-			s.Loops = 2
-			addr, served := serve(t, s)
-			var cs []net.Conn
-			for range 3 {
-				c := dial(t, addr)
-				mustEcho(t, c, "hello")
-				cs = append(cs, c)
-			}
-			wantStats(t, s, ServerStats{Accepted: 3, Open: 3})
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			defer cancel()
-			if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
-			}
-			for _, c := range cs {
-				closedByServer(t, c)
-			}
-			if err := recv(t, served, "Serve"); err != ErrServerClosed {
-				t.Fatalf("Serve = %v, want ErrServerClosed", err)
-			}
-			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
-		})
-	}
-}
-
-// TestServerPooledQueued: at Shutdown, the connections waiting in the
-// backlog of a Server at its limit are accepted into their objects and
-// served, not refused.
-func TestServerPooledQueued(t *testing.T) {
-	for _, tc := range pooledServers(nil) {
-		t.Run(tc.name, func(t *testing.T) {
-			checkNoLeaks(t)
-			s := tc.server()
-			s.MaxConns = 1
-			addr, _ := serve(t, s)
-			first := dial(t, addr)
-			mustEcho(t, first, "first")
-			var queued []net.Conn
-			for range 3 {
-				c := dial(t, addr)
-				io.WriteString(c, "queued")
-				queued = append(queued, c)
-			}
-			stillQueued(t, queued[0])
-			shut := make(chan error, 1)
-			go func() { shut <- s.Shutdown(context.Background()) }()
-			for _, c := range queued {
-				buf := make([]byte, 6)
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
-					t.Fatalf("queued client: %q, %v; want its echo", buf, err)
-				}
-				c.Close()
-			}
-			first.Close()
-			if err := recv(t, shut, "Shutdown"); err != nil {
-				t.Fatalf("Shutdown = %v", err)
-			}
-			wantStats(t, s, ServerStats{Accepted: 4, Closed: 4, AtLimit: 1})
 		})
 	}
 }
