@@ -422,7 +422,7 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 	be.in = Buffer{be: be, ptr: c.bev.in}
 	be.out = Buffer{be: be, ptr: c.bev.out}
 	be.outHigh, be.outFull, be.writeTimeout = o.WriteHighWatermark, false, o.WriteTimeout
-	be.connecting, be.connected, be.inConnect, be.peerEOF = false, false, false, false
+	be.connecting, be.connected, be.peerEOF = false, false, false
 	be.flushing, be.lingering = false, false
 	if be.rare != nil { // kept: a flush per connection allocates nothing
 		*be.rare = bevRare{}

@@ -1058,7 +1058,7 @@ func TestAcceptConnStorm(t *testing.T) {
 // added to BufferEvent must be added there too, or a connection would
 // inherit the last one's value. This list is takeBufferEvent's.
 func TestPooledBufferEventFields(t *testing.T) {
-	reset := []string{"object", "closeOnFree", "outFull", "connecting", "connected", "inConnect", "peerEOF",
+	reset := []string{"object", "closeOnFree", "outFull", "connecting", "connected", "peerEOF",
 		"flushing", "lingering", "ctx", "ptr", "readCb", "writeCb", "eventCb", "in", "out",
 		"outHigh", "writeTimeout", "pool", "rare"}
 	var have []string

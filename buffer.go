@@ -3,14 +3,10 @@ package evlistener
 /*
 #cgo noescape evbuffer_remove
 #cgo nocallback evbuffer_remove
-#cgo noescape evl_buffer_copy
-#cgo nocallback evl_buffer_copy
 #cgo noescape evl_buffer_add
 #cgo nocallback evl_buffer_add
 #cgo noescape evl_buffer_take
 #cgo nocallback evl_buffer_take
-#cgo noescape evl_buffer_index
-#cgo nocallback evl_buffer_index
 #cgo noescape evl_buffer_remove_into
 #cgo nocallback evl_buffer_remove_into
 #cgo noescape evl_buffer_line_into
@@ -273,7 +269,7 @@ func (buf *Buffer) peek(n int) ([]byte, error) {
 		return nil, nil
 	}
 	p := make([]byte, n)
-	return p[:int(C.evl_buffer_copy(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(n)))], nil
+	return p[:int(C.evl_buffer_copy_at(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(n), 0))], nil
 }
 
 // Index returns the offset of the first instance of sep in the buffer
@@ -299,7 +295,7 @@ func (buf *Buffer) index(sep []byte) (int, error) {
 	if len(sep) == 0 {
 		return 0, nil
 	}
-	return int(C.evl_buffer_index(buf.ptr, unsafe.Pointer(&sep[0]), C.size_t(len(sep)))), nil
+	return int(C.evl_buffer_index_from(buf.ptr, unsafe.Pointer(&sep[0]), C.size_t(len(sep)), 0)), nil
 }
 
 // grew runs on the loop after the buffer grew to n bytes: the output buffer

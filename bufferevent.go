@@ -57,7 +57,6 @@ type BufferEvent struct {
 	outFull     bool // BEVEventOutputFull reported, no write callback since
 	connecting  bool // Connect started, no outcome yet
 	connected   bool // Connect succeeded
-	inConnect   bool // in bufferevent_socket_connect, whose failure Connect returns
 	peerEOF     bool // the peer's EOF was read: nothing more will come
 	flushing    bool // CloseAfterFlush: closed to the user, output still going
 	lingering   bool // CloseAfterFlush: output in the kernel, reading to the peer's EOF
@@ -101,6 +100,19 @@ func (be *BufferEvent) peer() net.Addr {
 		return nil
 	}
 	return be.rare.peer
+}
+
+// armTimer makes CloseAfterFlush's timer fire after d, made on first use:
+// a flush that ends at once, with no deadline, makes none. It reports
+// whether the timer is set.
+func (be *BufferEvent) armTimer(d time.Duration) bool {
+	r := be.rare
+	if r.timer == nil {
+		if r.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); r.timer == nil {
+			return false
+		}
+	}
+	return C.evl_timer_add(r.timer, C.int64_t(usec(d))) == 0
 }
 
 // dropTimer frees CloseAfterFlush's timer, if there is one.
@@ -407,11 +419,6 @@ func (be *BufferEvent) onTimer() {
 }
 
 func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
-	if be.inConnect {
-		// Connect returns the failure; libevent after 2.1.12 reports it
-		// to the event callback as well.
-		return
-	}
 	connect := be.connecting
 	if what&(BEVEventConnected|BEVEventError) != 0 {
 		be.connecting = false
@@ -496,12 +503,11 @@ func (be *BufferEvent) closeAfterFlush(timeout time.Duration) error {
 	C.bufferevent_setwatermark(be.ptr, C.EV_READ|C.EV_WRITE, 0, 0)
 	C.evl_bev_set_timeouts(be.base.ptr, be.ptr, -1, C.int64_t(usec(be.writeTimeout)))
 	r := be.rareState()
-	if r.timer = C.evl_timer_new(be.base.ptr, C.uintptr_t(be.h)); r.timer == nil {
-		return be.close()
-	}
 	if timeout > 0 {
 		r.flushEnd = time.Since(clockStart) + timeout
-		C.evl_timer_add(r.timer, C.int64_t(usec(timeout)))
+		if !be.armTimer(timeout) {
+			return be.close()
+		}
 	}
 	if !pending {
 		return be.linger()
@@ -560,7 +566,9 @@ func (be *BufferEvent) lingerCheck() error {
 	if unread, unacked, ok := socketQueues(be.fd); ok && quiet && unread == 0 && unacked == 0 {
 		return be.close()
 	}
-	C.evl_timer_add(r.timer, C.int64_t(usec(min(r.lingerTick, r.flushEnd-now))))
+	if !be.armTimer(min(r.lingerTick, r.flushEnd-now)) {
+		return be.close()
+	}
 	r.lingerTick = min(2*r.lingerTick, lingerTickMax)
 	return nil
 }
@@ -625,9 +633,7 @@ func (be *BufferEvent) connect(sa *bindAddr) error {
 		// returns 0 once after a non-blocking connect completes).
 		return os.NewSyscallError("connect", syscall.EISCONN)
 	}
-	be.inConnect = true
 	r, errno := C.bufferevent_socket_connect(be.ptr, (*C.struct_sockaddr)(unsafe.Pointer(&sa.raw)), C.int(sa.len))
-	be.inConnect = false
 	if fd := int(C.bufferevent_getfd(be.ptr)); fd >= 0 && be.fd < 0 {
 		be.fd, be.closeOnFree = fd, true
 	}

@@ -253,51 +253,6 @@ func TestBufferEventReadWrite(t *testing.T) {
 	}
 }
 
-// EchoInput writes straight to the socket only when nothing waits in the
-// output buffer and writing is enabled; otherwise it queues, and the peer
-// gets every byte in order.
-func TestEchoInputWritesThrough(t *testing.T) {
-	checkNoLeaks(t)
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
-	pending := make(chan int, 3)
-	var calls int
-	be.SetCallbacks(func(be *BufferEvent) {
-		calls++
-		if calls == 2 {
-			// The write event is only now added: "hello" still waits.
-			be.Enable(EvWrite)
-		}
-		n, err := be.EchoInput()
-		if err != nil {
-			t.Error(err)
-		}
-		pending <- n
-	}, nil, nil)
-	be.Enable(EvRead)
-	be.Disable(EvWrite) // enabled from the start, as in libevent
-	dispatching(t, b)
-	expect := func(send, want string, wantPending int) {
-		t.Helper()
-		peer.Write([]byte(send))
-		if n := recv(t, pending, "the read callback"); n != wantPending {
-			t.Fatalf("after %q: %d bytes pending, want %d", send, n, wantPending)
-		}
-		if want == "" {
-			return
-		}
-		p := make([]byte, len(want))
-		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(peer, p); err != nil || string(p) != want {
-			t.Fatalf("peer read %q, %v; want %q", p, err, want)
-		}
-	}
-	expect("hello", "", 5)            // writing disabled: queued
-	expect("world", "helloworld", 10) // output waiting: appended behind it
-	expect("!", "!", 0)               // nothing waiting: written at once
-}
-
 func TestBufferEventReadWatermark(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)

@@ -233,13 +233,6 @@ int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 		timeout_tv(base, write_usec, &wtv));
 }
 
-ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len)
-{
-	struct evbuffer_ptr p = evbuffer_search_eol(buf, NULL, eol_len,
-		(enum evbuffer_eol_style)style);
-	return p.pos;
-}
-
 int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len)
 {
 	if (n > 0 && evbuffer_remove(buf, p, n) != (int)n)
@@ -247,41 +240,11 @@ int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len)
 	return evbuffer_drain(buf, eol_len);
 }
 
-ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n)
-{
-	struct evbuffer_ptr p = evbuffer_search(buf, sep, n, NULL);
-	return p.pos;
-}
-
 ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n)
 {
 	if (evbuffer_add(buf, p, n) != 0)
 		return -1;
 	return (ssize_t)evbuffer_get_length(buf);
-}
-
-/* Copies the first n bytes of buf into p, removing nothing, and returns how
- * many it copied. evbuffer_copyout refuses a buffer whose front is frozen,
- * as a buffer event's output is; evbuffer_peek reads any buffer. */
-size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n)
-{
-	struct evbuffer_iovec v[8];
-	struct evbuffer_ptr pos;
-	size_t done = 0;
-	while (done < n) {
-		int i, nv;
-		if (evbuffer_ptr_set(buf, &pos, done, EVBUFFER_PTR_SET) != 0)
-			break;
-		nv = evbuffer_peek(buf, (ev_ssize_t)(n - done), &pos, v, 8);
-		if (nv <= 0)
-			break;
-		for (i = 0; i < nv && i < 8 && done < n; i++) {
-			size_t k = v[i].iov_len < n - done ? v[i].iov_len : n - done;
-			memcpy((char *)p + done, v[i].iov_base, k);
-			done += k;
-		}
-	}
-	return done;
 }
 
 /* Connections accepted with their object made in C (acceptconn.go). */
@@ -561,9 +524,9 @@ ssize_t evl_buffer_index_from(struct evbuffer *buf, const void *sep, size_t n,
 	return start.pos;
 }
 
-/* Copies up to n bytes from offset off into p without removing them, as
- * evl_buffer_copy does from the front (evbuffer_peek: also a buffer whose
- * front is frozen). Returns the bytes copied, 0 when off is at or past the
+/* Copies up to n bytes from offset off into p without removing them
+ * (evbuffer_peek: evbuffer_copyout refuses a buffer whose front is frozen,
+ * as a buffer event's output is). Returns the bytes copied, 0 when off is at or past the
  * end. */
 ssize_t evl_buffer_copy_at(struct evbuffer *buf, void *p, size_t n, size_t off)
 {

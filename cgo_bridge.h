@@ -78,17 +78,10 @@ size_t evl_bev_echo(struct evl_bev *c);
 int evl_bev_set_timeouts(struct event_base *base, struct bufferevent *bev,
 	int64_t read_usec, int64_t write_usec);
 
-/* Buffer: the length of the first line in the style's terminator, and the
- * terminator's length in *eol_len; -1 while no whole line is buffered. */
-ssize_t evl_buffer_line(struct evbuffer *buf, int style, size_t *eol_len);
-/* Removes n bytes into p and drains eol_len more: one line and its end. */
+/* Buffer: removes n bytes into p and drains eol_len more: one line and its end. */
 int evl_buffer_take(struct evbuffer *buf, void *p, size_t n, size_t eol_len);
-/* The offset of the first sep in buf, or -1 (evbuffer_search). */
-ssize_t evl_buffer_index(struct evbuffer *buf, const void *sep, size_t n);
 /* evbuffer_add, returning the length afterwards (or -1). */
 ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
-/* Copies up to n bytes from the front of buf into p, removing nothing. */
-size_t evl_buffer_copy(struct evbuffer *buf, void *p, size_t n);
 
 
 /* Connections accepted with their event or buffer event made in C

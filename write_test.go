@@ -10,49 +10,63 @@ import (
 	"time"
 )
 
-// Write sends at once only when nothing waits in the output buffer and
-// writing is enabled; otherwise it queues, and the peer gets every byte in
-// order.
+// Write and EchoInput send at once only when nothing waits in the output
+// buffer and writing is enabled; otherwise they queue, and the peer gets
+// every byte in order.
 func TestWriteGoesOutAtOnce(t *testing.T) {
-	checkNoLeaks(t)
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
-	pending := make(chan int, 3)
-	var calls int
 	var p []byte
-	be.SetCallbacks(func(be *BufferEvent) {
-		calls++
-		if calls == 2 {
-			be.Enable(EvWrite) // the write event is only now added
-		}
-		p, _ = be.Input().AppendTo(p[:0])
-		if _, err := be.Write(p); err != nil {
-			t.Error(err)
-		}
-		pending <- be.Output().Len()
-	}, nil, nil)
-	be.Enable(EvRead)
-	be.Disable(EvWrite)
-	dispatching(t, b)
-	expect := func(send, want string, wantPending int) {
-		t.Helper()
-		peer.Write([]byte(send))
-		if n := recv(t, pending, "the read callback"); n != wantPending {
-			t.Fatalf("after %q: %d bytes pending, want %d", send, n, wantPending)
-		}
-		if want == "" {
-			return
-		}
-		p := make([]byte, len(want))
-		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(peer, p); err != nil || string(p) != want {
-			t.Fatalf("peer read %q, %v; want %q", p, err, want)
-		}
+	for _, tc := range []struct {
+		name string
+		send func(be *BufferEvent) (pending int, err error) // from the read callback
+	}{
+		{"Write", func(be *BufferEvent) (int, error) {
+			p, _ = be.Input().AppendTo(p[:0])
+			_, err := be.Write(p)
+			return be.Output().Len(), err
+		}},
+		{"EchoInput", (*BufferEvent).EchoInput},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			fd, peer := tcpPair(t)
+			be := newBEV(t, b, fd)
+			pending := make(chan int, 3)
+			var calls int
+			be.SetCallbacks(func(be *BufferEvent) {
+				calls++
+				if calls == 2 {
+					be.Enable(EvWrite) // the write event is only now added: "hello" still waits
+				}
+				n, err := tc.send(be)
+				if err != nil {
+					t.Error(err)
+				}
+				pending <- n
+			}, nil, nil)
+			be.Enable(EvRead)
+			be.Disable(EvWrite) // enabled from the start, as in libevent
+			dispatching(t, b)
+			expect := func(send, want string, wantPending int) {
+				t.Helper()
+				peer.Write([]byte(send))
+				if n := recv(t, pending, "the read callback"); n != wantPending {
+					t.Fatalf("after %q: %d bytes pending, want %d", send, n, wantPending)
+				}
+				if want == "" {
+					return
+				}
+				got := make([]byte, len(want))
+				peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(peer, got); err != nil || string(got) != want {
+					t.Fatalf("peer read %q, %v; want %q", got, err, want)
+				}
+			}
+			expect("hello", "", 5)            // writing disabled: queued
+			expect("world", "helloworld", 10) // output waiting: appended behind it
+			expect("!", "!", 0)               // nothing waiting: written at once
+		})
 	}
-	expect("hello", "", 5)            // writing disabled: queued
-	expect("world", "helloworld", 10) // output waiting: appended behind it
-	expect("!", "!", 0)               // nothing waiting: written at once
 }
 
 // A peer that does not read: Write sends what the socket takes, queues the

@@ -149,36 +149,12 @@ static void kv_read_cb(struct bufferevent *bev, void *ctx)
 	}
 }
 
-static void kv_event_cb(struct bufferevent *bev, short events, void *ctx)
-{
-	(void)ctx;
-	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		bufferevent_free(bev);
-}
-
-static void accept_conn_cb(struct evconnlistener *listener, evutil_socket_t fd,
-			   struct sockaddr *address, int socklen, void *ctx)
-{
-	struct event_base *base = evconnlistener_get_base(listener);
-	struct bufferevent *bev;
-
-	(void)address;
-	(void)socklen;
-	(void)ctx;
-	echo_set_nodelay(fd);
-	bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		evutil_closesocket(fd);
-		return;
-	}
-	bufferevent_setcb(bev, kv_read_cb, NULL, kv_event_cb, NULL);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
+static const struct echo_bev_read serve = {kv_read_cb};
 
 int main(int argc, char **argv)
 {
 	struct echo_server s;
 
-	echo_server_start(&s, "ckv", argc, argv, accept_conn_cb, NULL);
+	echo_server_start(&s, "ckv", argc, argv, echo_accept_bufferevent, (void *)&serve);
 	return echo_server_run(&s);
 }

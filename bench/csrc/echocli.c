@@ -190,3 +190,29 @@ void echo_set_nodelay(evutil_socket_t fd)
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
+
+static void bev_event_cb(struct bufferevent *bev, short events, void *ctx)
+{
+	(void)ctx;
+	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		bufferevent_free(bev);
+}
+
+void echo_accept_bufferevent(struct evconnlistener *listener, evutil_socket_t fd,
+			     struct sockaddr *address, int socklen, void *arg)
+{
+	const struct echo_bev_read *read = arg;
+	struct event_base *base = evconnlistener_get_base(listener);
+	struct bufferevent *bev;
+
+	(void)address;
+	(void)socklen;
+	echo_set_nodelay(fd);
+	bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	bufferevent_setcb(bev, read->cb, NULL, bev_event_cb, NULL);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}

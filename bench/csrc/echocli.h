@@ -5,6 +5,7 @@
 #ifndef BENCH_ECHOCLI_H
 #define BENCH_ECHOCLI_H
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -28,5 +29,15 @@ int echo_server_run(struct echo_server *s);
 
 /* Sets TCP_NODELAY; the reference servers answer small messages at once. */
 void echo_set_nodelay(evutil_socket_t fd);
+
+/* The libevent book's accept callback, for echo_server_start with arg the
+ * read callback (a struct echo_bev_read *): a buffer event on the socket
+ * (TCP_NODELAY, BEV_OPT_CLOSE_ON_FREE), freed on EOF or an error, reading
+ * and writing enabled. */
+struct echo_bev_read {
+	void (*cb)(struct bufferevent *bev, void *ctx);
+};
+void echo_accept_bufferevent(struct evconnlistener *listener, evutil_socket_t fd,
+			     struct sockaddr *address, int socklen, void *arg);
 
 #endif
