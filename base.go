@@ -61,6 +61,9 @@ type Base struct {
 	// conns holds the connections accepted through acceptors
 	// (acceptconn.go); nil until the first. Loop-owned.
 	conns *connTable
+	// batch holds the connection events a turn of the loop noted
+	// (turns.go); made by the first Dispatch. Loop-owned.
+	batch *C.struct_evl_batch
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic
@@ -76,7 +79,10 @@ type Base struct {
 	// turn started, 0 while none has; polls counts the turns pollLoop took
 	// without sleeping (loop-owned).
 	firstCallback time.Duration
-	polls         atomic.Uint64 // read by tests while the loop runs
+	// unclocked counts the callbacks since yieldIfDue last read the clock
+	// (loop-owned).
+	unclocked int
+	polls     atomic.Uint64 // read by tests while the loop runs
 
 	busyPoll   atomic.Int64  // a time.Duration; see SetBusyPoll
 	pollBudget atomic.Uint64 // float64 bits; see SetBusyPollBudget
@@ -220,7 +226,7 @@ func (b *Base) Dispatch() error {
 	if spin := time.Duration(b.busyPoll.Load()); spin > 0 {
 		rc = b.pollLoop(spin, math.Float64frombits(b.pollBudget.Load()))
 	} else {
-		rc = C.event_base_dispatch(b.ptr)
+		rc = b.dispatchTurns()
 	}
 
 	// Work handed over while the loop was stopping runs here, with this
@@ -339,6 +345,7 @@ func (b *Base) free() {
 		o.obj.close()
 	}
 	b.wake.free()
+	b.freeBatch()
 	// Forget the pointer before event_base_free: a concurrent
 	// event_base_new may get the same address at once.
 	liveBases.Lock()

@@ -66,7 +66,7 @@ func (b *Base) SetBusyPollBudget(share float64) error {
 }
 
 // pollLoop is event_base_dispatch with busy polling: one turn of the loop
-// at a time (event_base_loop), without blocking (EVLOOP_NONBLOCK) while the
+// at a time (evl_base_loop, see turns.go), without blocking (EVLOOP_NONBLOCK) while the
 // last callback ran less than the poller's limit ago, blocking
 // (EVLOOP_ONCE) otherwise. It returns as event_base_dispatch does: 1 when
 // nothing is pending, -1 on a backend error, 0 after LoopBreak or LoopExit.
@@ -86,20 +86,21 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// bookkeeping took (a slow machine, or a sanitizer, can take longer
 	// than a short limit between the callback and this check).
 	justWorked := false
+	bt := b.batchBuf()
 	for {
 		b.firstCallback = 0
-		mode := C.int(C.EVLOOP_ONCE)
+		nonblock := C.int(0)
 		if now := time.Since(clockStart); limit > 0 && (justWorked || now-lastActive < limit) {
-			mode = C.EVLOOP_NONBLOCK
+			nonblock = 1
 			b.polls.Add(1)
 			b.yieldIfDueAt(now) // no callback may run for a while
 		}
 		justWorked = false
-		if rc := C.event_base_loop(b.ptr, mode); rc != 0 {
+		// One turn; its connection events run here (turns.go).
+		if rc := C.evl_base_loop(b.ptr, bt, nonblock, 1); rc != 0 {
 			return rc
 		}
-		// event_base_loop clears these as it starts: look now.
-		if C.event_base_got_break(b.ptr) != 0 || C.event_base_got_exit(b.ptr) != 0 {
+		if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
 			return 0
 		}
 		if b.firstCallback != 0 { // Go callbacks ran

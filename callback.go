@@ -92,13 +92,27 @@ var clockStart = time.Now()
 // polling every 20 µs; each callback must then get a P back. On a loop's CPU
 // that is thousands of context switches a second. Passing through the
 // scheduler every few milliseconds, between callbacks, avoids all of it.
+//
+// The clock is read for the first callback of a busy-polling turn, which
+// pollLoop needs, and otherwise once every clockEvery callbacks: callbacks
+// that take a few microseconds read it every few tens, and it costs as much
+// as a short callback's own work.
 func (b *Base) yieldIfDue() {
+	if b.firstCallback != 0 && b.unclocked < clockEvery {
+		b.unclocked++
+		return
+	}
+	b.unclocked = 0
 	now := time.Since(clockStart)
 	if b.firstCallback == 0 {
 		b.firstCallback = now
 	}
 	b.yieldIfDueAt(now)
 }
+
+// clockEvery is how many callbacks yieldIfDue lets pass without reading
+// the clock.
+const clockEvery = 8
 
 func (b *Base) yieldIfDueAt(now time.Duration) {
 	if now-b.lastYield < yieldEvery {

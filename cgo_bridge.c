@@ -286,9 +286,53 @@ static struct evl_conn_bev *bev_slot(struct evl_conns *t, int fd)
 	return conn_slot((void ***)&t->bev, &t->nbev, sizeof(struct evl_conn_bev), fd);
 }
 
+/* The batch of the loop turn that runs on this thread, if evl_base_loop
+ * runs it. */
+static __thread struct evl_batch *evl_batch_now;
+
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-	goEvent(((struct evl_conn_ev *)arg)->h, fd, what);
+	struct evl_conn_ev *e = arg;
+	struct evl_batch *b = evl_batch_now;
+	if (b && b->n < EVL_BATCH && event_get_base(&e->ev) == b->base) {
+		struct evl_fired *f = &b->e[b->n++];
+		f->slot = e;
+		f->gen = e->gen;
+		f->what = what;
+		if (b->n == EVL_BATCH) {
+			/* Full: the rest of the turn's events stay active for
+			 * the next turn, after Go ran these. */
+			b->own_break = 1;
+			event_base_loopbreak(b->base);
+		}
+		return;
+	}
+	goEvent(e->h, fd, what);
+}
+
+int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once)
+{
+	struct evl_batch *outer = evl_batch_now;
+	int rc, flags = EVLOOP_ONCE | (nonblock ? EVLOOP_NONBLOCK : 0);
+	b->base = base;
+	evl_batch_now = b;
+	b->stop = 0;
+	for (;;) {
+		b->own_break = 0;
+		rc = event_base_loop(base, flags);
+		if (rc != 0)
+			break;
+		/* event_base_loop clears these as it starts: look now. */
+		if (event_base_got_exit(base) ||
+		    (event_base_got_break(base) && !b->own_break)) {
+			b->stop = 1;
+			break;
+		}
+		if (b->n > 0 || once)
+			break;
+	}
+	evl_batch_now = outer;
+	return rc;
 }
 
 void evl_conn_close_event(struct evl_conn_ev *c, int fd)
@@ -353,6 +397,7 @@ static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 			return NULL;
 		}
 		e->assigned = 1;
+		e->gen++;
 		if (event_add(&e->ev, timeout_tv(base, a->usec, &tv)) != 0) {
 			*err = errno ? errno : EINVAL;
 			/* libevent's debug mode notes the event as added even

@@ -95,10 +95,11 @@ ssize_t evl_buffer_add(struct evbuffer *buf, const void *p, size_t n);
  * when it makes the slot's object, before any callback can read them. */
 #define EVL_CONN_CHUNK 64
 struct evl_conn_ev {
-	struct event ev; /* assigned for each connection */
-	uintptr_t h;     /* the Go Event's handle; 0 until Go made it */
-	int open;        /* a connection is on the slot */
-	int assigned;    /* ev was assigned once: unassign before free */
+	struct event ev;        /* assigned for each connection */
+	uintptr_t h;            /* the Go Event's handle; 0 until Go made it */
+	uint32_t gen;           /* connections the slot has had */
+	unsigned char open;     /* a connection is on the slot */
+	unsigned char assigned; /* ev was assigned once: unassign before free */
 };
 struct evl_conn_bev {
 	struct evl_bev bev; /* bev.bev only while a connection is open */
@@ -123,6 +124,31 @@ struct evl_acceptor {
 	size_t read_low, read_high, write_low;
 };
 struct evl_conns *evl_conns_new(void);
+
+/* The loop turns of Dispatch (evl_base_loop). While one runs, the callbacks
+ * of connection events made by an acceptor are not called one by one from
+ * C: each is noted in the turn's batch, and Go runs them once the turn is
+ * over, without a call from C into Go each. A fired event is its slot and
+ * the slot's generation then: a slot closed or reused since is skipped. */
+struct evl_fired {
+	struct evl_conn_ev *slot;
+	uint32_t gen;
+	short what;
+};
+#define EVL_BATCH 256
+struct evl_batch {
+	struct event_base *base;
+	int n;         /* fired events noted */
+	int own_break; /* the loop broke because the batch was full */
+	int stop;      /* the loop was broken or exited, not by the batch */
+	struct evl_fired e[EVL_BATCH];
+};
+/* Runs turns of base's loop (event_base_loop with EVLOOP_ONCE, and
+ * EVLOOP_NONBLOCK if nonblock) until a turn noted fired events in b,
+ * or, with once, for one turn. Returns as event_base_loop does: 1, nothing
+ * pending; -1, an error; 0 otherwise, with b->stop set when the loop was
+ * broken (but for a full batch) or exited. */
+int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once);
 /* Closes what is open on the table, then frees it. */
 void evl_conns_free(struct evl_conns *t);
 /* The accept callback of a listener with an acceptor (arg); extern so that

@@ -87,3 +87,10 @@ func benchAcceptDup(l *Listener, fd, n int) error {
 func connSlotBytes() (event, bev int) {
 	return int(C.evl_conn_slot_size(0)), int(C.evl_conn_slot_size(1))
 }
+
+// The C types of the loop's batch (turns.go), for turns_test.go.
+type (
+	cConnEv = C.struct_evl_conn_ev
+	cFired  = C.struct_evl_fired
+	cShort  = C.short
+)

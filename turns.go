@@ -1,0 +1,95 @@
+package evlistener
+
+/*
+#include <stdlib.h>
+#include "cgo_bridge.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"unsafe"
+)
+
+// The loop's turns. Dispatch runs libevent's loop one turn at a time in C
+// (evl_base_loop) rather than with event_base_dispatch, so that the events
+// of connections accepted through AcceptEvents cost no call from C into Go:
+// while a turn runs, libevent's callback for such an event only notes it in
+// the base's batch, and the turn returns to Go once any is noted; Go then
+// runs their callbacks, in the order libevent reported them, and starts
+// the next turn. A turn is one Go→C call, where each event was one C→Go call
+// (the dearer kind: the callback's thread must take the Go runtime back and
+// give it up again), and a turn with many fired events makes one call for
+// all. Every other callback (listeners, buffer events, timers, events made
+// with NewEvent) is called from C as before.
+//
+// A noted event whose connection was closed in the meantime (by a callback
+// that ran before it, or from another goroutine through the hand-off) is
+// skipped: the batch holds the slot and the slot's generation. When the
+// loop must stop part way (a panic, LoopBreak, Close), the events not yet
+// run go back to libevent as active (event_active), so that the next
+// Dispatch runs them, as libevent would have kept them.
+
+// batch returns the base's batch, made on first use. Loop only.
+func (b *Base) batchBuf() *C.struct_evl_batch {
+	if b.batch == nil {
+		b.batch = (*C.struct_evl_batch)(C.calloc(1, C.sizeof_struct_evl_batch))
+		if b.batch == nil {
+			panic("evlistener: out of memory")
+		}
+	}
+	return b.batch
+}
+
+// dispatchTurns is event_base_dispatch, turn after turn in C, with the
+// fired connection events run between turns. It returns as
+// event_base_dispatch does.
+func (b *Base) dispatchTurns() C.int {
+	// Between turns the goroutine is in Go: locked, it stays the loop's
+	// one thread, as in event_base_dispatch.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	bt := b.batchBuf()
+	for {
+		rc := C.evl_base_loop(b.ptr, bt, 0, 0)
+		if rc != 0 {
+			return rc
+		}
+		if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
+			return 0
+		}
+	}
+}
+
+// runFired runs the callbacks of the events a turn noted in bt, and
+// reports whether the loop goes on: false once a callback panicked, broke
+// the loop or closed the base, with the rest handed back to libevent.
+func (b *Base) runFired(bt *C.struct_evl_batch) bool {
+	n := int(bt.n)
+	for i := 0; i < n; i++ {
+		f := &bt.e[i]
+		if s := f.slot; s.open != 0 && s.gen == f.gen {
+			ev := handle(s.h).value().(*Event)
+			ev.onEvent(ev.fd, Events(f.what))
+		}
+		if b.stopped() || b.breakOnLoop {
+			for _, f := range bt.e[i+1 : n] {
+				if s := f.slot; s.open != 0 && s.gen == f.gen {
+					C.event_active(&s.ev, C.int(f.what), 1)
+				}
+			}
+			bt.n = 0
+			return false
+		}
+	}
+	bt.n = 0
+	return true
+}
+
+// freeBatch frees the batch, with the base.
+func (b *Base) freeBatch() {
+	if b.batch != nil {
+		C.free(unsafe.Pointer(b.batch))
+		b.batch = nil
+	}
+}

@@ -1,0 +1,198 @@
+package evlistener
+
+import (
+	"net"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+// fromC reports whether the caller runs in a call from C into Go.
+func fromC() bool {
+	pc := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	for {
+		f, more := frames.Next()
+		if strings.HasPrefix(f.Function, "runtime.cgocallback") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// TestConnEventsRunAfterTurn: the callbacks of events made by AcceptEvents
+// run from Go after the loop's turn, not as calls from C into Go; the
+// accept callback still comes from C (which shows that fromC sees a C→Go
+// call), with busy polling and without.
+func TestConnEventsRunAfterTurn(t *testing.T) {
+	forEachBaseKind(t, func(t *testing.T, bk baseKind) {
+		checkNoLeaks(t)
+		b := newBaseKind(t, bk)
+		l := listenTCP(t, b, nil, 0)
+		var accepts, acceptsFromC, events, eventsFromC atomic.Int64
+		echo := echoEvent(make([]byte, 64))
+		err := l.AcceptEvents(EventOptions{
+			OnAccept: func(*Listener, *Event) {
+				accepts.Add(1)
+				if fromC() {
+					acceptsFromC.Add(1)
+				}
+			},
+			OnEvent: func(ev *Event, fd int, what Events) {
+				events.Add(1)
+				if fromC() {
+					eventsFromC.Add(1)
+				}
+				echo(ev, fd, what)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dispatching(t, b)
+		c := newRawClient(l.Addr())
+		for range 5 {
+			if err := c.cycle(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "the connections to close", func() bool { return openConns(t, b) == 0 })
+		if accepts.Load() != 5 || acceptsFromC.Load() != 5 {
+			t.Errorf("%d accept callbacks, %d of them from C; want 5, 5", accepts.Load(), acceptsFromC.Load())
+		}
+		if events.Load() < 10 || eventsFromC.Load() != 0 {
+			t.Errorf("%d event callbacks, %d of them from C; want at least 10 (a byte and an end of stream each), none from C", events.Load(), eventsFromC.Load())
+		}
+	})
+}
+
+// TestConnEventsSameTurn: connection events that fire in the same turn
+// run one after the other, and a callback that closes another connection
+// whose event fired in that turn keeps its callback from running; when
+// the first callback stops the loop (a panic, LoopBreak), the next
+// Dispatch runs the others. The events are edge-triggered, so that an
+// event not run is not reported again: only the hand-back runs it.
+func TestConnEventsSameTurn(t *testing.T) {
+	for _, stop := range []string{"close another", "panic", "LoopBreak"} {
+		t.Run(stop, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			l := listenTCP(t, b, nil, 0)
+			accepted := make(chan *Event, 2)
+			var conns [2]*Event
+			var ran [2]atomic.Int64
+			first := true
+			buf := make([]byte, 64)
+			err := l.AcceptEvents(EventOptions{
+				What:     EvRead | EvPersist | EvET,
+				OnAccept: func(_ *Listener, ev *Event) { accepted <- ev },
+				OnEvent: func(ev *Event, fd int, _ Events) {
+					i := 0
+					if ev != conns[0] {
+						i = 1
+					}
+					ran[i].Add(1)
+					for {
+						if n, _ := syscall.Read(fd, buf); n <= 0 {
+							break
+						}
+					}
+					if !first {
+						return
+					}
+					first = false
+					switch stop {
+					case "close another":
+						conns[1-i].Close()
+					case "panic":
+						panic("first")
+					case "LoopBreak":
+						b.LoopBreak()
+					}
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := dispatchingPanics(t, b)
+			var clients [2]net.Conn
+			for i := range clients {
+				clients[i] = dial(t, l.Addr())
+				conns[i] = recv(t, accepted, "the accept callback")
+			}
+			// Both sockets become readable while the loop waits inside
+			// a callback: the next turn reports both.
+			release := make(chan struct{})
+			if err := b.Post(func() { <-release }); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range clients {
+				if _, err := c.Write([]byte("x")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(release)
+			if stop == "close another" {
+				waitFor(t, "a callback", func() bool { return ran[0].Load()+ran[1].Load() > 0 })
+				if err := b.Do(func() {}); err != nil { // after the turn's callbacks
+					t.Fatal(err)
+				}
+				if got := ran[0].Load() + ran[1].Load(); got != 1 {
+					t.Errorf("%d callbacks ran, want 1: the closed connection's ran", got)
+				}
+				return
+			}
+			if stop == "panic" {
+				if p, ok := r.waitPanic(t).(*CallbackPanic); !ok || p.Value != "first" {
+					t.Fatalf("Dispatch panicked with %v, want the callback's panic", p)
+				}
+			} else if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			if got := ran[0].Load() + ran[1].Load(); got != 1 {
+				t.Fatalf("%d callbacks ran before the loop stopped, want 1", got)
+			}
+			dispatching(t, b)
+			waitFor(t, "the other connection's callback, in the next Dispatch", func() bool {
+				return ran[0].Load() == 1 && ran[1].Load() == 1
+			})
+		})
+	}
+}
+
+// TestConnEventsStale: a noted event whose slot has had another connection
+// since (its generation moved on) is skipped.
+func TestConnEventsStale(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	l := listenTCP(t, b, nil, 0)
+	accepted := make(chan *Event, 1)
+	var ran atomic.Int64
+	err := l.AcceptEvents(EventOptions{
+		OnAccept: func(_ *Listener, ev *Event) { accepted <- ev },
+		OnEvent:  func(*Event, int, Events) { ran.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatching(t, b)
+	dial(t, l.Addr())
+	ev := recv(t, accepted, "the accept callback")
+	if err := b.Do(func() {
+		bt := b.batchBuf()
+		slot := (*cConnEv)(ev.cptr)
+		bt.e[0] = cFired{slot: slot, gen: slot.gen - 1, what: cShort(EvRead)}
+		bt.e[1] = cFired{slot: slot, gen: slot.gen, what: cShort(EvRead)}
+		bt.n = 2
+		b.runFired(bt)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ran.Load(); got != 1 {
+		t.Errorf("%d callbacks ran, want 1: the stale entry's ran", got)
+	}
+}
