@@ -48,7 +48,10 @@ type EventOptions struct {
 	// OnAccept, if not nil, runs once for each connection.
 	OnAccept EventAcceptFunc
 	// OnEvent is the callback of every connection's event; it may not be
-	// nil.
+	// nil. It runs on the loop goroutine, from Go: libevent's turn of the
+	// loop notes the connections whose events fired, and Dispatch runs
+	// their callbacks once the turn is over, in the order libevent
+	// reported them, without a call from C into Go each.
 	OnEvent EventFunc
 }
 
@@ -84,7 +87,8 @@ type BufferEventOptions struct {
 // descriptor again) and adds it with opts.Timeout, in C, and then calls
 // opts.OnAccept. The connection costs one call from C into Go to accept,
 // one from Go into C to close, and no allocation once the descriptor
-// numbers in use have been seen. It replaces the AcceptFunc; SetCallback
+// numbers in use have been seen; its event's callbacks cost no call from C
+// (see EventOptions.OnEvent). It replaces the AcceptFunc; SetCallback
 // goes back to plain accepting (nil pauses, as ever). Accept errors back off
 // as with an AcceptFunc; an event that cannot be made closes the socket and
 // is reported to the ErrorFunc in the same way.
