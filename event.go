@@ -112,6 +112,12 @@ func (ev *Event) del() error {
 	if C.event_del(ev.ptr) != 0 {
 		return errors.New("event_del failed")
 	}
+	if ev.pool != nil {
+		// A callback of the event that the loop's turn noted and Go has
+		// yet to run is cancelled, as event_del cancels an active one
+		// (turns.go).
+		(*C.struct_evl_conn_ev)(ev.cptr).gen++
+	}
 	return nil
 }
 

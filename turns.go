@@ -24,8 +24,11 @@ import (
 // with NewEvent) is called from C as before.
 //
 // A noted event whose connection was closed in the meantime (by a callback
-// that ran before it, or from another goroutine through the hand-off) is
-// skipped: the batch holds the slot and the slot's generation. When the
+// that ran before it, or from another goroutine through the hand-off), or
+// whose event was deleted (Del), is skipped, as event_del cancels an
+// active event: the batch holds the slot and the slot's generation, which
+// Close and Del move on. (An Active in the meantime makes the event run
+// again in the next turn, where libevent would have merged the two.) When the
 // loop must stop part way (a panic, LoopBreak, Close), the events not yet
 // run go back to libevent as active (event_active), so that the next
 // Dispatch runs them, as libevent would have kept them.

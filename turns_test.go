@@ -72,12 +72,13 @@ func TestConnEventsRunAfterTurn(t *testing.T) {
 
 // TestConnEventsSameTurn: connection events that fire in the same turn
 // run one after the other, and a callback that closes another connection
-// whose event fired in that turn keeps its callback from running; when
+// whose event fired in that turn, or deletes its event, keeps its callback
+// from running, as libevent's event_del cancels an active event; when
 // the first callback stops the loop (a panic, LoopBreak), the next
 // Dispatch runs the others. The events are edge-triggered, so that an
 // event not run is not reported again: only the hand-back runs it.
 func TestConnEventsSameTurn(t *testing.T) {
-	for _, stop := range []string{"close another", "panic", "LoopBreak"} {
+	for _, stop := range []string{"close another", "Del another", "panic", "LoopBreak"} {
 		t.Run(stop, func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
@@ -108,6 +109,8 @@ func TestConnEventsSameTurn(t *testing.T) {
 					switch stop {
 					case "close another":
 						conns[1-i].Close()
+					case "Del another":
+						conns[1-i].Del()
 					case "panic":
 						panic("first")
 					case "LoopBreak":
@@ -136,13 +139,13 @@ func TestConnEventsSameTurn(t *testing.T) {
 				}
 			}
 			close(release)
-			if stop == "close another" {
+			if stop == "close another" || stop == "Del another" {
 				waitFor(t, "a callback", func() bool { return ran[0].Load()+ran[1].Load() > 0 })
 				if err := b.Do(func() {}); err != nil { // after the turn's callbacks
 					t.Fatal(err)
 				}
 				if got := ran[0].Load() + ran[1].Load(); got != 1 {
-					t.Errorf("%d callbacks ran, want 1: the closed connection's ran", got)
+					t.Errorf("%d callbacks ran, want 1: the other connection's ran after %s", got, stop)
 				}
 				return
 			}
