@@ -401,7 +401,7 @@ func (t *connTable) ended() {
 func (t *connTable) closeEvent(ev *Event) error {
 	ev.closed.Store(true)
 	// The event is the first member of its slot.
-	C.evl_conn_close_event((*C.struct_evl_conn_ev)(ev.cptr), C.int(ev.fd))
+	C.evl_conn_close_event_u(C.uintptr_t(uintptr(ev.cptr)), C.int(ev.fd))
 	ev.ptr, ev.cb = nil, nil
 	t.ended()
 	return nil

@@ -10,6 +10,7 @@ import (
 	"math"
 	"runtime"
 	"time"
+	"unsafe"
 )
 
 // DefaultBusyPollBudget is the share of its time in callbacks that a loop
@@ -97,7 +98,7 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 		}
 		justWorked = false
 		// One turn; its connection events run here (turns.go).
-		if rc := C.evl_base_loop(b.ptr, bt, nonblock, 1); rc != 0 {
+		if rc := C.evl_base_loop_u(b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt))), nonblock, 1); rc != 0 {
 			return rc
 		}
 		if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {

@@ -149,6 +149,15 @@ struct evl_batch {
  * pending; -1, an error; 0 otherwise, with b->stop set when the loop was
  * broken (but for a full batch) or exited. */
 int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once);
+
+/* The calls Go makes for each turn of the loop and each connection take
+ * their C pointers as integers: cgo checks every pointer argument of a call
+ * for Go pointers (cgocheck), tens of nanoseconds a call, and these never
+ * are. */
+static inline int evl_base_loop_u(uintptr_t base, uintptr_t b, int nonblock, int once)
+{
+	return evl_base_loop((struct event_base *)base, (struct evl_batch *)b, nonblock, once);
+}
 /* Closes what is open on the table, then frees it. */
 void evl_conns_free(struct evl_conns *t);
 /* The accept callback of a listener with an acceptor (arg); extern so that
@@ -160,6 +169,10 @@ void evl_listener_set_acceptor(struct evconnlistener *lev, struct evl_acceptor *
 /* Close a connection in one call: its event out of the loop, or its buffer
  * event freed, then its socket fd closed. */
 void evl_conn_close_event(struct evl_conn_ev *c, int fd);
+static inline void evl_conn_close_event_u(uintptr_t c, int fd)
+{
+	evl_conn_close_event((struct evl_conn_ev *)c, fd);
+}
 void evl_conn_close_bev(struct evl_conn_bev *c, int fd);
 
 /* A fourth piece of logic kept in C, for the reason this file's opening

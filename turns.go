@@ -53,8 +53,9 @@ func (b *Base) dispatchTurns() C.int {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	bt := b.batchBuf()
+	base, batch := b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt)))
 	for {
-		rc := C.evl_base_loop(b.ptr, bt, 0, 0)
+		rc := C.evl_base_loop_u(base, batch, 0, 0)
 		if rc != 0 {
 			return rc
 		}
@@ -88,6 +89,10 @@ func (b *Base) runFired(bt *C.struct_evl_batch) bool {
 	bt.n = 0
 	return true
 }
+
+// uptr is the base's pointer as cgo takes it without a check (see
+// evl_base_loop_u).
+func (b *Base) uptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(b.ptr))) }
 
 // freeBatch frees the batch, with the base.
 func (b *Base) freeBatch() {
