@@ -10,13 +10,10 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // idleServers are the servers -idle measures by default, each design next
@@ -45,9 +42,7 @@ type idleRun struct {
 }
 
 type idleReport struct {
-	Date    string    `json:"date"`
-	Go      string    `json:"go"`
-	Kernel  string    `json:"kernel"`
+	machine
 	Pinning string    `json:"pinning"`
 	Conns   int       `json:"conns"`
 	Notes   []string  `json:"notes,omitempty"`
@@ -57,8 +52,7 @@ type idleReport struct {
 
 // measureIdle runs every server rounds times, interleaved.
 func measureIdle(cfg config, servers []server, conns int, notes []string) *idleReport {
-	rep := &idleReport{Date: time.Now().UTC().Format(time.RFC3339), Go: runtime.Version(),
-		Kernel: kernel(), Pinning: pinDescription(cfg), Conns: conns, Notes: notes}
+	rep := &idleReport{machine: thisMachine(), Pinning: pinDescription(cfg), Conns: conns, Notes: notes}
 	for _, s := range servers {
 		rep.Servers = append(rep.Servers, s.Name)
 	}
@@ -77,21 +71,19 @@ func measureIdle(cfg config, servers []server, conns int, notes []string) *idleR
 
 func idleOne(cfg config, s server, conns int) (r idleRun) {
 	r = idleRun{Server: s.Name, Conns: conns}
-	p, err := startServer(cfg, s)
-	if err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	pid := p.cmd.Process.Pid
-	r.RSSKiB0, err = rssKiB(pid)
-	if err == nil {
+	err := serve(cfg, s, func(p *serverProc) (err error) {
+		pid := p.cmd.Process.Pid
+		if r.RSSKiB0, err = rssKiB(pid); err != nil {
+			return err
+		}
 		_, err = heldLoad(cfg, p.addr, fmt.Sprintf("%dx1B", conns), func(_ int, window func() error) error {
 			var rerr error
 			r.RSSKiB1, rerr = rssKiB(pid)
 			return firstErr(rerr, window())
 		})
-	}
-	if err := p.stop(err); err != nil {
+		return err
+	})
+	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
@@ -118,23 +110,11 @@ func rssKiB(pid int) (int64, error) {
 // median returns the median bytes per connection of s's good runs, and
 // how many there were.
 func (rep *idleReport) median(s string) (float64, int) {
-	var xs []float64
-	for _, r := range rep.Runs {
-		if r.Server == s && r.Error == "" {
-			xs = append(xs, r.PerConn)
-		}
-	}
-	return median(xs), len(xs)
+	return medianOf(rep.Runs, func(r *idleRun) (float64, bool) { return r.PerConn, r.Server == s && r.Error == "" })
 }
 
-func (rep *idleReport) failed() int {
-	n := 0
-	for _, r := range rep.Runs {
-		if r.Error != "" {
-			n++
-		}
-	}
-	return n
+func (rep *idleReport) failed() (int, int) {
+	return failedOf(rep.Runs, func(r *idleRun) string { return r.Error })
 }
 
 func (rep *idleReport) markdown() string {
@@ -161,16 +141,4 @@ func (rep *idleReport) markdown() string {
 		fmt.Fprintf(&b, "| `%s` / `%s` | ≤ %.1f | %s |\n", p.Num, p.Den, idleTarget, cell)
 	}
 	return b.String()
-}
-
-func writeIdle(rep *idleReport, jsonPath, mdPath string) {
-	md := rep.markdown()
-	fmt.Print(md)
-	if mdPath != "" {
-		writeFile(mdPath, []byte(md))
-	}
-	if jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		writeFile(jsonPath, append(b, '\n'))
-	}
 }

@@ -49,53 +49,6 @@ type server struct {
 	Args []string `json:"args,omitempty"` // before the port
 }
 
-// runRecord is one server × workload × round.
-type runRecord struct {
-	Server   string `json:"server"`
-	Workload string `json:"workload"`
-	Round    int    `json:"round"`
-	// Result is the load generator's line, inline. Its workload repeats
-	// Workload, which JSON writes and reads instead (the shallower field
-	// wins) and which is set even when the load generator never ran.
-	loadresult.Result
-	// ServerCPUus is the server's CPU time (all threads, ns clock) per op
-	// from the load's go-ahead to the end of the window's ops (warm-up
-	// included, as in ops_all; the connections' setup and teardown not).
-	ServerCPUus float64 `json:"server_cpu_us_per_op"`
-	// LoadBusy is the load generator's CPU time over the wall time of the
-	// same span: near 1 means the load, not the server, may be what
-	// limits ops/s.
-	LoadBusy float64 `json:"load_busy"`
-	// Dropped: a noisy round that a quiet one replaced; not in any median.
-	Dropped bool `json:"dropped,omitempty"`
-	// Retried holds the failure of a first attempt that only stalled while
-	// other processes kept the machine busy; this record is the retry.
-	Retried string `json:"retried,omitempty"`
-	// OtherCores is how many CPUs' worth of time everything else on the
-	// machine used over that span: near 0 on a quiet machine.
-	OtherCores float64 `json:"other_cores"`
-	Error      string  `json:"error,omitempty"` // why this run does not count
-}
-
-func (r *runRecord) ok() bool { return r.Error == "" }
-
-// timingOnly tells a run that failed only because answers came late (which a
-// busy machine can cause) from one that saw a wrong answer or a broken
-// connection (which it cannot).
-func (r *runRecord) timingOnly() bool { return !r.ok() && r.Stalls > 0 && r.Errors == 0 }
-
-// noisyRounds is the set of w's rounds in which other processes kept more
-// than quiet CPUs busy during some run.
-func noisyRounds(runs []runRecord, w string, quiet float64) map[int]bool {
-	noisy := map[int]bool{}
-	for _, r := range runs {
-		if r.Workload == w && r.OtherCores > quiet {
-			noisy[r.Round] = true
-		}
-	}
-	return noisy
-}
-
 type config struct {
 	binDir     string
 	rounds     int
@@ -109,75 +62,118 @@ type config struct {
 	pinLoad    []string
 }
 
-func main() {
-	binDir := flag.String("bin", "bin", "directory holding the servers and loadgen")
-	rounds := flag.Int("rounds", 6, "interleaved rounds per workload (even: as many forward as backward)")
-	dur := flag.Duration("d", 600*time.Millisecond, "measuring window per run")
-	warmup := flag.Duration("warmup", 200*time.Millisecond, "warm-up per run, not measured")
-	connectors := flag.Int("c", 4, "concurrent connectors in the accept workload")
+// options is the command line.
+type options struct {
+	config
+	only, cmdEcho             string
+	jsonPath, svgPath, mdPath string
+	from                      string
+	budget                    time.Duration
+	syscalls                  bool
+	loops, idle               int
+	set                       map[string]bool // the flags given
+}
+
+func parseFlags() *options {
+	o := &options{set: map[string]bool{}}
+	flag.StringVar(&o.binDir, "bin", "bin", "directory holding the servers and loadgen")
+	flag.IntVar(&o.rounds, "rounds", 6, "interleaved rounds per workload (even: as many forward as backward)")
+	flag.DurationVar(&o.dur, "d", 600*time.Millisecond, "measuring window per run")
+	flag.DurationVar(&o.warmup, "warmup", 200*time.Millisecond, "warm-up per run, not measured")
+	flag.IntVar(&o.connectors, "c", 4, "concurrent connectors in the accept workload")
 	workloads := flag.String("workloads", "1x64B,50x64B,50x16KiB,1000x64B,accept", "comma-separated workloads")
-	only := flag.String("servers", "", "comma-separated subset of servers (default: all available)")
-	cmdEcho := flag.String("cmd-echo", "../cmd/echo", "source directory of the library's echo server")
+	flag.StringVar(&o.only, "servers", "", "comma-separated subset of servers (default: all available)")
+	flag.StringVar(&o.cmdEcho, "cmd-echo", "../cmd/echo", "source directory of the library's echo server")
 	// Out of git's sight: the committed results.svg changes only when asked
 	// (make bench REFRESH=1).
-	jsonPath := flag.String("json", "out/results.json", "where to write all results ('' to skip)")
-	svgPath := flag.String("svg", "out/results.svg", "where to write the chart ('' to skip)")
-	quiet := flag.Float64("quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
-	saturated := flag.Float64("saturated", defaultSaturated, "mark a ratio load-bound where either server's median load core busy in its rounds is at least this (0 to 1)")
-	budget := flag.Duration("budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
-	from := flag.String("from", "", "run nothing: redo the report from the runs in this results.json")
-	mdPath := flag.String("md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
-	syscalls := flag.Bool("syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
-	loops := flag.Int("loops", 0, "instead of the benchmark, the multi-core mode: cmd/echo and gnetecho with this many loops and goecho, against as many load generators, -rounds times per workload; -json defaults to out/multicore.json")
-	idle := flag.Int("idle", 0, "instead of benchmarking, measure each server's resident memory per idle connection with this many connections open, -rounds times; -json defaults to out/idle.json")
+	flag.StringVar(&o.jsonPath, "json", "out/results.json", "where to write all results ('' to skip)")
+	flag.StringVar(&o.svgPath, "svg", "out/results.svg", "where to write the chart ('' to skip)")
+	flag.Float64Var(&o.quiet, "quiet", 0.25, "a round in which other processes kept more CPUs than this busy is noisy, and is replaced while the budget allows")
+	flag.Float64Var(&o.saturated, "saturated", defaultSaturated, "mark a ratio load-bound where either server's median load core busy in its rounds is at least this (0 to 1)")
+	flag.DurationVar(&o.budget, "budget", 180*time.Second, "wall-clock time for measuring; replacement rounds must fit in it")
+	flag.StringVar(&o.from, "from", "", "run nothing: redo the report from the runs in this results.json")
+	flag.StringVar(&o.mdPath, "md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
+	flag.BoolVar(&o.syscalls, "syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
+	flag.IntVar(&o.loops, "loops", 0, "instead of the benchmark, the multi-core mode: cmd/echo and gnetecho with this many loops and goecho, against as many load generators, -rounds times per workload; -json defaults to out/multicore.json")
+	flag.IntVar(&o.idle, "idle", 0, "instead of benchmarking, measure each server's resident memory per idle connection with this many connections open, -rounds times; -json defaults to out/idle.json")
 	flag.Parse()
-	if flag.NArg() != 0 || *rounds < 1 || *rounds > 50 || *dur <= 0 || *dur > time.Minute ||
-		*warmup < 0 || *warmup > time.Minute || *connectors < 1 || *connectors > 256 ||
-		*saturated < 0 || *saturated > 1 {
+	if flag.NArg() != 0 || o.rounds < 1 || o.rounds > 50 || o.dur <= 0 || o.dur > time.Minute ||
+		o.warmup < 0 || o.warmup > time.Minute || o.connectors < 1 || o.connectors > 256 ||
+		o.saturated < 0 || o.saturated > 1 {
 		fmt.Fprintln(os.Stderr, "runner: bad flags: want 1-50 rounds, a duration up to 1m, 1-256 connectors, -saturated 0 to 1")
 		flag.Usage()
 		os.Exit(2)
 	}
+	o.workloads = splitList(*workloads)
+	flag.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	return o
+}
 
-	set := map[string]bool{} // flags given on the command line
-	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if *from != "" {
+// mode is what the runner measures: the benchmark, or instead the -loops,
+// -idle or -syscalls mode.
+type mode struct {
+	servers   []string // run unless -servers names others
+	json, md  string   // -json's and -md's defaults; "" keeps the flag's
+	workloads []string // run unless -workloads names others; nil: the flag's
+	// noWarmup: the load generator holds (-hold), and what is measured
+	// starts after its setup instead.
+	noWarmup bool
+	runs     string // what its runs are called in "N of M runs failed"
+	measure  func(cfg config, servers []server, notes []string) result
+}
+
+// mode is the mode the flags ask for: -loops, else -idle, else -syscalls,
+// else the benchmark.
+func (o *options) mode() mode {
+	switch {
+	case o.loops > 0:
+		return mode{servers: benchServers, json: "out/multicore.json", md: "out/multicore.md",
+			workloads: []string{"50x64B", "1000x64B", "accept"}, runs: "multi-core runs",
+			measure: func(cfg config, _ []server, notes []string) result { return measureMulti(cfg, o.loops, notes) }}
+	case o.idle > 0:
+		return mode{servers: idleServers, json: "out/idle.json", md: "out/idle.md", noWarmup: true, runs: "idle runs",
+			measure: func(cfg config, servers []server, notes []string) result {
+				return measureIdle(cfg, servers, o.idle, notes)
+			}}
+	case o.syscalls:
+		return mode{servers: syscallServers, json: "out/syscalls.json", md: "out/syscalls.md", noWarmup: true, runs: "counts",
+			measure: func(cfg config, servers []server, notes []string) result { return countSyscalls(cfg, servers, notes) }}
+	}
+	return mode{servers: benchServers, runs: "runs",
+		measure: func(cfg config, servers []server, notes []string) result {
+			return benchmark(cfg, servers, notes, o.budget)
+		}}
+}
+
+func main() {
+	o := parseFlags()
+	if o.from != "" {
 		threshold := 0.0 // the file's
-		if set["saturated"] {
-			threshold = *saturated
+		if o.set["saturated"] {
+			threshold = o.saturated
 		}
-		rep, err := reread(*from, threshold)
+		rep, err := reread(o.from, threshold)
 		if err != nil {
 			fatal(err)
 		}
-		write(rep, *jsonPath, *svgPath, *mdPath)
+		write(rep, o.jsonPath, o.svgPath, o.mdPath)
 		return
 	}
 
-	cfg := config{binDir: *binDir, rounds: *rounds, dur: *dur, warmup: *warmup,
-		connectors: *connectors, workloads: splitList(*workloads), quiet: *quiet, saturated: *saturated}
-	defaults := benchServers
-	if *idle > 0 {
-		defaults = idleServers
+	m, cfg := o.mode(), o.config
+	if m.workloads != nil && !o.set["workloads"] {
+		cfg.workloads = m.workloads
+	}
+	if m.json != "" && !o.set["json"] {
+		o.jsonPath = m.json
+	}
+	if m.md != "" && !o.set["md"] {
+		o.mdPath = m.md
+	}
+	if m.noWarmup {
 		cfg.warmup = 0
-		if !set["json"] {
-			*jsonPath = "out/idle.json"
-		}
-		if !set["md"] {
-			*mdPath = "out/idle.md"
-		}
 	}
-	if *syscalls {
-		defaults = syscallServers
-		cfg.warmup = 0 // loadgen -hold: strace attaches after setup instead
-		if !set["json"] {
-			*jsonPath = "out/syscalls.json"
-		}
-		if !set["md"] {
-			*mdPath = "out/syscalls.md"
-		}
-	}
-	servers, notes, err := chooseServers(*binDir, *cmdEcho, defaults, splitList(*only))
+	servers, notes, err := chooseServers(cfg.binDir, o.cmdEcho, m.servers, splitList(o.only))
 	if err != nil {
 		fatal(err)
 	}
@@ -192,118 +188,24 @@ func main() {
 	}
 
 	stopOnSignal()
-	if *loops > 0 {
-		if !set["workloads"] {
-			cfg.workloads = []string{"50x64B", "1000x64B", "accept"}
-		}
-		if !set["json"] {
-			*jsonPath = "out/multicore.json"
-		}
-		if !set["md"] {
-			*mdPath = "out/multicore.md"
-		}
-		rep := measureMulti(cfg, *loops, notes)
-		writeMulti(rep, *jsonPath, *mdPath)
-		if n := rep.failed(); n > 0 {
-			fmt.Fprintf(os.Stderr, "runner: %d of %d multi-core runs failed\n", n, len(rep.Runs))
-			os.Exit(1)
-		}
-		return
-	}
-	if *idle > 0 {
-		rep := measureIdle(cfg, servers, *idle, notes)
-		writeIdle(rep, *jsonPath, *mdPath)
-		if n := rep.failed(); n > 0 {
-			fmt.Fprintf(os.Stderr, "runner: %d of %d idle runs failed\n", n, len(rep.Runs))
-			os.Exit(1)
-		}
-		return
-	}
-	if *syscalls {
-		rep := countSyscalls(cfg, servers, notes)
-		writeSyscalls(rep, *jsonPath, *mdPath)
-		if n := rep.failed(); n > 0 {
-			fmt.Fprintf(os.Stderr, "runner: %d of %d counts failed\n", n, len(rep.Runs))
-			os.Exit(1)
-		}
-		return
-	}
-	start := time.Now()
-	perRun := cfg.warmup + cfg.dur + 250*time.Millisecond
-	fmt.Fprintf(os.Stderr, "runner: %d servers × %d workloads × %d rounds × ~%.1fs ≈ %.0fs\n",
-		len(servers), len(cfg.workloads), cfg.rounds, perRun.Seconds(),
-		(time.Duration(len(servers)*len(cfg.workloads)*cfg.rounds) * perRun).Seconds())
-
-	order := runOrder(servers)
-	var runs []runRecord
-	done := map[string]int{} // rounds run per workload
-	round := func(w string) {
-		r := done[w]
-		for i := range order {
-			s := order[i]
-			if r%2 == 1 {
-				s = order[len(order)-1-i]
-			}
-			rec := runOne(cfg, s, w, r)
-			if rec.timingOnly() && rec.OtherCores > cfg.quiet {
-				fmt.Fprintf(os.Stderr, "runner: %s %s round %d stalled on a busy machine (%s); retrying once\n", s.Name, w, r+1, rec.Error)
-				retry := runOne(cfg, s, w, r)
-				retry.Retried = rec.Error
-				rec = retry
-			}
-			if !rec.ok() {
-				fmt.Fprintf(os.Stderr, "runner: %s %s round %d: %s\n", s.Name, w, r+1, rec.Error)
-			}
-			runs = append(runs, rec)
-		}
-		done[w]++
-	}
-	for _, w := range cfg.workloads {
-		for done[w] < cfg.rounds {
-			round(w)
-		}
-		fmt.Fprintf(os.Stderr, "runner: %s done (%.0fs)\n", w, time.Since(start).Seconds())
-	}
-	// Replace noisy rounds, the workload with the fewest quiet rounds (then
-	// the fewest rounds) first, up to twice the planned rounds each, while a
-	// round fits in the budget.
-	for {
-		next, fewest := "", cfg.rounds
-		for _, w := range cfg.workloads {
-			quiet := done[w] - len(noisyRounds(runs, w, cfg.quiet))
-			if done[w] >= 2*cfg.rounds || quiet >= cfg.rounds {
-				continue
-			}
-			if next == "" || quiet < fewest || (quiet == fewest && done[w] < done[next]) {
-				next, fewest = w, quiet
-			}
-		}
-		if next == "" {
-			break
-		}
-		perRound := time.Since(start) / time.Duration(len(runs)) * time.Duration(len(servers))
-		if time.Since(start)+perRound > *budget {
-			fmt.Fprintf(os.Stderr, "runner: noisy rounds remain (%s has %d quiet of %d); no time left in the %v budget\n",
-				next, fewest, cfg.rounds, *budget)
-			break
-		}
-		fmt.Fprintf(os.Stderr, "runner: %s: %d quiet round(s) of %d; extra round %d\n", next, fewest, cfg.rounds, done[next]+1)
-		round(next)
-	}
-
-	rep := summarise(cfg, servers, runs)
-	rep.Meta.Notes = append(notes, rep.Meta.Notes...)
-	rep.Meta.Seconds = time.Since(start).Seconds()
-	write(rep, *jsonPath, *svgPath, *mdPath)
-	if n := rep.failedRuns(); n > 0 {
-		fmt.Fprintf(os.Stderr, "runner: %d of %d runs failed\n", n, len(runs))
+	rep := m.measure(cfg, servers, notes)
+	write(rep, o.jsonPath, o.svgPath, o.mdPath)
+	if n, of := rep.failed(); n > 0 {
+		fmt.Fprintf(os.Stderr, "runner: %d of %d %s failed\n", n, of, m.runs)
 		os.Exit(1)
 	}
 }
 
-// write prints the markdown report and writes the JSON, SVG and markdown files,
+// result is what a mode measured.
+type result interface {
+	markdown() string
+	failed() (n, of int) // the runs that failed, of all
+}
+
+// write prints rep's markdown report and writes it as markdown, as JSON
+// and, the benchmark's, as the SVG chart, to the paths that are not "",
 // making their directories (out/ by default) as needed.
-func write(rep *report, jsonPath, svgPath, mdPath string) {
+func write(rep result, jsonPath, svgPath, mdPath string) {
 	md := rep.markdown()
 	fmt.Print(md)
 	if mdPath != "" {
@@ -313,9 +215,43 @@ func write(rep *report, jsonPath, svgPath, mdPath string) {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		writeFile(jsonPath, append(b, '\n'))
 	}
-	if svgPath != "" {
-		writeFile(svgPath, []byte(rep.svg()))
+	if chart, ok := rep.(interface{ svg() string }); ok && svgPath != "" {
+		writeFile(svgPath, []byte(chart.svg()))
 	}
+}
+
+// failedOf counts the runs for which errOf is not "", and all runs.
+func failedOf[R any](runs []R, errOf func(*R) string) (n, of int) {
+	for i := range runs {
+		if errOf(&runs[i]) != "" {
+			n++
+		}
+	}
+	return n, len(runs)
+}
+
+// medianOf is the median of f's values over the runs f keeps, and how many
+// it kept.
+func medianOf[R any](runs []R, f func(*R) (v float64, keep bool)) (float64, int) {
+	var xs []float64
+	for i := range runs {
+		if v, ok := f(&runs[i]); ok {
+			xs = append(xs, v)
+		}
+	}
+	return median(xs), len(xs)
+}
+
+// inRound is the order servers run in round r (from 0): as given, and
+// backwards every other round, so that a machine whose speed drifts hits
+// both sides of a ratio alike, first one way, then the other.
+func inRound(servers []server, r int) []server {
+	if r%2 == 0 {
+		return servers
+	}
+	back := slices.Clone(servers)
+	slices.Reverse(back)
+	return back
 }
 
 func writeFile(path string, b []byte) {
@@ -515,27 +451,14 @@ func listeningAddr(line string) (string, bool) {
 	return strings.TrimSpace(addr), true
 }
 
-// runOne starts s, loads it with workload w, and stops it.
-func runOne(cfg config, s server, w string, round int) (rec runRecord) {
-	rec = runRecord{Server: s.Name, Workload: w, Round: round + 1}
+// serve starts s, runs f on it and stops it, and tells why the run failed,
+// if it did (serverProc.stop): f's error or the server's.
+func serve(cfg config, s server, f func(p *serverProc) error) error {
 	p, err := startServer(cfg, s)
 	if err != nil {
-		rec.Error = err.Error()
-		return rec
+		return err
 	}
-	res, m, err := measuredLoad(cfg, p, w)
-	rec.Result = res
-	if m.wall > 0 {
-		rec.LoadBusy = m.load.Seconds() / m.wall.Seconds()
-		rec.OtherCores = max(0, (m.machine-m.server-m.load).Seconds()/m.wall.Seconds())
-	}
-	if res.OpsAll > 0 {
-		rec.ServerCPUus = m.server.Seconds() * 1e6 / float64(res.OpsAll)
-	}
-	if err := p.stop(err); err != nil {
-		rec.Error = err.Error()
-	}
-	return rec
+	return p.stop(f(p))
 }
 
 // serverProc is a server that printed its listening line.
@@ -653,48 +576,6 @@ func processCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, errno)
 	}
 	return time.Duration(ts.Nano()), nil
-}
-
-// measured is what a run's held window cost: the CPU time of the server,
-// of the load generator and of the whole machine, and how long it lasted.
-type measured struct {
-	server, load, machine, wall time.Duration
-}
-
-// measuredLoad runs bin/loadgen -hold against p with workload w and reads
-// the CPU clocks just before the load goes and just after the window's ops
-// are done: the connections' setup and teardown, and the processes'
-// start, are outside the figures, as they are outside ops_all.
-func measuredLoad(cfg config, p *serverProc, w string) (loadresult.Result, measured, error) {
-	var m measured
-	res, err := heldLoad(cfg, p.addr, w, func(loadPID int, window func() error) error {
-		type reading struct {
-			server, load, machine time.Duration
-			at                    time.Time
-		}
-		read := func() (r reading, err error) {
-			r.at = time.Now()
-			var errs [3]error
-			r.server, errs[0] = processCPU(p.cmd.Process.Pid)
-			r.load, errs[1] = processCPU(loadPID)
-			r.machine, errs[2] = machineCPU()
-			return r, errors.Join(errs[:]...)
-		}
-		r0, err := read()
-		if err != nil {
-			return err
-		}
-		if err := window(); err != nil {
-			return err
-		}
-		r1, err := read()
-		if err != nil {
-			return err
-		}
-		m = measured{server: r1.server - r0.server, load: r1.load - r0.load, machine: r1.machine - r0.machine, wall: r1.at.Sub(r0.at)}
-		return nil
-	})
-	return res, m, err
 }
 
 // loadLimit bounds one load generator run: 1000 connects plus slack.

@@ -11,7 +11,6 @@ package main
 // together, and read again once all have finished their window.
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -46,9 +45,7 @@ type multiRun struct {
 }
 
 type multiReport struct {
-	Date    string     `json:"date"`
-	Go      string     `json:"go"`
-	Kernel  string     `json:"kernel"`
+	machine
 	CPUs    int        `json:"cpus"`
 	Loops   int        `json:"loops"`
 	Pinning string     `json:"pinning"`
@@ -76,7 +73,7 @@ func multiPinning(n int) (srv []string, load func(i int) []string, note string) 
 // measureMulti runs each server on each workload, rounds times, interleaved.
 func measureMulti(cfg config, n int, notes []string) *multiReport {
 	srvPin, loadPin, note := multiPinning(n)
-	rep := &multiReport{Date: time.Now().UTC().Format(time.RFC3339), Go: runtime.Version(), Kernel: kernel(),
+	rep := &multiReport{machine: thisMachine(),
 		CPUs: runtime.NumCPU(), Loops: n, Pinning: strings.Join(append(notes, note), "; "), works: cfg.workloads}
 	servers := multiServers(cfg.binDir, n)
 	for _, s := range servers {
@@ -85,11 +82,7 @@ func measureMulti(cfg config, n int, notes []string) *multiReport {
 	cfg.pinServer = srvPin
 	for _, w := range cfg.workloads {
 		for r := range cfg.rounds {
-			for i := range servers {
-				s := servers[i]
-				if r%2 == 1 {
-					s = servers[len(servers)-1-i]
-				}
+			for _, s := range inRound(servers, r) {
 				run := multiOne(cfg, s, w, n, loadPin)
 				run.Round = r + 1
 				if run.Error != "" {
@@ -105,11 +98,33 @@ func measureMulti(cfg config, n int, notes []string) *multiReport {
 // multiOne starts s and n held load generators of workload w against it.
 func multiOne(cfg config, s server, w string, n int, loadPin func(int) []string) (r multiRun) {
 	r = multiRun{Server: s.Name, Workload: w}
-	p, err := startServer(cfg, s)
+	var (
+		results []loadresult.Result
+		cpu     time.Duration
+	)
+	err := serve(cfg, s, func(p *serverProc) (err error) {
+		results, cpu, err = multiLoad(cfg, p, w, n, loadPin)
+		return err
+	})
 	if err != nil {
 		r.Error = err.Error()
 		return r
 	}
+	var ops uint64
+	for _, res := range results {
+		r.OpsPerSec += res.OpsPerSec
+		ops += res.OpsAll
+	}
+	if ops > 0 {
+		r.CPUus = cpu.Seconds() * 1e6 / float64(ops)
+	}
+	return r
+}
+
+// multiLoad runs n held load generators of workload w against p, lets
+// them go together once all are connected, and returns their results and
+// p's CPU time from the go-ahead until all have finished their window.
+func multiLoad(cfg config, p *serverProc, w string, n int, loadPin func(int) []string) ([]loadresult.Result, time.Duration, error) {
 	pid := p.cmd.Process.Pid
 	var (
 		wg        sync.WaitGroup
@@ -158,44 +173,21 @@ func multiOne(cfg config, s server, w string, n int, loadPin func(int) []string)
 		cpu1, _ = processCPU(pid)
 	}
 	wg.Wait()
-	err = errors.Join(errs...)
+	err := errors.Join(errs...)
 	if err == nil && !ok {
 		err = errors.New("a load generator did not connect in time")
 	}
-	if err := p.stop(err); err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	var ops uint64
-	for _, res := range results {
-		r.OpsPerSec += res.OpsPerSec
-		ops += res.OpsAll
-	}
-	if ops > 0 {
-		r.CPUus = (cpu1 - cpu0).Seconds() * 1e6 / float64(ops)
-	}
-	return r
+	return results, cpu1 - cpu0, err
 }
 
 func (rep *multiReport) median(s, w string, f func(*multiRun) float64) (float64, int) {
-	var xs []float64
-	for i := range rep.Runs {
-		r := &rep.Runs[i]
-		if r.Server == s && r.Workload == w && r.Error == "" {
-			xs = append(xs, f(r))
-		}
-	}
-	return median(xs), len(xs)
+	return medianOf(rep.Runs, func(r *multiRun) (float64, bool) {
+		return f(r), r.Server == s && r.Workload == w && r.Error == ""
+	})
 }
 
-func (rep *multiReport) failed() int {
-	n := 0
-	for _, r := range rep.Runs {
-		if r.Error != "" {
-			n++
-		}
-	}
-	return n
+func (rep *multiReport) failed() (int, int) {
+	return failedOf(rep.Runs, func(r *multiRun) string { return r.Error })
 }
 
 func (rep *multiReport) markdown() string {
@@ -230,16 +222,4 @@ func (rep *multiReport) markdown() string {
 			rep.CPUs, rep.Loops, rep.Loops, 2*rep.Loops)
 	}
 	return b.String()
-}
-
-func writeMulti(rep *multiReport, jsonPath, mdPath string) {
-	md := rep.markdown()
-	fmt.Print(md)
-	if mdPath != "" {
-		writeFile(mdPath, []byte(md))
-	}
-	if jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		writeFile(jsonPath, append(b, '\n'))
-	}
 }

@@ -69,10 +69,19 @@ var pairSpecs = []pairSpec{
 	{Num: "ckv-again", Den: "ckv", Control: true},
 }
 
+// machine is when and where a report was made.
+type machine struct {
+	Date   string `json:"date"`
+	Go     string `json:"go"`
+	Kernel string `json:"kernel"`
+}
+
+func thisMachine() machine {
+	return machine{Date: time.Now().UTC().Format(time.RFC3339), Go: runtime.Version(), Kernel: kernel()}
+}
+
 type meta struct {
-	Date      string  `json:"date"`
-	Go        string  `json:"go"`
-	Kernel    string  `json:"kernel"`
+	machine
 	CPUs      int     `json:"cpus"`
 	Pinning   string  `json:"pinning"`
 	Rounds    int     `json:"rounds"`
@@ -142,9 +151,7 @@ type report struct {
 func summarise(cfg config, servers []server, runs []runRecord) *report {
 	rep := &report{
 		Meta: meta{
-			Date:      time.Now().UTC().Format(time.RFC3339),
-			Go:        runtime.Version(),
-			Kernel:    kernel(),
+			machine:   thisMachine(),
 			CPUs:      runtime.NumCPU(),
 			Pinning:   pinDescription(cfg),
 			Rounds:    cfg.rounds,
@@ -324,14 +331,8 @@ func (rep *report) has(name string) bool {
 	return false
 }
 
-func (rep *report) failedRuns() int {
-	n := 0
-	for _, r := range rep.Runs {
-		if !r.ok() {
-			n++
-		}
-	}
-	return n
+func (rep *report) failed() (int, int) {
+	return failedOf(rep.Runs, func(r *runRecord) string { return r.Error })
 }
 
 func pinDescription(cfg config) string {
@@ -415,7 +416,7 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "\n### Runs retried after stalling on a busy machine (%d)\n\n%s\n", len(retried), strings.Join(retried, "\n"))
 	}
 
-	if n := rep.failedRuns(); n > 0 {
+	if n, _ := rep.failed(); n > 0 {
 		fmt.Fprintf(&b, "\n### Failed runs (%d)\n\n", n)
 		for _, r := range rep.Runs {
 			if !r.ok() {

@@ -106,8 +106,8 @@ func TestFailedRunIsLeftOutAndReported(t *testing.T) {
 	failed.Error = "loadgen: 1 errors"
 	runs := []runRecord{rec("cecho", "1x64B", 1, 100, 0), failed}
 	rep := summarise(testConfig(1), names([]string{"cecho", "goecho"}), runs)
-	if rep.failedRuns() != 1 {
-		t.Errorf("failedRuns = %d, want 1", rep.failedRuns())
+	if n, _ := rep.failed(); n != 1 {
+		t.Errorf("failed = %d, want 1", n)
 	}
 	if rep.Summary["goecho"]["1x64B"] != nil || rep.Ratios[0].Cells["1x64B"] != nil {
 		t.Errorf("a failed run must not count in medians or ratios")
@@ -174,7 +174,7 @@ func TestStallsAloneAreTimingFailures(t *testing.T) {
 	if md := rep.markdown(); !strings.Contains(md, "retried after stalling") || !strings.Contains(md, "no op completed") {
 		t.Errorf("markdown does not list the retried run:\n%s", md)
 	}
-	if rep.failedRuns() != 0 {
+	if n, _ := rep.failed(); n != 0 {
 		t.Errorf("a successful retry is not a failed run")
 	}
 }

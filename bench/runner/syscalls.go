@@ -13,13 +13,10 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,9 +51,7 @@ type syscallRun struct {
 }
 
 type syscallReport struct {
-	Date      string       `json:"date"`
-	Go        string       `json:"go"`
-	Kernel    string       `json:"kernel"`
+	machine
 	Strace    string       `json:"strace"`
 	Pinning   string       `json:"pinning"`
 	DurationS float64      `json:"duration_s"`
@@ -70,9 +65,7 @@ type syscallReport struct {
 // countSyscalls counts every server on every workload once.
 func countSyscalls(cfg config, servers []server, notes []string) *syscallReport {
 	rep := &syscallReport{
-		Date:      time.Now().UTC().Format(time.RFC3339),
-		Go:        runtime.Version(),
-		Kernel:    kernel(),
+		machine:   thisMachine(),
 		Strace:    straceVersion(),
 		Pinning:   pinDescription(cfg) + ", strace unpinned",
 		DurationS: cfg.dur.Seconds(),
@@ -109,14 +102,12 @@ func straceVersion() string {
 // countOne counts s's syscalls over one held load generator run.
 func countOne(cfg config, s server, w string) (r syscallRun) {
 	r = syscallRun{Server: s.Name, Workload: w}
-	p, err := startServer(cfg, s)
+	err := serve(cfg, s, func(p *serverProc) (err error) {
+		r.Calls, r.Load, err = heldRun(cfg, p, w)
+		r.Ops = r.Load.OpsAll
+		return err
+	})
 	if err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	r.Calls, r.Load, err = heldRun(cfg, p, w)
-	r.Ops = r.Load.OpsAll
-	if err := p.stop(err); err != nil {
 		r.Error = err.Error()
 	}
 	return r
@@ -358,20 +349,7 @@ func fmtPerOp(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-// writeSyscalls prints the report and writes its markdown and JSON.
-func writeSyscalls(rep *syscallReport, jsonPath, mdPath string) {
-	md := rep.markdown()
-	fmt.Print(md)
-	if mdPath != "" {
-		writeFile(mdPath, []byte(md))
-	}
-	if jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		writeFile(jsonPath, append(b, '\n'))
-	}
-}
-
 // failed counts the runs that did not count.
-func (rep *syscallReport) failed() int {
-	return len(slices.DeleteFunc(slices.Clone(rep.Runs), func(r syscallRun) bool { return r.Error == "" }))
+func (rep *syscallReport) failed() (int, int) {
+	return failedOf(rep.Runs, func(r *syscallRun) string { return r.Error })
 }
