@@ -375,34 +375,29 @@ func (l *loader) dialAll(limit time.Duration) error {
 				return err
 			}
 		}
-		for pending := hi - lo; pending > 0; {
-			wait := time.Until(deadline)
-			if wait <= 0 {
-				return fmt.Errorf("connect: %d connections unanswered after %v: %w", pending, limit, errStall)
+		pending := hi - lo
+		err := l.pollUntil(deadline, events, func() bool { return pending == 0 }, func(ev syscall.EpollEvent) error {
+			i := int(ev.Fd)
+			if i < lo || i >= hi || connected[i] { // an earlier wave's late event
+				return nil
 			}
-			n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("epoll_wait: %w", err)
-			}
-			for _, ev := range events[:n] {
-				i := int(ev.Fd)
-				if i < lo || i >= hi || connected[i] { // an earlier wave's late event
-					continue
+			if ev.Events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 || ev.Events&syscall.EPOLLOUT != 0 {
+				if err := sockError(l.conns[i].fd); err != nil {
+					return fmt.Errorf("connect %d: %w", i, err)
 				}
-				if ev.Events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 || ev.Events&syscall.EPOLLOUT != 0 {
-					if err := sockError(l.conns[i].fd); err != nil {
-						return fmt.Errorf("connect %d: %w", i, err)
-					}
-					if ev.Events&syscall.EPOLLHUP != 0 {
-						return fmt.Errorf("connect %d: hang-up", i)
-					}
-					connected[i] = true
-					pending--
+				if ev.Events&syscall.EPOLLHUP != 0 {
+					return fmt.Errorf("connect %d: hang-up", i)
 				}
+				connected[i] = true
+				pending--
 			}
+			return nil
+		})
+		if err == errStall {
+			return fmt.Errorf("connect: %d connections unanswered after %v: %w", pending, limit, errStall)
+		}
+		if err != nil {
+			return err
 		}
 		if err := l.prime(lo, hi, deadline); err != nil {
 			return err
@@ -424,10 +419,32 @@ func (l *loader) prime(lo, hi int, deadline time.Time) error {
 	for i := lo; i < hi; i++ {
 		l.start(&l.conns[i], 0)
 	}
-	for l.primed < hi-lo && l.errs == 0 {
+	err := l.pollUntil(deadline, events, func() bool { return l.primed >= hi-lo || l.errs > 0 }, func(ev syscall.EpollEvent) error {
+		if i := int(ev.Fd); i >= lo && i < hi && l.conns[i].fd >= 0 {
+			l.pingPong(&l.conns[i])
+		}
+		return nil
+	})
+	if err == errStall {
+		return fmt.Errorf("setup: %d of %d echoes unanswered: %w", hi-lo-l.primed, hi-lo, errStall)
+	}
+	if err != nil {
+		return err
+	}
+	if l.errs > 0 {
+		return fmt.Errorf("setup: %w", l.first)
+	}
+	return nil
+}
+
+// pollUntil hands each epoll event to handle until done, handle fails, or
+// deadline passes, when it returns errStall. It is setup's loop; the window
+// has its own (poll), which never blocks past 5 ms.
+func (l *loader) pollUntil(deadline time.Time, events []syscall.EpollEvent, done func() bool, handle func(syscall.EpollEvent) error) error {
+	for !done() {
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return fmt.Errorf("setup: %d of %d echoes unanswered: %w", hi-lo-l.primed, hi-lo, errStall)
+			return errStall
 		}
 		n, err := syscall.EpollWait(l.epfd, events, int(wait/time.Millisecond)+1)
 		if err == syscall.EINTR {
@@ -437,13 +454,10 @@ func (l *loader) prime(lo, hi int, deadline time.Time) error {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		for _, ev := range events[:n] {
-			if i := int(ev.Fd); i >= lo && i < hi && l.conns[i].fd >= 0 {
-				l.pingPong(&l.conns[i])
+			if err := handle(ev); err != nil {
+				return err
 			}
 		}
-	}
-	if l.errs > 0 {
-		return fmt.Errorf("setup: %w", l.first)
 	}
 	return nil
 }
