@@ -30,16 +30,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"os"
-	"os/signal"
-	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -63,24 +58,15 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // run is the program; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
-	r, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
+	cmd, r, err := parseArgs(args, stderr)
 	if err != nil {
-		return 2
+		return cmdline.Status(err)
 	}
-	// Caught from before the bind: a signal as the server starts still
-	// shuts it down cleanly.
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigc)
-	// One P for the loop and one for the rest (see evlistener's Dispatch).
-	if runtime.GOMAXPROCS(0) < 2 {
-		runtime.GOMAXPROCS(2)
-	}
+	sigc, stopSignals := cmdline.Notify(syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	cmdline.GOMAXPROCSAbove(1)
 	srv := &evlistener.Server{
-		Addr: net.JoinHostPort(r.addr, strconv.Itoa(r.port)),
+		Addr: cmd.Addr(r.addr),
 		// One loop: a line goes to every client, so all are on it. No C
 		// code shares it: libevent's locks would only cost.
 		BaseFlags:  evlistener.BaseNoLock,
@@ -88,13 +74,10 @@ func run(args []string, stderr io.Writer) int {
 		OnShutdown: r.shutdown,
 		ErrorLog:   log.New(stderr, "chat: ", 0),
 	}
-	if err := srv.Listen(); err != nil {
-		fmt.Fprintf(stderr, "chat: %v\n", err)
+	served, err := cmd.Serve(srv)
+	if err != nil {
 		return 1
 	}
-	fmt.Fprintf(stderr, "chat: listening on %v\n", srv.Addrs()[0])
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
 
 	select {
 	case sig := <-sigc:
@@ -113,50 +96,40 @@ func run(args []string, stderr io.Writer) int {
 
 // parseArgs reads the command line into an empty room. On an error it has
 // already told the user on stderr, in one line.
-func parseArgs(args []string, stderr io.Writer) (*room, error) {
-	r := &room{port: defaultPort, stderr: stderr, clients: map[*client]struct{}{}}
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+func parseArgs(args []string, stderr io.Writer) (*cmdline.Command, *room, error) {
+	r := &room{stderr: stderr, clients: map[*client]struct{}{}}
+	cmd := cmdline.New("chat", defaultPort, "Every whole line a client sends (ending in LF or CRLF) goes to every other\n"+
+		"client, ending in LF. SIGINT or SIGTERM send what is queued, for up to a\n"+
+		"second, and exit 0.", stderr)
+	fs, fail := cmd.FlagSet, cmd.Fail
 	fs.StringVar(&r.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
 	fs.IntVar(&r.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
 	fs.IntVar(&r.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
-	usage := func() {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "usage: chat [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
-			"Every whole line a client sends (ending in LF or CRLF) goes to every other\n"+
-			"client, ending in LF. SIGINT or SIGTERM send what is queued, for up to a\n"+
-			"second, and exit 0.\n\nflags:\n", defaultPort)
-		fs.PrintDefaults()
-	}
-	fail := func(format string, a ...any) error {
-		err := fmt.Errorf(format, a...)
-		fmt.Fprintf(stderr, "chat: %v (chat -h tells more)\n", err)
-		return err
-	}
-	switch err := cmdline.Parse(fs, args, &r.port, usage, fail); {
+	var err error
+	switch err = cmd.Parse(args); {
 	case err != nil:
-		return r, err
 	case !cmdline.ValidHost(r.addr):
-		return r, fail("-addr %q: want an IP address or a host name, without a port", r.addr)
+		err = fail("-addr %q: want an IP address or a host name, without a port", r.addr)
 	case r.maxLine < 1:
-		return r, fail("-max-line %d: want at least 1", r.maxLine)
+		err = fail("-max-line %d: want at least 1", r.maxLine)
 	case r.maxPending < 1:
-		return r, fail("-max-pending %d: want at least 1", r.maxPending)
+		err = fail("-max-pending %d: want at least 1", r.maxPending)
 	case r.maxPending <= r.maxLine:
 		// A longest line and its LF must fit in an empty queue, or every
 		// such line would disconnect every client it goes to.
-		return r, fail("-max-pending %d: want more than -max-line %d, so that a longest line fits", r.maxPending, r.maxLine)
+		err = fail("-max-pending %d: want more than -max-line %d, so that a longest line fits", r.maxPending, r.maxLine)
 	}
-	return r, nil
+	return cmd, r, err
 }
 
 // room is the chat: its settings, from the command line, and the clients
 // that lines go to, touched on the loop goroutine only.
 type room struct {
-	addr                      string
-	port, maxLine, maxPending int
-	stderr                    io.Writer
-	clients                   map[*client]struct{}
-	atShutdown                int // clients in the chat when shutdown began
+	addr                string
+	maxLine, maxPending int
+	stderr              io.Writer
+	clients             map[*client]struct{}
+	atShutdown          int // clients in the chat when shutdown began
 }
 
 // client is one connection in the chat, on a buffer event: the read

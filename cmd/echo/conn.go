@@ -1,17 +1,17 @@
 package main
 
 import (
-	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/evlistener/evlistener"
+	"github.com/evlistener/evlistener/internal/cmdline"
 )
 
-// defaultEngine is the faster engine by the benchmark (bench/, and
-// BENCHMARKS in README.md): event does one read() and one write() per
-// message, where a buffer event also adds and removes its write event.
+// defaultEngine is event: it does one read() and one write() per message,
+// where a buffer event also adds and removes its write event
+// (bench/README.md compares the two).
 const defaultEngine = "event"
 
 // Both engines accept with the connection's object made in C, as a C
@@ -86,14 +86,7 @@ func (e *echo) loopStart(b *evlistener.Base) {
 	b.SetBusyPoll(e.cfg.busyPoll)
 	b.SetBusyPollBudget(e.cfg.pollBudget)
 	e.loops = append(e.loops, &loop{base: b, buf: make([]byte, min(e.cfg.maxPending, maxRead)), idle: e.cfg.idle})
-	// Each loop waits for events inside a cgo call and keeps its P. With
-	// no idle P the runtime takes that P away within 20 µs and wakes a
-	// thread to hold it, and the loop must win a P back for every
-	// callback: on a one-CPU run, a context switch or two per message.
-	// One P per loop and one more for the rest keeps a P idle.
-	if runtime.GOMAXPROCS(0) < len(e.loops)+1 {
-		runtime.GOMAXPROCS(len(e.loops) + 1)
-	}
+	cmdline.GOMAXPROCSAbove(len(e.loops))
 }
 
 // loopOf returns the state of the loop of base b: a scan, as loops are

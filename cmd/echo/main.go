@@ -53,10 +53,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"os"
-	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -82,32 +79,26 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // config is the command line, checked.
 type config struct {
-	addr, engine                      string
-	port, maxConns, maxPending, loops int
-	idle, busyPoll, drain, upgradeIn  time.Duration
-	pollBudget                        float64
+	addr, engine                     string
+	maxConns, maxPending, loops      int
+	idle, busyPoll, drain, upgradeIn time.Duration
+	pollBudget                       float64
 }
 
 // run is the program; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
-	cfg, err := parseArgs(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
+	cmd, cfg, err := parseArgs(args, stderr)
 	if err != nil {
-		return 2
+		return cmdline.Status(err)
 	}
-	// Caught from before the bind: a signal as the server starts still
-	// shuts it down cleanly. Room for a SIGTERM behind an unread SIGHUP.
-	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigc)
+	sigc, stopSignals := cmdline.Notify(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
 	if v, ok := os.LookupEnv(oldUpgradeEnv); ok {
 		os.Unsetenv(oldUpgradeEnv)
 		os.Setenv(evlistener.UpgradeEnv, v)
 	}
 	srv := &evlistener.Server{
-		Addr:     net.JoinHostPort(cfg.addr, strconv.Itoa(cfg.port)),
+		Addr:     cmd.Addr(cfg.addr),
 		Loops:    cfg.loops,
 		MaxConns: cfg.maxConns,
 		Backlog:  1024, // clients past -max-conns wait in it
@@ -117,15 +108,10 @@ func run(args []string, stderr io.Writer) int {
 		ErrorLog:       log.New(stderr, "echo: ", 0),
 	}
 	(&echo{cfg: cfg}).serveOn(srv)
-	if err := srv.Listen(); err != nil {
-		fmt.Fprintf(stderr, "echo: %v\n", err)
+	served, err := cmd.Serve(srv)
+	if err != nil {
 		return 1
 	}
-	for _, a := range srv.Addrs() {
-		fmt.Fprintf(stderr, "echo: listening on %v\n", a)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
 
 	var (
 		upgraded  = make(chan error, 1)
@@ -194,9 +180,16 @@ func run(args []string, stderr io.Writer) int {
 
 // parseArgs reads the command line. On an error it has already told the
 // user on stderr.
-func parseArgs(args []string, stderr io.Writer) (config, error) {
-	cfg := config{port: defaultPort}
-	fs := flag.NewFlagSet("echo", flag.ContinueOnError)
+func parseArgs(args []string, stderr io.Writer) (*cmdline.Command, config, error) {
+	var cfg config
+	cmd := cmdline.New("echo", defaultPort, "Under systemd socket activation (LISTEN_FDS and LISTEN_PID name sockets for this\n"+
+		"process), and in the new process of an upgrade, echo serves the sockets it was\n"+
+		"given and binds nothing: the port argument and -addr are then ignored.\n\n"+
+		"SIGHUP upgrades: echo starts the executable at the path it was started from, with\n"+
+		"the same arguments, hands it the sockets it listens on, and once it is ready stops\n"+
+		"accepting, serves its own connections for at most -drain, and exits 0.", stderr)
+	cmd.UsageLine = true
+	fs := cmd.FlagSet
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
 	fs.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
 	fs.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
@@ -207,25 +200,11 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&cfg.pollBudget, "busy-poll-budget", evlistener.DefaultBusyPollBudget, "share of its working time a loop may spend polling; inf: no limit")
 	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
 	fs.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
-	usage := func() {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "usage: echo [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n"+
-			"Under systemd socket activation (LISTEN_FDS and LISTEN_PID name sockets for this\n"+
-			"process), and in the new process of an upgrade, echo serves the sockets it was\n"+
-			"given and binds nothing: the port argument and -addr are then ignored.\n\n"+
-			"SIGHUP upgrades: echo starts the executable at the path it was started from, with\n"+
-			"the same arguments, hands it the sockets it listens on, and once it is ready stops\n"+
-			"accepting, serves its own connections for at most -drain, and exits 0.\n\nflags:\n", defaultPort)
-		fs.PrintDefaults()
+	usageErr := func(format string, a ...any) (*cmdline.Command, config, error) {
+		return cmd, cfg, cmd.Fail(format, a...)
 	}
-	usageErr := func(format string, a ...any) (config, error) {
-		err := fmt.Errorf(format, a...)
-		fmt.Fprintf(stderr, "echo: %v\nusage: echo [flags] [port]; echo -h tells more\n", err)
-		return cfg, err
-	}
-	fail := func(format string, a ...any) error { _, err := usageErr(format, a...); return err }
-	if err := cmdline.Parse(fs, args, &cfg.port, usage, fail); err != nil {
-		return cfg, err
+	if err := cmd.Parse(args); err != nil {
+		return cmd, cfg, err
 	}
 	maxConnsSet := false
 	fs.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
@@ -254,7 +233,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	case cfg.upgradeIn <= 0:
 		return usageErr("-upgrade-timeout %v: want more than 0", cfg.upgradeIn)
 	}
-	return cfg, nil
+	return cmd, cfg, nil
 }
 
 // defaultMaxConns leaves room below the descriptor limit (which the Go

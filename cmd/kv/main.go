@@ -23,13 +23,10 @@ package main
 
 import (
 	"bytes"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -49,35 +46,15 @@ func main() {
 
 // run is the program; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
-	addr, port := "127.0.0.1", defaultPort
-	fs := flag.NewFlagSet("kv", flag.ContinueOnError)
-	fs.StringVar(&addr, "addr", addr, "address to listen on (0.0.0.0 or :: to serve the network)")
-	usage := func() {
-		fs.SetOutput(stderr)
-		fmt.Fprintf(stderr, "usage: kv [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\nflags:\n", defaultPort)
-		fs.PrintDefaults()
+	cmd := cmdline.New("kv", defaultPort, "", stderr)
+	addr := cmd.String("addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
+	if err := cmd.Parse(args); err != nil {
+		return cmdline.Status(err)
 	}
-	fail := func(format string, a ...any) error {
-		err := fmt.Errorf(format, a...)
-		fmt.Fprintf(stderr, "kv: %v (kv -h tells more)\n", err)
-		return err
-	}
-	if err := cmdline.Parse(fs, args, &port, usage, fail); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-
-	// The loop waits for events inside a cgo call and keeps its P; with no
-	// idle P the runtime would take it away, and the loop would have to
-	// win one back for every callback (see evlistener's Dispatch).
-	if runtime.GOMAXPROCS(0) < 2 {
-		runtime.GOMAXPROCS(2)
-	}
-	srv, err := listen(net.JoinHostPort(addr, strconv.Itoa(port)))
+	sigc, stopSignals := cmdline.Notify(syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	cmdline.GOMAXPROCSAbove(1)
+	srv, err := listen(cmd.Addr(*addr))
 	if err != nil {
 		fmt.Fprintf(stderr, "kv: %v\n", err)
 		return 1
