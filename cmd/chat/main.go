@@ -101,23 +101,22 @@ func parseArgs(args []string, stderr io.Writer) (*cmdline.Command, *room, error)
 	cmd := cmdline.New("chat", defaultPort, "Every whole line a client sends (ending in LF or CRLF) goes to every other\n"+
 		"client, ending in LF. SIGINT or SIGTERM send what is queued, for up to a\n"+
 		"second, and exit 0.", stderr)
-	fs, fail := cmd.FlagSet, cmd.Fail
-	fs.StringVar(&r.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
-	fs.IntVar(&r.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
-	fs.IntVar(&r.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
+	cmd.StringVar(&r.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
+	cmd.IntVar(&r.maxLine, "max-line", defaultMaxLine, "longest line in bytes, without its terminator; a client whose line grows past it is disconnected")
+	cmd.IntVar(&r.maxPending, "max-pending", defaultMaxPending, "bytes queued for one client; a client with more waiting is disconnected")
 	var err error
 	switch err = cmd.Parse(args); {
 	case err != nil:
 	case !cmdline.ValidHost(r.addr):
-		err = fail("-addr %q: want an IP address or a host name, without a port", r.addr)
+		err = cmd.Fail("-addr %q: want an IP address or a host name, without a port", r.addr)
 	case r.maxLine < 1:
-		err = fail("-max-line %d: want at least 1", r.maxLine)
+		err = cmd.Fail("-max-line %d: want at least 1", r.maxLine)
 	case r.maxPending < 1:
-		err = fail("-max-pending %d: want at least 1", r.maxPending)
+		err = cmd.Fail("-max-pending %d: want at least 1", r.maxPending)
 	case r.maxPending <= r.maxLine:
 		// A longest line and its LF must fit in an empty queue, or every
 		// such line would disconnect every client it goes to.
-		err = fail("-max-pending %d: want more than -max-line %d, so that a longest line fits", r.maxPending, r.maxLine)
+		err = cmd.Fail("-max-pending %d: want more than -max-line %d, so that a longest line fits", r.maxPending, r.maxLine)
 	}
 	return cmd, r, err
 }

@@ -189,17 +189,16 @@ func parseArgs(args []string, stderr io.Writer) (*cmdline.Command, config, error
 		"the same arguments, hands it the sockets it listens on, and once it is ready stops\n"+
 		"accepting, serves its own connections for at most -drain, and exits 0.", stderr)
 	cmd.UsageLine = true
-	fs := cmd.FlagSet
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
-	fs.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
-	fs.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
-	fs.IntVar(&cfg.maxPending, "max-pending", 1<<20, "echo bytes held per connection before it is no longer read")
-	fs.DurationVar(&cfg.idle, "idle", 5*time.Minute, "close connections idle this long; 0: never")
-	fs.IntVar(&cfg.loops, "loops", 1, "event loops on their own threads, sharing the port (SO_REUSEPORT)")
-	fs.DurationVar(&cfg.busyPoll, "busy-poll", defaultBusyPoll, "after a burst of work, poll this long before sleeping; 0: never")
-	fs.Float64Var(&cfg.pollBudget, "busy-poll-budget", evlistener.DefaultBusyPollBudget, "share of its working time a loop may spend polling; inf: no limit")
-	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
-	fs.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
+	cmd.StringVar(&cfg.addr, "addr", "127.0.0.1", "address to listen on (0.0.0.0 or :: to serve the network)")
+	cmd.StringVar(&cfg.engine, "engine", defaultEngine, "per-connection design: event or bufferevent")
+	cmd.IntVar(&cfg.maxConns, "max-conns", 0, fmt.Sprintf("connections served at once; more wait in the backlog (default: RLIMIT_NOFILE minus headroom, %d here)", defaultMaxConns(1)))
+	cmd.IntVar(&cfg.maxPending, "max-pending", 1<<20, "echo bytes held per connection before it is no longer read")
+	cmd.DurationVar(&cfg.idle, "idle", 5*time.Minute, "close connections idle this long; 0: never")
+	cmd.IntVar(&cfg.loops, "loops", 1, "event loops on their own threads, sharing the port (SO_REUSEPORT)")
+	cmd.DurationVar(&cfg.busyPoll, "busy-poll", defaultBusyPoll, "after a burst of work, poll this long before sleeping; 0: never")
+	cmd.Float64Var(&cfg.pollBudget, "busy-poll-budget", evlistener.DefaultBusyPollBudget, "share of its working time a loop may spend polling; inf: no limit")
+	cmd.DurationVar(&cfg.drain, "drain", 30*time.Second, "after an upgrade, serve this process's connections at most this long, then close them")
+	cmd.DurationVar(&cfg.upgradeIn, "upgrade-timeout", defaultUpgradeTimeout, "an upgrade fails unless the new process is ready within this long")
 	usageErr := func(format string, a ...any) (*cmdline.Command, config, error) {
 		return cmd, cfg, cmd.Fail(format, a...)
 	}
@@ -207,7 +206,7 @@ func parseArgs(args []string, stderr io.Writer) (*cmdline.Command, config, error
 		return cmd, cfg, err
 	}
 	maxConnsSet := false
-	fs.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
+	cmd.Visit(func(f *flag.Flag) { maxConnsSet = maxConnsSet || f.Name == "max-conns" })
 	if !maxConnsSet && cfg.loops >= 1 {
 		cfg.maxConns = defaultMaxConns(cfg.loops)
 	}
