@@ -102,11 +102,10 @@ type BufferEventOptions struct {
 // closed itself and a new one took the number) closes the new connection:
 // close a connection on the loop, or once, where its callbacks know it. A connection's address is
 // made only when asked for (RemoteAddr). The connections outlive the
-// listener's Close; Base.Close closes those still open. AcceptEvents may be
-// called from any goroutine.
+// listener's Close; Base.Close closes those still open.
 func (l *Listener) AcceptEvents(opts EventOptions) error {
 	if l.closed.Load() { // said before the options are looked at
-		return ErrClosed
+		return l.endpoints().opError("accept", ErrClosed)
 	}
 	if opts.What == 0 {
 		opts.What = EvRead | EvPersist
@@ -121,7 +120,7 @@ func (l *Listener) AcceptEvents(opts EventOptions) error {
 		err = errors.New("a connection's event must wait for EvRead, EvWrite or EvClosed")
 	}
 	if err != nil {
-		return &net.OpError{Op: "accept", Net: l.network, Addr: l.Addr(), Err: err}
+		return l.endpoints().opError("accept", err)
 	}
 	return l.acceptVia(&connAcceptor{kind: C.EVL_ACCEPT_EVENT, ev: opts})
 }
@@ -135,11 +134,10 @@ func (l *Listener) AcceptEvents(opts EventOptions) error {
 // once the descriptor numbers in use have been seen (libevent allocates
 // the buffer event, as in C). The rest is as for AcceptEvents: the
 // *BufferEvent owns the socket and may serve a later connection on the same
-// descriptor once closed. AcceptBufferEvents may be called from any
-// goroutine.
+// descriptor once closed.
 func (l *Listener) AcceptBufferEvents(opts BufferEventOptions) error {
 	if l.closed.Load() { // said before the options are looked at
-		return ErrClosed
+		return l.endpoints().opError("accept", ErrClosed)
 	}
 	if opts.Enable == 0 {
 		opts.Enable = EvRead
@@ -157,7 +155,7 @@ func (l *Listener) AcceptBufferEvents(opts BufferEventOptions) error {
 		err = errors.New("watermarks: want 0 <= low <= high, or high == 0")
 	}
 	if err != nil {
-		return &net.OpError{Op: "accept", Net: l.network, Addr: l.Addr(), Err: err}
+		return l.endpoints().opError("accept", err)
 	}
 	return l.acceptVia(&connAcceptor{kind: C.EVL_ACCEPT_BEV, bev: opts})
 }
@@ -176,13 +174,7 @@ type connAcceptor struct {
 }
 
 func (l *Listener) acceptVia(a *connAcceptor) error {
-	if err := do1(l, (*Listener).setAcceptor, a); err != nil {
-		if err == ErrClosed {
-			return err
-		}
-		return &net.OpError{Op: "accept", Net: l.network, Addr: l.Addr(), Err: err}
-	}
-	return nil
+	return loopRunWith("accept", l, (*Listener).setAcceptor, a)
 }
 
 func (l *Listener) setAcceptor(a *connAcceptor) error {
@@ -487,9 +479,9 @@ func (t *connTable) close() error {
 // RemoteAddr returns the address of the peer of the event's socket
 // (getpeername), made when asked for: a *net.TCPAddr or *net.UnixAddr, or
 // nil once the event is closed or when its descriptor is not a connected
-// socket. It may be called from any goroutine.
+// socket.
 func (ev *Event) RemoteAddr() net.Addr {
-	a, _ := get(ev, (*Event).remoteAddr)
+	a, _ := loopGet("remote addr", ev, (*Event).remoteAddr)
 	return a
 }
 
@@ -498,7 +490,7 @@ func (ev *Event) remoteAddr() (net.Addr, error) { return peername(ev.fd), nil }
 // RemoteAddr returns the address of the peer of the buffer event's socket,
 // as Event.RemoteAddr does.
 func (be *BufferEvent) RemoteAddr() net.Addr {
-	a, _ := get(be, (*BufferEvent).remoteAddr)
+	a, _ := loopGet("remote addr", be, (*BufferEvent).remoteAddr)
 	return a
 }
 

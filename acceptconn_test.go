@@ -181,7 +181,7 @@ func TestAcceptConn(t *testing.T) {
 				if o.RemoteAddr() != nil || o.CPtr() != nil {
 					t.Errorf("connection %d: RemoteAddr %v, CPtr %v after Close", i, o.RemoteAddr(), o.CPtr())
 				}
-				if err := o.Close(); err != ErrClosed {
+				if err := o.Close(); !errors.Is(err, ErrClosed) {
 					t.Errorf("second Close = %v, want ErrClosed", err)
 				}
 				_ = fd
@@ -440,7 +440,7 @@ func TestAcceptConnBaseClose(t *testing.T) {
 					readEOF(t, c)
 				}
 				for _, o := range objs {
-					if err := o.Close(); err != ErrClosed {
+					if err := o.Close(); !errors.Is(err, ErrClosed) {
 						t.Errorf("Close after Base.Close = %v, want ErrClosed", err)
 					}
 					if o.FD() != -1 {
@@ -670,10 +670,10 @@ func TestAcceptConnBadInput(t *testing.T) {
 	dispatching(t, b)
 	readEOF(t, dial(t, l.Addr())) // still the AcceptFunc
 	l.Close()
-	if err := l.AcceptEvents(EventOptions{OnEvent: cb}); err != ErrClosed {
+	if err := l.AcceptEvents(EventOptions{OnEvent: cb}); !errors.Is(err, ErrClosed) {
 		t.Errorf("AcceptEvents on a closed listener = %v, want ErrClosed", err)
 	}
-	if err := l.AcceptBufferEvents(BufferEventOptions{}); err != ErrClosed {
+	if err := l.AcceptBufferEvents(BufferEventOptions{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("AcceptBufferEvents on a closed listener = %v, want ErrClosed", err)
 	}
 }
@@ -1011,7 +1011,7 @@ func TestAcceptConnStorm(t *testing.T) {
 			for {
 				select {
 				case o := <-handed:
-					if err := o.Close(); err != nil && err != ErrClosed {
+					if err := o.Close(); err != nil && !errors.Is(err, ErrClosed) {
 						t.Errorf("Close = %v", err)
 					}
 				case <-stop:

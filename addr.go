@@ -98,17 +98,18 @@ func sockname(fd int) net.Addr {
 	return nil
 }
 
-// bindAddr is a resolved NewBind address in the form libevent takes.
-type bindAddr struct {
+// sockaddr is an address resolved for the kernel, in the form bind(2) and
+// connect(2) take it: what NewBind binds to and Connect connects to.
+type sockaddr struct {
 	raw  syscall.RawSockaddrAny
 	len  int
 	addr net.Addr // what errors and Addr report
 }
 
-// resolveBind turns network and address, as net.Listen takes them, into a
-// socket address. Host names are resolved; an empty host means all local
-// addresses ("::" dual-stack for "tcp", as net.Listen does).
-func resolveBind(network, address string) (*bindAddr, error) {
+// resolveSockaddr turns network and address, as net.Listen and net.Dial
+// take them, into a socket address. Host names are resolved; an empty host
+// means all local addresses ("::" dual-stack for "tcp", as net.Listen does).
+func resolveSockaddr(network, address string) (*sockaddr, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 		ta, err := net.ResolveTCPAddr(network, address)
@@ -119,15 +120,15 @@ func resolveBind(network, address string) (*bindAddr, error) {
 			}
 			return nil, err
 		}
-		return inetBindAddr(network, ta), nil
+		return inetSockaddr(network, ta), nil
 	case "unix":
-		return unixBindAddr(address)
+		return unixSockaddr(address)
 	}
 	return nil, net.UnknownNetworkError(network)
 }
 
-func inetBindAddr(network string, ta *net.TCPAddr) *bindAddr {
-	ba := &bindAddr{}
+func inetSockaddr(network string, ta *net.TCPAddr) *sockaddr {
+	ba := &sockaddr{}
 	ip4 := ta.IP.To4()
 	useV4 := network == "tcp4" || (ip4 != nil && network != "tcp6") ||
 		(len(ta.IP) == 0 && network == "tcp" && !supportsIPv6())
@@ -160,8 +161,8 @@ func inetBindAddr(network string, ta *net.TCPAddr) *bindAddr {
 	return ba
 }
 
-func unixBindAddr(path string) (*bindAddr, error) {
-	ba := &bindAddr{addr: &net.UnixAddr{Name: path, Net: "unix"}}
+func unixSockaddr(path string) (*sockaddr, error) {
+	ba := &sockaddr{addr: &net.UnixAddr{Name: path, Net: "unix"}}
 	raw := (*syscall.RawSockaddrUnix)(unsafe.Pointer(&ba.raw))
 	if path == "" {
 		return nil, &net.AddrError{Err: "empty unix socket path", Addr: path}

@@ -18,9 +18,7 @@ import (
 	"github.com/evlistener/evlistener/internal/goid"
 )
 
-// Base is a libevent event_base: one event loop, run by Dispatch. Every
-// method may be called from any goroutine, including from callbacks of
-// objects on the base.
+// Base is a libevent event_base: one event loop, run by Dispatch.
 type Base struct {
 	ptr   *C.struct_event_base
 	wake  *wakeup // runs queued work on the loop thread
@@ -44,15 +42,15 @@ type Base struct {
 	closed   bool // Close was called
 	freed    bool
 	running  bool       // Dispatch runs
-	direct   bool       // with no Dispatch, a goroutine runs loop work (loopG)
-	idle     *sync.Cond // on mu: signalled when direct ends
+	lent     bool       // with no Dispatch, the loop is lent to a caller (loopG)
+	idle     *sync.Cond // on mu: signalled when a loan ends
 	breakReq bool
 	queue    []*loopTask // work handed to the loop (see Base.call)
 	resume   []func()    // run by the next Dispatch, on the loop
 	done     chan struct{}
 
 	// pending is set while queue holds work or breakReq is set: every
-	// callback looks at it as it ends (see handoff.go).
+	// callback looks at it as it ends (see loopcall.go).
 	pending atomic.Bool
 
 	objMu sync.Mutex
@@ -100,20 +98,21 @@ func NewBase() (*Base, error) {
 // libevent's pthread locking is set up first either way (UsePthreads), so
 // that bases C creates later have locks.
 func NewBaseWithFlags(flags BaseFlag) (*Base, error) {
+	const op = "new base"
 	if rest := flags &^ knownBaseFlags; rest != 0 {
-		return nil, fmt.Errorf("evlistener: NewBaseWithFlags: unknown flags %#x", int(rest))
+		return nil, endpoints{}.opError(op, errors.New("unknown flags "+rest.String()))
 	}
 	if err := UsePthreads(); err != nil {
-		return nil, err
+		return nil, endpoints{}.opError(op, err)
 	}
 	p := C.evl_base_new(C.int(flags))
 	if p == nil {
-		return nil, errors.New("evlistener: event_base_new_with_config failed")
+		return nil, endpoints{}.opError(op, errors.New("event_base_new_with_config failed"))
 	}
 	b, err := adoptBase(p, true)
 	if err != nil {
 		C.event_base_free(p)
-		return nil, err
+		return nil, endpoints{}.opError(op, err)
 	}
 	return b, nil
 }
@@ -133,7 +132,7 @@ func adoptBase(p *C.struct_event_base, owned bool) (*Base, error) {
 	liveBases.Lock()
 	defer liveBases.Unlock()
 	if liveBases.m[p] != nil {
-		return nil, fmt.Errorf("evlistener: FromCPtr: event_base %p already has an open Base; share that one", p)
+		return nil, fmt.Errorf("event_base %p already has an open Base; share that one", p)
 	}
 	b.h = newHandle(b)
 	w, err := newWakeup(p, b.h)
@@ -173,6 +172,16 @@ func (b *Base) Method() string {
 	return C.GoString(C.event_base_get_method(b.ptr))
 }
 
+// opError wraps err, the failure of the base's method op, as the methods
+// of the objects on it wrap theirs (see endpoints.opError): a base has no
+// addresses.
+func (b *Base) opError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return endpoints{}.opError(op, err)
+}
+
 // onLoop reports whether the caller is the goroutine running Dispatch.
 func (b *Base) onLoop() bool {
 	g := b.loopG.Load()
@@ -198,17 +207,18 @@ func (b *Base) onLoop() bool {
 // program is pinned to fewer CPUs (taskset, a container's CPU limit): an
 // idle P costs nothing, and with one to spare each loop keeps its own.
 func (b *Base) Dispatch() error {
+	const op = "dispatch"
 	if b.onLoop() { // from a callback, or from a function Do runs
-		return errors.New("evlistener: Dispatch is already running on this base")
+		return b.opError(op, errDispatching)
 	}
 	b.lockLoop(false)
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return b.opError(op, ErrClosed)
 	}
 	if b.running {
 		b.mu.Unlock()
-		return errors.New("evlistener: Dispatch is already running on this base")
+		return b.opError(op, errDispatching)
 	}
 	b.running = true
 	b.loopG.Store(goid.Get())
@@ -233,10 +243,10 @@ func (b *Base) Dispatch() error {
 	// goroutine still the loop's.
 	b.mu.Lock()
 	b.running = false
-	b.direct = true
+	b.lent = true
 	b.breakReq = false
 	b.mu.Unlock()
-	if pan := b.drainDirect(); pan != nil {
+	if pan := b.drainLent(); pan != nil {
 		b.callbackPanicked(pan)
 	}
 	b.mu.Lock()
@@ -247,24 +257,26 @@ func (b *Base) Dispatch() error {
 		b.free()
 	}
 	close(done)
-	b.endDirect()
+	b.endLoan()
 	b.mu.Unlock()
 
 	if p != nil {
 		panic(p)
 	}
 	if rc < 0 {
-		return errors.New("evlistener: event_base_dispatch failed")
+		return b.opError(op, errors.New("event_base_dispatch failed"))
 	}
 	return nil
 }
+
+var errDispatching = errors.New("the loop is running already: one Dispatch at a time")
 
 // LoopBreak makes a running Dispatch return promptly, after the callback that
 // runs now, if any (event_base_loopbreak): no further callback starts, not
 // even one for a connection already waiting in a listener's backlog, however
 // many arrive. A break that lands while Dispatch is starting is not lost.
-// With no Dispatch running it does nothing and returns nil. It may be called
-// from any goroutine, and returns without waiting for the loop.
+// With no Dispatch running it does nothing and returns nil. It returns
+// without waiting for the loop.
 func (b *Base) LoopBreak() error {
 	if b.onLoop() {
 		if b.running { // not loop work run with no Dispatch
@@ -275,7 +287,7 @@ func (b *Base) LoopBreak() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return ErrClosed
+		return b.opError("loop break", ErrClosed)
 	}
 	if b.running {
 		// event_base_loop clears its break flag when it starts, so the
@@ -288,8 +300,7 @@ func (b *Base) LoopBreak() error {
 
 // LoopExit makes Dispatch return once the given time has passed
 // (event_base_loopexit); callbacks already active still run. A pending
-// LoopExit keeps Dispatch from returning for lack of events. It may be
-// called from any goroutine.
+// LoopExit keeps Dispatch from returning for lack of events.
 func (b *Base) LoopExit(after time.Duration) error {
 	if after < 0 {
 		after = 0
@@ -298,12 +309,12 @@ func (b *Base) LoopExit(after time.Duration) error {
 		tv_sec:  C.time_t(after / time.Second),
 		tv_usec: C.suseconds_t((after % time.Second) / time.Microsecond),
 	}
-	return b.call(func() error {
+	return b.opError("loop exit", b.call(func() error {
 		if C.event_base_loopexit(b.ptr, &tv) != 0 {
-			return errors.New("evlistener: event_base_loopexit failed")
+			return errors.New("event_base_loopexit failed")
 		}
 		return nil
-	})
+	}))
 }
 
 // Close closes every listener and buffer event still open on the base, then
@@ -311,13 +322,13 @@ func (b *Base) LoopExit(after time.Duration) error {
 // owner). While Dispatch runs on another goroutine, Close stops the loop and
 // waits for Dispatch to return. Called from a callback of this base, it
 // returns at once and the base is freed as Dispatch returns. Later calls
-// return ErrClosed.
+// fail with ErrClosed.
 func (b *Base) Close() error {
 	onLoop := b.onLoop()
 	b.lockLoop(onLoop)
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return b.opError("close", ErrClosed)
 	}
 	b.closed = true
 	if !b.running {

@@ -196,7 +196,7 @@ func TestDispatchTwice(t *testing.T) {
 	idleListener(t, b)
 	r := startDispatch(t, b)
 	err := dispatch(t, b)
-	if err == nil || err == ErrClosed {
+	if err == nil || errors.Is(err, ErrClosed) {
 		t.Fatalf("second concurrent Dispatch = %v, want an error", err)
 	}
 	if r.finished() {
@@ -276,7 +276,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		if l.FD() != -1 || l.Addr() != nil {
 			t.Fatalf("listener after Base.Close: FD() = %d, Addr() = %v", l.FD(), l.Addr())
 		}
-		if err := l.Close(); err != ErrClosed {
+		if err := l.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("listener Close after Base.Close = %v, want ErrClosed", err)
 		}
 		refused(t, addr)
@@ -289,7 +289,7 @@ func baseClose(t *testing.T, kind baseKind) {
 			"LoopBreak": b.LoopBreak(),
 			"LoopExit":  b.LoopExit(0),
 		} {
-			if err != ErrClosed {
+			if !errors.Is(err, ErrClosed) {
 				t.Errorf("%s on a closed base = %v, want ErrClosed", name, err)
 			}
 		}
@@ -722,13 +722,13 @@ func TestBusyPoll(t *testing.T) {
 	t.Run("closed base", func(t *testing.T) {
 		b := newBase(t)
 		b.Close()
-		if err := b.SetBusyPoll(time.Second); err != ErrClosed {
+		if err := b.SetBusyPoll(time.Second); !errors.Is(err, ErrClosed) {
 			t.Fatalf("SetBusyPoll on a closed base: %v, want ErrClosed", err)
 		}
-		if err := b.SetBusyPollBudget(1); err != ErrClosed {
+		if err := b.SetBusyPollBudget(1); !errors.Is(err, ErrClosed) {
 			t.Fatalf("SetBusyPollBudget on a closed base: %v, want ErrClosed", err)
 		}
-		if err := b.SetBusyPollBudget(math.NaN()); err != ErrClosed {
+		if err := b.SetBusyPollBudget(math.NaN()); !errors.Is(err, ErrClosed) {
 			t.Fatalf("SetBusyPollBudget(NaN) on a closed base: %v, want ErrClosed: closed comes before the arguments", err)
 		}
 	})

@@ -28,9 +28,8 @@ import (
 )
 
 // Buffer is one of the two buffers of a buffer event (struct evbuffer).
-// Its methods may be called from any goroutine; like the buffer event's,
-// they run on the loop thread. Once the buffer event is closed they return
-// ErrClosed (Len returns 0).
+// Like the buffer event's, its methods run on the loop thread. Once the
+// buffer event is closed they fail with ErrClosed (Len returns 0).
 //
 // Each buffer has an end that only libevent moves, as in C: only the
 // socket adds to the input buffer, so Write and MoveTo into it fail with
@@ -46,10 +45,10 @@ type Buffer struct {
 var (
 	// ErrInputEnd: data was written into a buffer event's input buffer,
 	// whose end only the socket adds to.
-	ErrInputEnd = errors.New("evlistener: only the socket adds to a buffer event's input buffer")
+	ErrInputEnd = errors.New("only the socket adds to a buffer event's input buffer")
 	// ErrOutputFront: data was read or drained from a buffer event's
 	// output buffer, whose front only the socket takes from.
-	ErrOutputFront = errors.New("evlistener: only the socket takes from a buffer event's output buffer")
+	ErrOutputFront = errors.New("only the socket takes from a buffer event's output buffer")
 )
 
 // frozen is the error of an operation on the end of buf that libevent
@@ -64,12 +63,14 @@ func (buf *Buffer) frozen(add bool) error {
 	return nil
 }
 
-// header makes a Buffer's methods run as its buffer event's do.
-func (buf *Buffer) header() *object { return &buf.be.object }
+// header and endpoints make a Buffer's methods run, and fail, as its
+// buffer event's do.
+func (buf *Buffer) header() *object      { return &buf.be.object }
+func (buf *Buffer) endpoints() endpoints { return buf.be.endpoints() }
 
 // Len returns how many bytes the buffer holds (evbuffer_get_length).
 func (buf *Buffer) Len() int {
-	n, _ := get(buf, (*Buffer).length)
+	n, _ := loopGet("len", buf, (*Buffer).length)
 	return n
 }
 
@@ -81,29 +82,29 @@ func (buf *Buffer) length() (int, error) {
 // (evbuffer_remove). An empty buffer gives 0, io.EOF, as bytes.Buffer
 // does: more data may arrive later.
 func (buf *Buffer) Read(p []byte) (int, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return 0, ErrClosed
+	const op = "read"
+	if buf.be.base.onLoop() { // p itself, see loopcall.go
+		if err := errIfClosed(op, buf); err != nil {
+			return 0, err
 		}
-		return buf.read(p)
+		n, err := buf.read(p)
+		return n, wrapError(op, buf, err)
 	}
-	// Through a copy: p, handed to the loop, would escape to the heap, also
-	// on the loop's path.
 	tmp := make([]byte, len(p))
-	n, err := get1(buf, (*Buffer).read, tmp)
+	n, err := loopGetWith(op, buf, (*Buffer).read, tmp)
 	return copy(p, tmp[:n]), err // io.EOF as it is, as io.Reader wants
 }
 
 func (buf *Buffer) read(p []byte) (int, error) {
 	if err := buf.frozen(false); err != nil {
-		return 0, opError("read", err)
+		return 0, err
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
 	n := C.evbuffer_remove(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p)))
 	if n < 0 {
-		return 0, opError("read", errors.New("evbuffer_remove failed"))
+		return 0, errors.New("evbuffer_remove failed")
 	}
 	if n == 0 {
 		return 0, io.EOF
@@ -113,26 +114,27 @@ func (buf *Buffer) read(p []byte) (int, error) {
 
 // Write appends a copy of p to the buffer (evbuffer_add).
 func (buf *Buffer) Write(p []byte) (int, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return 0, ErrClosed
+	const op = "write"
+	if buf.be.base.onLoop() { // p itself, see loopcall.go
+		if err := errIfClosed(op, buf); err != nil {
+			return 0, err
 		}
-		return buf.write(p)
+		n, err := buf.write(p)
+		return n, wrapError(op, buf, err)
 	}
-	// Through a copy, as in Read.
-	return get1(buf, (*Buffer).write, append([]byte(nil), p...))
+	return loopGetWith(op, buf, (*Buffer).write, append([]byte(nil), p...))
 }
 
 func (buf *Buffer) write(p []byte) (int, error) {
 	if err := buf.frozen(true); err != nil {
-		return 0, opError("write", err)
+		return 0, err
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
 	n := C.evl_buffer_add(buf.ptr, unsafe.Pointer(&p[0]), C.size_t(len(p)))
 	if n < 0 {
-		return 0, opError("write", errors.New("evbuffer_add failed"))
+		return 0, errors.New("evbuffer_add failed")
 	}
 	buf.grew(int(n))
 	return len(p), nil
@@ -143,12 +145,12 @@ func (buf *Buffer) write(p []byte) (int, error) {
 // must belong to buffer events on the same base. It returns how many bytes
 // moved.
 func (buf *Buffer) MoveTo(dst *Buffer) (int, error) {
-	return get1(buf, (*Buffer).moveTo, dst)
+	return loopGetWith("move to", buf, (*Buffer).moveTo, dst)
 }
 
 func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 	if dst == nil || dst.be.base != buf.be.base {
-		return 0, opError("move", errors.New("buffers on different bases"))
+		return 0, errors.New("buffers on different bases")
 	}
 	if dst.be.closed.Load() {
 		return 0, ErrClosed
@@ -157,11 +159,11 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 		return 0, nil
 	}
 	if err := errors.Join(buf.frozen(false), dst.frozen(true)); err != nil {
-		return 0, opError("move", err)
+		return 0, err
 	}
 	n := int(C.evbuffer_get_length(buf.ptr))
 	if C.evbuffer_add_buffer(dst.ptr, buf.ptr) != 0 {
-		return 0, opError("move", errors.New("evbuffer_add_buffer failed"))
+		return 0, errors.New("evbuffer_add_buffer failed")
 	}
 	dst.grew(int(C.evbuffer_get_length(dst.ptr)))
 	return n, nil
@@ -170,18 +172,18 @@ func (buf *Buffer) moveTo(dst *Buffer) (int, error) {
 // Drain discards up to n bytes from the front of the buffer
 // (evbuffer_drain).
 func (buf *Buffer) Drain(n int) error {
-	return do1(buf, (*Buffer).drain, n)
+	return loopRunWith("drain", buf, (*Buffer).drain, n)
 }
 
 func (buf *Buffer) drain(n int) error {
 	if n < 0 {
-		return opError("drain", errors.New("negative count"))
+		return errors.New("negative count")
 	}
 	if err := buf.frozen(false); err != nil {
-		return opError("drain", err)
+		return err
 	}
 	if C.evbuffer_drain(buf.ptr, C.size_t(n)) != 0 {
-		return opError("drain", errors.New("evbuffer_drain failed"))
+		return errors.New("evbuffer_drain failed")
 	}
 	return nil
 }
@@ -216,7 +218,7 @@ func (buf *Buffer) ReadLine(style EOLStyle) (line []byte, ok bool) {
 	if style < EOLAny || style > EOLNUL {
 		return nil, false
 	}
-	line, err := get1(buf, (*Buffer).readLine, lineArgs{style})
+	line, err := loopGetWith("read line", buf, (*Buffer).readLine, lineArgs{style})
 	return line, err == nil && line != nil
 }
 
@@ -236,14 +238,14 @@ func (buf *Buffer) readLine(a lineArgs) ([]byte, error) {
 		return nil, nil
 	}
 	if n < 0 {
-		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+		return nil, errors.New("evbuffer_remove failed")
 	}
 	if taken != 0 {
 		return append(make([]byte, 0, n), small[:n]...), nil // never nil, also when empty
 	}
 	line := make([]byte, n, n+1)
 	if C.evl_buffer_take(buf.ptr, unsafe.Pointer(unsafe.SliceData(line[:1])), C.size_t(n), eol) != 0 {
-		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+		return nil, errors.New("evbuffer_remove failed")
 	}
 	return line, nil
 }
@@ -251,7 +253,7 @@ func (buf *Buffer) readLine(a lineArgs) ([]byte, error) {
 // Peek returns a copy of the first min(n, Len()) bytes of the buffer
 // (evbuffer_copyout), removing nothing; nil when there are none.
 func (buf *Buffer) Peek(n int) []byte {
-	p, _ := get1(buf, (*Buffer).peek, n)
+	p, _ := loopGetWith("peek", buf, (*Buffer).peek, n)
 	return p
 }
 
@@ -275,28 +277,7 @@ func (buf *Buffer) peek(n int) ([]byte, error) {
 // Index returns the offset of the first instance of sep in the buffer
 // (evbuffer_search), or -1; 0 for an empty sep, as bytes.Index does, and
 // -1 once the buffer event is closed.
-func (buf *Buffer) Index(sep []byte) int {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return -1
-		}
-		i, _ := buf.index(sep)
-		return i
-	}
-	// Through a copy, as in Read.
-	i, err := get1(buf, (*Buffer).index, append([]byte(nil), sep...))
-	if err != nil {
-		return -1
-	}
-	return i
-}
-
-func (buf *Buffer) index(sep []byte) (int, error) {
-	if len(sep) == 0 {
-		return 0, nil
-	}
-	return int(C.evl_buffer_index_from(buf.ptr, unsafe.Pointer(&sep[0]), C.size_t(len(sep)), 0)), nil
-}
+func (buf *Buffer) Index(sep []byte) int { return buf.IndexFrom(sep, 0) }
 
 // grew runs on the loop after the buffer grew to n bytes: the output buffer
 // checks its high watermark.
@@ -324,7 +305,7 @@ type appendArgs struct {
 // it is one cgo call; otherwise dst grows, as append grows it, and one more
 // call takes the rest.
 func (buf *Buffer) AppendTo(dst []byte) ([]byte, error) {
-	return buf.AppendN(dst, math.MaxInt)
+	return buf.appendOp("append to", dst, math.MaxInt)
 }
 
 // AppendN removes up to n bytes from the front of the buffer and appends
@@ -334,22 +315,28 @@ func (buf *Buffer) AppendTo(dst []byte) ([]byte, error) {
 // (ErrOutputFront), which only the socket takes from. Its cost is
 // AppendTo's.
 func (buf *Buffer) AppendN(dst []byte, n int) ([]byte, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return dst, ErrClosed
+	return buf.appendOp("append n", dst, n)
+}
+
+// appendOp is AppendTo and AppendN, for the method op.
+func (buf *Buffer) appendOp(op string, dst []byte, n int) ([]byte, error) {
+	if buf.be.base.onLoop() { // dst itself, see loopcall.go
+		if err := errIfClosed(op, buf); err != nil {
+			return dst, err
 		}
-		return buf.appendN(appendArgs{dst, n})
+		out, err := buf.appendN(appendArgs{dst, n})
+		return out, wrapError(op, buf, err)
 	}
-	got, err := get1(buf, (*Buffer).appendN, appendArgs{nil, n})
+	got, err := loopGetWith(op, buf, (*Buffer).appendN, appendArgs{nil, n})
 	return append(dst, got...), err
 }
 
 func (buf *Buffer) appendN(a appendArgs) ([]byte, error) {
 	if a.want < 0 {
-		return a.dst, opError("read", errors.New("negative count"))
+		return a.dst, errors.New("negative count")
 	}
 	if err := buf.frozen(false); err != nil {
-		return a.dst, opError("read", err)
+		return a.dst, err
 	}
 	dst, want := a.dst, a.want
 	for {
@@ -358,7 +345,7 @@ func (buf *Buffer) appendN(a appendArgs) ([]byte, error) {
 		m := C.evl_buffer_remove_into(buf.ptr, unsafe.Pointer(unsafe.SliceData(room)),
 			C.size_t(len(room)), C.size_t(want), &length)
 		if m < 0 {
-			return dst, opError("read", errors.New("evbuffer_remove failed"))
+			return dst, errors.New("evbuffer_remove failed")
 		}
 		dst = dst[:len(dst)+int(m)]
 		want -= int(m)
@@ -387,7 +374,7 @@ func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 	if style < EOLAny || style > EOLNUL {
 		return dst, false
 	}
-	if buf.be.base.onLoop() {
+	if buf.be.base.onLoop() { // dst itself, see loopcall.go
 		if buf.be.closed.Load() {
 			return dst, false
 		}
@@ -397,7 +384,7 @@ func (buf *Buffer) AppendLine(dst []byte, style EOLStyle) ([]byte, bool) {
 		}
 		return out, true
 	}
-	line, err := get1(buf, (*Buffer).appendLine, lineInto{nil, style})
+	line, err := loopGetWith("append line", buf, (*Buffer).appendLine, lineInto{nil, style})
 	if err != nil || line == nil {
 		return dst, false
 	}
@@ -423,12 +410,12 @@ func (buf *Buffer) appendLine(a lineInto) ([]byte, error) {
 	case n == -1:
 		return nil, nil
 	case n < 0:
-		return nil, opError("read line", errors.New("evbuffer_remove failed"))
+		return nil, errors.New("evbuffer_remove failed")
 	case taken == 0: // no room: grow, then take the line found
 		dst = slices.Grow(dst, n+1)
 		room = dst[len(dst) : len(dst)+n+1]
 		if C.evl_buffer_take(buf.ptr, unsafe.Pointer(unsafe.SliceData(room)), C.size_t(n), eol) != 0 {
-			return nil, opError("read line", errors.New("evbuffer_remove failed"))
+			return nil, errors.New("evbuffer_remove failed")
 		}
 	}
 	if dst == nil { // an empty line into a nil slice is still a line
@@ -453,15 +440,14 @@ func (buf *Buffer) IndexFrom(sep []byte, from int) int {
 	if from < 0 {
 		return -1
 	}
-	if buf.be.base.onLoop() {
+	if buf.be.base.onLoop() { // sep itself, see loopcall.go
 		if buf.be.closed.Load() {
 			return -1
 		}
 		i, _ := buf.indexFrom(indexArgs{sep, from})
 		return i
 	}
-	// Through a copy, as in Read.
-	i, err := get1(buf, (*Buffer).indexFrom, indexArgs{append([]byte(nil), sep...), from})
+	i, err := loopGetWith("index from", buf, (*Buffer).indexFrom, indexArgs{append([]byte(nil), sep...), from})
 	if err != nil {
 		return -1
 	}
@@ -470,7 +456,7 @@ func (buf *Buffer) IndexFrom(sep []byte, from int) int {
 
 func (buf *Buffer) indexFrom(a indexArgs) (int, error) {
 	if len(a.sep) == 0 {
-		if a.from > int(C.evbuffer_get_length(buf.ptr)) {
+		if a.from > 0 && a.from > int(C.evbuffer_get_length(buf.ptr)) {
 			return -1, nil
 		}
 		return a.from, nil
@@ -492,21 +478,22 @@ type copyArgs struct {
 // too. From a callback it is one cgo call and allocates nothing; p is the
 // caller's, a copy.
 func (buf *Buffer) ReadAt(p []byte, off int64) (int, error) {
-	if buf.be.base.onLoop() {
-		if buf.be.closed.Load() {
-			return 0, ErrClosed
+	const op = "read at"
+	if buf.be.base.onLoop() { // p itself, see loopcall.go
+		if err := errIfClosed(op, buf); err != nil {
+			return 0, err
 		}
-		return buf.readAt(copyArgs{p, off})
+		n, err := buf.readAt(copyArgs{p, off})
+		return n, wrapError(op, buf, err)
 	}
-	// Through a copy, as in Read.
 	tmp := make([]byte, len(p))
-	n, err := get1(buf, (*Buffer).readAt, copyArgs{tmp, off})
+	n, err := loopGetWith(op, buf, (*Buffer).readAt, copyArgs{tmp, off})
 	return copy(p, tmp[:n]), err
 }
 
 func (buf *Buffer) readAt(a copyArgs) (int, error) {
 	if a.off < 0 {
-		return 0, opError("read", errors.New("negative offset"))
+		return 0, errors.New("negative offset")
 	}
 	if len(a.p) == 0 {
 		return 0, nil

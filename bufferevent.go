@@ -43,12 +43,11 @@ type BufferEventFunc func(be *BufferEvent, what BEVEvent, err error)
 
 // BufferEvent is a libevent buffer event on a socket (struct bufferevent):
 // libevent reads into its input Buffer and writes its output Buffer, and
-// calls Go closures as it goes. Every method, and every method of its
-// Buffers, may be called from any goroutine, including from inside
-// callbacks; operations are run on the loop thread, where libevent 2.1 can
-// do them without the deadlock that bufferevent_disable and _free risk from
-// another thread during a callback (libevent_obsolete#105), and the caller
-// waits. From the loop goroutine they cost one cgo call and no allocation.
+// calls Go closures as it goes. Its methods, and those of its Buffers, run
+// libevent on the loop thread, where libevent 2.1 can do them without the
+// deadlock that bufferevent_disable and _free risk from another thread
+// during a callback (libevent_obsolete#105), and the caller waits. From the
+// loop goroutine they cost one cgo call and no allocation.
 type BufferEvent struct {
 	object
 
@@ -102,6 +101,17 @@ func (be *BufferEvent) peer() net.Addr {
 	return be.rare.peer
 }
 
+// endpoints: a buffer event's errors name the address Connect connected
+// to; one on an accepted socket names none (it would take two system calls
+// on every error, and a closed one has no socket left to ask).
+func (be *BufferEvent) endpoints() endpoints {
+	peer := be.peer()
+	if peer == nil {
+		return endpoints{}
+	}
+	return endpoints{net: peer.Network(), addr: peer}
+}
+
 // armTimer makes CloseAfterFlush's timer fire after d, made on first use:
 // a flush that ends at once, with no deadline, makes none. It reports
 // whether the timer is set.
@@ -130,18 +140,21 @@ func (be *BufferEvent) dropTimer() {
 // yet: Connect makes one.
 func NewBufferEvent(b *Base, fd int, opts BEVOption) (*BufferEvent, error) {
 	const op = "new buffer event"
-	if b == nil {
-		return nil, opError(op, errNilBase)
+	var err error
+	switch {
+	case b == nil:
+		err = errNilBase
+	case fd < -1:
+		err = os.NewSyscallError("bufferevent_socket_new", syscall.EBADF)
+	case opts&^knownBEVOptions != 0:
+		err = errors.New("unknown options 0x" + strconv.FormatUint(uint64(opts&^knownBEVOptions), 16))
 	}
-	if fd < -1 {
-		return nil, opError(op, os.NewSyscallError("bufferevent_socket_new", syscall.EBADF))
-	}
-	if rest := opts &^ knownBEVOptions; rest != 0 {
-		return nil, opError(op, errors.New("unknown options 0x"+strconv.FormatUint(uint64(rest), 16)))
+	if err != nil {
+		return nil, endpoints{}.opError(op, err)
 	}
 	be := &BufferEvent{closeOnFree: opts&BEVOptCloseOnFree != 0}
-	if err := newObject(b, be, fd, (*BufferEvent).open, opts); err != nil {
-		return nil, opError(op, err)
+	if err := newObject(op, b, be, fd, (*BufferEvent).open, opts); err != nil {
+		return nil, err
 	}
 	return be, nil
 }
@@ -169,9 +182,10 @@ type bevCallbacks struct {
 
 // SetCallbacks sets the read, write and event callbacks
 // (bufferevent_setcb); any of them may be nil. On a closed buffer event it
-// does nothing.
+// does nothing: it has no error result, and there is nothing left to call
+// back.
 func (be *BufferEvent) SetCallbacks(read, write DataFunc, event BufferEventFunc) {
-	do1(be, (*BufferEvent).setCallbacks, bevCallbacks{read, write, event})
+	loopRunWith("set callbacks", be, (*BufferEvent).setCallbacks, bevCallbacks{read, write, event})
 }
 
 func (be *BufferEvent) setCallbacks(cbs bevCallbacks) error {
@@ -203,7 +217,7 @@ func (be *BufferEvent) setFilter() {
 // Enable starts reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_enable).
 func (be *BufferEvent) Enable(what Events) error {
-	return opError("enable", do1(be, (*BufferEvent).enable, what))
+	return loopRunWith("enable", be, (*BufferEvent).enable, what)
 }
 
 func (be *BufferEvent) enable(what Events) error {
@@ -216,7 +230,7 @@ func (be *BufferEvent) enable(what Events) error {
 // Disable stops reading (EvRead) and/or writing (EvWrite)
 // (bufferevent_disable). Data already read stays in the input buffer.
 func (be *BufferEvent) Disable(what Events) error {
-	return opError("disable", do1(be, (*BufferEvent).disable, what))
+	return loopRunWith("disable", be, (*BufferEvent).disable, what)
 }
 
 func (be *BufferEvent) disable(what Events) error {
@@ -229,7 +243,7 @@ func (be *BufferEvent) disable(what Events) error {
 // Enabled reports which of EvRead and EvWrite are enabled
 // (bufferevent_get_enabled); 0 once closed.
 func (be *BufferEvent) Enabled() Events {
-	what, _ := get(be, (*BufferEvent).enabled)
+	what, _ := loopGet("enabled", be, (*BufferEvent).enabled)
 	return what
 }
 
@@ -258,7 +272,7 @@ type watermark struct {
 // its producers on the one and resumes them on the other, or closes a
 // consumer too slow to keep up. Nothing is dropped: Write still appends.
 func (be *BufferEvent) SetWatermark(what Events, low, high int) error {
-	return opError("set watermark", do1(be, (*BufferEvent).setWatermark, watermark{what, low, high}))
+	return loopRunWith("set watermark", be, (*BufferEvent).setWatermark, watermark{what, low, high})
 }
 
 func (be *BufferEvent) setWatermark(w watermark) error {
@@ -297,7 +311,7 @@ type timeouts struct{ read, write time.Duration }
 // nothing could be written for that long; either calls the event callback
 // with BEVEventTimeout and disables that direction.
 func (be *BufferEvent) SetTimeouts(read, write time.Duration) error {
-	return opError("set timeouts", do1(be, (*BufferEvent).setTimeouts, timeouts{read, write}))
+	return loopRunWith("set timeouts", be, (*BufferEvent).setTimeouts, timeouts{read, write})
 }
 
 func (be *BufferEvent) setTimeouts(t timeouts) error {
@@ -318,7 +332,7 @@ func (be *BufferEvent) setTimeouts(t timeouts) error {
 // data in the output buffer, where libevent's own write reports it to the
 // event callback.
 func (be *BufferEvent) EchoInput() (pending int, err error) {
-	return get(be, (*BufferEvent).echoInput)
+	return loopGet("echo input", be, (*BufferEvent).echoInput)
 }
 
 func (be *BufferEvent) echoInput() (int, error) {
@@ -340,14 +354,15 @@ func (be *BufferEvent) Read(p []byte) (int, error) { return be.in.Read(p) }
 // callback still follows: after a Write that went out whole it runs once
 // the callback that runs now returns. Output().Write only queues.
 func (be *BufferEvent) Write(p []byte) (int, error) {
-	if be.base.onLoop() {
-		if be.closed.Load() {
-			return 0, ErrClosed
+	const op = "write"
+	if be.base.onLoop() { // p itself, see loopcall.go
+		if err := errIfClosed(op, be); err != nil {
+			return 0, err
 		}
-		return be.write(p)
+		n, err := be.write(p)
+		return n, wrapError(op, be, err)
 	}
-	// Through a copy, as in Buffer.Read.
-	return get1(be, (*BufferEvent).write, append([]byte(nil), p...))
+	return loopGetWith(op, be, (*BufferEvent).write, append([]byte(nil), p...))
 }
 
 // Input returns the buffer libevent reads into
@@ -363,8 +378,8 @@ func (be *BufferEvent) Output() *Buffer { return &be.out }
 // not sent. Once Close returns no callback of the buffer event starts, and
 // nothing of it touches the socket again, also when Close is called inside
 // one of its callbacks: a descriptor number that the program reuses next
-// never gets this buffer event's output. Later calls return ErrClosed.
-func (be *BufferEvent) Close() error { return do(be, (*BufferEvent).close) }
+// never gets this buffer event's output. Later calls fail with ErrClosed.
+func (be *BufferEvent) Close() error { return loopRun("close", be, (*BufferEvent).close) }
 
 func (be *BufferEvent) close() error {
 	if be.pool != nil {
@@ -448,11 +463,11 @@ func (be *BufferEvent) onEvent(what BEVEvent, errno syscall.Errno) {
 func (be *BufferEvent) eventError(what BEVEvent, connect bool, errno syscall.Errno) error {
 	switch {
 	case connect && what&(BEVEventReading|BEVEventWriting) == 0:
-		return &net.OpError{Op: "dial", Net: be.peer().Network(), Addr: be.peer(), Err: os.NewSyscallError("connect", errno)}
+		return be.endpoints().opError("dial", os.NewSyscallError("connect", errno))
 	case what&BEVEventWriting != 0:
-		return &net.OpError{Op: "write", Addr: be.peer(), Err: errno}
+		return be.endpoints().opError("write", errno)
 	default:
-		return &net.OpError{Op: "read", Addr: be.peer(), Err: errno}
+		return be.endpoints().opError("read", errno)
 	}
 }
 
@@ -475,12 +490,12 @@ func (be *BufferEvent) eventError(what BEVEvent, connect bool, errno syscall.Err
 // Connect is pending, it waits for the connection and then writes.
 //
 // To the caller the buffer event is closed when CloseAfterFlush returns:
-// its methods return ErrClosed, FD returns -1, and none of its callbacks
+// its methods fail with ErrClosed, FD returns -1, and none of its callbacks
 // runs again; the socket and the output live on until the end, and
-// Base.Close ends them too. It may be called from any goroutine, including
-// from the buffer event's callbacks.
+// Base.Close ends them too. It may be called from the buffer event's
+// callbacks too.
 func (be *BufferEvent) CloseAfterFlush(timeout time.Duration) error {
-	return do1(be, (*BufferEvent).closeAfterFlush, timeout)
+	return loopRunWith("close after flush", be, (*BufferEvent).closeAfterFlush, timeout)
 }
 
 // LingerTimeout bounds how long CloseAfterFlush with no timeout waits for
@@ -605,26 +620,22 @@ func (be *BufferEvent) flushEvent(what BEVEvent) {
 // as the lookup takes, so resolve names first, or call Connect from another
 // goroutine.
 func (be *BufferEvent) Connect(network, address string) error {
+	const op = "dial"     // as net.Dial's, and the event callback's
 	if be.closed.Load() { // before the arguments, as every method
-		return ErrClosed
+		return endpoints{}.opError(op, ErrClosed)
 	}
-	if address == "" {
-		return &net.OpError{Op: "dial", Net: network, Err: &net.AddrError{Err: "missing address"}}
+	err := error(&net.AddrError{Err: "missing address"})
+	var sa *sockaddr
+	if address != "" {
+		sa, err = resolveSockaddr(network, address)
 	}
-	sa, err := resolveBind(network, address)
 	if err != nil {
-		return &net.OpError{Op: "dial", Net: network, Err: err}
+		return endpoints{net: network}.opError(op, err)
 	}
-	if err := do1(be, (*BufferEvent).connect, sa); err != nil {
-		if err == ErrClosed {
-			return err
-		}
-		return &net.OpError{Op: "dial", Net: network, Addr: sa.addr, Err: err}
-	}
-	return nil
+	return loopRunWith(op, be, (*BufferEvent).connect, sa)
 }
 
-func (be *BufferEvent) connect(sa *bindAddr) error {
+func (be *BufferEvent) connect(sa *sockaddr) error {
 	switch {
 	case be.connecting:
 		return os.NewSyscallError("connect", syscall.EALREADY)
@@ -633,6 +644,7 @@ func (be *BufferEvent) connect(sa *bindAddr) error {
 		// returns 0 once after a non-blocking connect completes).
 		return os.NewSyscallError("connect", syscall.EISCONN)
 	}
+	be.rareState().peer = sa.addr // for the errors, the one below included
 	r, errno := C.bufferevent_socket_connect(be.ptr, (*C.struct_sockaddr)(unsafe.Pointer(&sa.raw)), C.int(sa.len))
 	if fd := int(C.bufferevent_getfd(be.ptr)); fd >= 0 && be.fd < 0 {
 		be.fd, be.closeOnFree = fd, true
@@ -640,7 +652,7 @@ func (be *BufferEvent) connect(sa *bindAddr) error {
 	if r != 0 {
 		return os.NewSyscallError("connect", errnoOr(errno, syscall.EINVAL))
 	}
-	be.connecting, be.rareState().peer, be.peerEOF = true, sa.addr, false
+	be.connecting, be.peerEOF = true, false
 	be.setFilter()
 	return nil
 }
@@ -661,7 +673,7 @@ func (be *BufferEvent) write(p []byte) (int, error) {
 	}
 	n := C.evl_bev_write(be.ctx, unsafe.Pointer(&p[0]), C.size_t(len(p)), wantCb)
 	if n < 0 {
-		return 0, opError("write", errors.New("evbuffer_add failed"))
+		return 0, errors.New("evbuffer_add failed")
 	}
 	be.outputGrew(int(n))
 	return len(p), nil

@@ -316,7 +316,7 @@ func TestBufferEventClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		closed.Store(true)
-		if err := be.Close(); err != ErrClosed {
+		if err := be.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Close = %v, want ErrClosed", err)
 		}
 		// A callback after Close would run on the loop; a round trip
@@ -348,7 +348,7 @@ func TestBufferEventClose(t *testing.T) {
 		if err := recv(t, results, "Close"); err != nil {
 			t.Fatal(err)
 		}
-		if err := recv(t, results, "second Close"); err != ErrClosed {
+		if err := recv(t, results, "second Close"); !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Close = %v, want ErrClosed", err)
 		}
 		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -365,7 +365,7 @@ func TestBufferEventClose(t *testing.T) {
 		be.Enable(EvRead)
 		stop := dispatching(t, b)
 		stop()
-		if err := be.Close(); err != ErrClosed {
+		if err := be.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
 		}
 		peer.SetReadDeadline(time.Now().Add(5 * time.Second))

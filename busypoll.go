@@ -34,12 +34,12 @@ const DefaultBusyPollBudget = 0.1
 // poll. Polls that found nothing in time teach it that work comes later:
 // it saves up for longer before it polls again; work that always comes
 // later than d gets one probe per d earned. It takes effect from the next
-// Dispatch; it may be called from any goroutine.
+// Dispatch.
 func (b *Base) SetBusyPoll(d time.Duration) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return ErrClosed
+		return b.opError("set busy poll", ErrClosed)
 	}
 	b.busyPoll.Store(int64(max(d, 0)))
 	return nil
@@ -51,16 +51,16 @@ func (b *Base) SetBusyPoll(d time.Duration) error {
 // requests come a little later than the answers go out, for more CPU time:
 // math.Inf(1) polls for the whole SetBusyPoll window after every turn that
 // did work, whatever it costs; 0 never polls. A negative or NaN share is
-// an error. It takes effect from the next Dispatch; it may be called from
-// any goroutine.
+// an error. It takes effect from the next Dispatch.
 func (b *Base) SetBusyPollBudget(share float64) error {
+	const op = "set busy poll budget"
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return ErrClosed
+		return b.opError(op, ErrClosed)
 	}
 	if share < 0 || math.IsNaN(share) {
-		return errors.New("evlistener: SetBusyPollBudget: the share must be 0 or more")
+		return b.opError(op, errors.New("the share must be 0 or more"))
 	}
 	b.pollBudget.Store(math.Float64bits(share))
 	return nil

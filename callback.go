@@ -18,7 +18,7 @@ import (
 // nothing runs once a callback of the base panicked. Around f: a panic must
 // not unwind through libevent's C frames, so it is recovered, the loop
 // stops, and Dispatch re-panics with it. After f: work that other
-// goroutines handed to the loop in the meantime runs now (see handoff.go).
+// goroutines handed to the loop in the meantime runs now (see loopcall.go).
 //
 // f is a closure over the callback's arguments; callback does not keep it,
 // so it lives on the trampoline's stack and costs no allocation.

@@ -37,7 +37,7 @@ func TestClose(t *testing.T) {
 		if calls != 1 {
 			t.Fatalf("%d accept callbacks, want 1: none may start after Close", calls)
 		}
-		if afterFD != -1 || addr != nil || second != ErrClosed {
+		if afterFD != -1 || addr != nil || !errors.Is(second, ErrClosed) {
 			t.Fatalf("after Close: FD() = %d, Addr() = %v, Close() = %v; want -1, nil, ErrClosed", afterFD, addr, second)
 		}
 		if got := liveHandles(); got != handles-1 {
@@ -313,7 +313,7 @@ func TestClosedObjects(t *testing.T) {
 					}
 					for i, v := range got {
 						if err, ok := v.(error); ok || v == nil && row.want == nil {
-							if err != ErrClosed || !errors.Is(err, net.ErrClosed) {
+							if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
 								t.Errorf("result %d = %v, want ErrClosed, which wraps net.ErrClosed", i, v)
 							}
 							continue

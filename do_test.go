@@ -202,7 +202,7 @@ func TestDoPostClosed(t *testing.T) {
 		"Do":   b.Do(func() { t.Error("f ran on a closed base") }),
 		"Post": b.Post(func() { t.Error("f ran on a closed base") }),
 	} {
-		if err != ErrClosed || !errors.Is(err, net.ErrClosed) {
+		if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
 			t.Errorf("%s on a closed base: %v, want ErrClosed (net.ErrClosed)", name, err)
 		}
 	}
@@ -220,7 +220,7 @@ func TestDoPostClosed(t *testing.T) {
 	if err := dispatch(t, b2); err != nil {
 		t.Fatal(err)
 	}
-	if postErr != ErrClosed {
+	if !errors.Is(postErr, ErrClosed) {
 		t.Errorf("Post after Close in a callback: %v, want ErrClosed", postErr)
 	}
 }

@@ -19,10 +19,9 @@ import (
 type EventFunc func(ev *Event, fd int, what Events)
 
 // Event is a libevent event (struct event): a file descriptor to watch, a
-// timer, or both, with a Go callback. Every method may be called from any
-// goroutine, including from inside callbacks; operations that libevent 2.1
-// can only do safely on the loop thread (event_del waits for a running
-// callback) are run there while the caller waits.
+// timer, or both, with a Go callback. Its methods run libevent on the loop
+// thread, where libevent 2.1 can do them safely (event_del waits for a
+// running callback), while the caller waits.
 //
 // An Event never closes its file descriptor. It holds libevent and Go
 // resources until Close, also after a non-persistent event fired; Base.Close
@@ -42,21 +41,24 @@ type Event struct {
 // condition it is a timer. The event waits only once Add is called; cb runs
 // on the loop goroutine each time it fires.
 func NewEvent(b *Base, fd int, what Events, cb EventFunc) (*Event, error) {
-	if b == nil {
-		return nil, opError("new event", errNilBase)
+	const op = "new event"
+	var err error
+	switch {
+	case b == nil:
+		err = errNilBase
+	case cb == nil:
+		err = errNilCallback
+	case what&^(knownEvents&^EvTimeout) != 0:
+		err = errors.New("unsupported event bits " + (what &^ (knownEvents &^ EvTimeout)).String())
+	case fd < 0 && what&(EvRead|EvWrite|EvClosed) != 0:
+		err = os.NewSyscallError("event_new", syscall.EBADF)
 	}
-	if cb == nil {
-		return nil, opError("new event", errNilCallback)
-	}
-	if rest := what &^ (knownEvents &^ EvTimeout); rest != 0 {
-		return nil, opError("new event", errors.New("unsupported event bits "+rest.String()))
-	}
-	if fd < 0 && what&(EvRead|EvWrite|EvClosed) != 0 {
-		return nil, opError("new event", os.NewSyscallError("event_new", syscall.EBADF))
+	if err != nil {
+		return nil, endpoints{}.opError(op, err)
 	}
 	ev := &Event{cb: cb}
-	if err := newObject(b, ev, fd, (*Event).open, what); err != nil {
-		return nil, opError("new event", err)
+	if err := newObject(op, b, ev, fd, (*Event).open, what); err != nil {
+		return nil, err
 	}
 	return ev, nil
 }
@@ -70,7 +72,7 @@ func NewTimer(b *Base, cb EventFunc) (*Event, error) {
 func (ev *Event) open(what Events) error {
 	p := C.evl_event_new(ev.base.ptr, C.int(ev.fd), C.short(what), C.uintptr_t(ev.h))
 	if p == nil {
-		return errors.New("event_new failed")
+		return errEventNew
 	}
 	ev.ptr = p
 	ev.opened(ev, unsafe.Pointer(p))
@@ -93,7 +95,7 @@ func usec(d time.Duration) int64 {
 // persistent event's timeout restarts each time it fires); 0 means no
 // timeout. Adding a pending event again resets its timeout.
 func (ev *Event) Add(timeout time.Duration) error {
-	return opError("add", do1(ev, (*Event).add, timeout))
+	return loopRunWith("add", ev, (*Event).add, timeout)
 }
 
 func (ev *Event) add(timeout time.Duration) error {
@@ -106,7 +108,7 @@ func (ev *Event) add(timeout time.Duration) error {
 // Del makes the event non-pending (event_del): it does not fire until the
 // next Add. Called from another goroutine while the event's callback runs,
 // it returns after the callback.
-func (ev *Event) Del() error { return opError("del", do(ev, (*Event).del)) }
+func (ev *Event) Del() error { return loopRun("del", ev, (*Event).del) }
 
 func (ev *Event) del() error {
 	if C.event_del(ev.ptr) != 0 {
@@ -124,7 +126,7 @@ func (ev *Event) del() error {
 // Active makes the event fire with what as if its condition had happened
 // (event_active), pending or not. The callback runs on the loop goroutine,
 // later, never inside Active.
-func (ev *Event) Active(what Events) error { return opError("active", do1(ev, (*Event).active, what)) }
+func (ev *Event) Active(what Events) error { return loopRunWith("active", ev, (*Event).active, what) }
 
 func (ev *Event) active(what Events) error {
 	C.event_active(ev.ptr, C.int(what), 0)
@@ -134,7 +136,7 @@ func (ev *Event) active(what Events) error {
 // Pending reports whether the event is pending or active for any of the
 // conditions in what (event_pending); false once closed.
 func (ev *Event) Pending(what Events) bool {
-	pending, _ := get1(ev, (*Event).pending, what)
+	pending, _ := loopGetWith("pending", ev, (*Event).pending, what)
 	return pending
 }
 
@@ -145,8 +147,8 @@ func (ev *Event) pending(what Events) (bool, error) {
 // Close frees the event (event_free); it does not close the file
 // descriptor. Once Close returns no callback of the event starts; called
 // inside the event's own callback, it takes effect as the callback returns.
-// Later calls return ErrClosed.
-func (ev *Event) Close() error { return do(ev, (*Event).close) }
+// Later calls fail with ErrClosed.
+func (ev *Event) Close() error { return loopRun("close", ev, (*Event).close) }
 
 func (ev *Event) close() error {
 	if ev.pool != nil {
@@ -161,6 +163,10 @@ func (ev *Event) close() error {
 	ev.cb = nil
 	return nil
 }
+
+// endpoints: an event watches a descriptor, which need not be a socket; its
+// errors name none.
+func (ev *Event) endpoints() endpoints { return endpoints{} }
 
 // onEvent runs on the loop when the event fires.
 func (ev *Event) onEvent(fd int, what Events) {

@@ -153,7 +153,7 @@ func TestEventClose(t *testing.T) {
 		if err := <-results; err != nil {
 			t.Fatal(err)
 		}
-		if err := <-results; err != ErrClosed {
+		if err := <-results; !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Close = %v, want ErrClosed", err)
 		}
 		if len(results) != 0 {
@@ -186,7 +186,7 @@ func TestEventClose(t *testing.T) {
 		if late.Load() {
 			t.Fatal("callback ran after Close returned")
 		}
-		if err := ev.Close(); err != ErrClosed {
+		if err := ev.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Close = %v, want ErrClosed", err)
 		}
 	})
@@ -202,7 +202,7 @@ func TestEventClose(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := ev.Close(); err != ErrClosed {
+		if err := ev.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
 		}
 	})

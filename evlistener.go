@@ -58,7 +58,7 @@ type Listener struct {
 	backingOff          bool
 	delay               time.Duration
 	pausedUntilDispatch bool
-	onClose             func()        // set by NetListener; runs once, as the listener closes
+	net                 *netListener  // set by NetListener; closed with the listener
 	conns               *connAcceptor // set by AcceptEvents, AcceptBufferEvents; cb is nil then
 }
 
@@ -69,26 +69,27 @@ type Listener struct {
 // caller's, also when New fails. cb may be nil (see Listener).
 func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, error) {
 	if b == nil {
-		return nil, &net.OpError{Op: "listen", Err: errNilBase}
+		return nil, endpoints{}.opError("listen", errNilBase)
 	}
 	if fd < 0 {
-		return nil, &net.OpError{Op: "listen", Err: os.NewSyscallError("evconnlistener_new", syscall.EBADF)}
+		return nil, endpoints{}.opError("listen", os.NewSyscallError("evconnlistener_new", syscall.EBADF))
 	}
 	network, addr, err := checkListenFD(fd)
+	ends := endpoints{net: network, addr: addr}
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+		return nil, ends.opError("listen", err)
 	}
 	if err := checkFlags(flags); err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+		return nil, ends.opError("listen", err)
 	}
 	// libevent's accept loop needs a non-blocking socket; Go hands out
 	// blocking ones ((*net.TCPListener).File).
 	if err := syscall.SetNonblock(fd, true); err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: os.NewSyscallError("fcntl", err)}
+		return nil, ends.opError("listen", os.NewSyscallError("fcntl", err))
 	}
-	l := newListener(cb, flags, network)
-	if err := newObject(b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
+	l := newListener(cb, flags, network, addr)
+	if err := newObject("listen", b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
+		return nil, err
 	}
 	if l.addr == nil {
 		l.addr = addr
@@ -108,33 +109,32 @@ func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, er
 // listen yet. Without CloseOnFree the socket outlives Close and the caller
 // must close FD() itself. cb may be nil (see Listener).
 func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address string) (*Listener, error) {
-	opErr := func(addr net.Addr, err error) error {
-		return &net.OpError{Op: "listen", Net: network, Addr: addr, Err: err}
-	}
+	ends := endpoints{net: network}
 	if b == nil {
-		return nil, opErr(nil, errNilBase)
+		return nil, ends.opError("listen", errNilBase)
 	}
 	if backlog == 0 {
-		return nil, opErr(nil, errors.New("backlog 0 means the socket already listens; NewBind needs a backlog > 0, or < 0 for the default"))
+		return nil, ends.opError("listen", errors.New("backlog 0 means the socket already listens; NewBind needs a backlog > 0, or < 0 for the default"))
 	}
 	if err := checkFlags(flags); err != nil {
-		return nil, opErr(nil, err)
+		return nil, ends.opError("listen", err)
 	}
-	ba, err := resolveBind(network, address)
+	ba, err := resolveSockaddr(network, address)
 	if err != nil {
-		return nil, opErr(nil, err)
+		return nil, ends.opError("listen", err)
 	}
-	l := newListener(cb, flags, network)
-	if network != "unix" {
-		l.network = "tcp"
-	}
+	ends.addr = ba.addr
 	fd, err := bindSocket(ba, flags)
 	if err != nil {
-		return nil, opErr(ba.addr, err)
+		return nil, ends.opError("listen", err)
 	}
-	if err := newObject(b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
+	if network != "unix" {
+		network = "tcp"
+	}
+	l := newListener(cb, flags, network, ba.addr)
+	if err := newObject("listen", b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
 		syscall.Close(fd)
-		return nil, opErr(ba.addr, err)
+		return nil, err
 	}
 	if ua, ok := ba.addr.(*net.UnixAddr); ok {
 		l.addr = ua // getsockname loses the '@' of abstract names
@@ -145,9 +145,16 @@ func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address s
 	return l, nil
 }
 
-func newListener(cb AcceptFunc, flags Flag, network string) *Listener {
-	return &Listener{network: network, cb: cb, enabled: flags&Disabled == 0}
+// newListener makes the Go side of a listener; addr is what its errors name
+// until open reads the bound address.
+func newListener(cb AcceptFunc, flags Flag, network string, addr net.Addr) *Listener {
+	return &Listener{network: network, addr: addr, cb: cb, enabled: flags&Disabled == 0}
 }
+
+// endpoints: a listener's errors name its network and address, as those of
+// a net.Listener do. Both are set before the listener is returned and never
+// change.
+func (l *Listener) endpoints() endpoints { return endpoints{net: l.network, addr: l.addr} }
 
 // listenArgs are the arguments of open.
 type listenArgs struct {
@@ -224,9 +231,9 @@ func checkListenFD(fd int) (string, net.Addr, error) {
 // Close frees the listener (evconnlistener_free). Once it returns no
 // callback of the listener starts, and with CloseOnFree the listening socket
 // is closed (when called inside the listener's own callback, as that callback
-// returns). It may be called from any goroutine and inside the listener's
-// callbacks; later calls return ErrClosed.
-func (l *Listener) Close() error { return do(l, (*Listener).close) }
+// returns), also when called inside the listener's callbacks. Later calls
+// fail with ErrClosed.
+func (l *Listener) Close() error { return loopRun("close", l, (*Listener).close) }
 
 func (l *Listener) close() error {
 	l.closed.Store(true)
@@ -246,47 +253,49 @@ func (l *Listener) close() error {
 	}
 	l.release()
 	l.cb, l.errCb = nil, nil
-	if f := l.onClose; f != nil {
-		l.onClose = nil
-		f()
+	if nl := l.net; nl != nil {
+		l.net = nil
+		nl.closeOnLoop()
 	}
 	return nil
 }
 
 // Enable resumes accepting (evconnlistener_enable), at once also when a
-// back-off pause is pending. It may be called from any goroutine.
-func (l *Listener) Enable() error { return do(l, (*Listener).enable) }
+// back-off pause is pending.
+func (l *Listener) Enable() error { return loopRun("enable", l, (*Listener).enable) }
 
 func (l *Listener) enable() error {
 	l.enabled = true
 	l.pausedUntilDispatch = false
 	l.cancelBackoff()
 	if l.hasCallback() && C.evconnlistener_enable(l.ptr) != 0 {
-		return &net.OpError{Op: "enable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_enable failed")}
+		return errors.New("evconnlistener_enable failed")
 	}
 	return nil
 }
 
 // Disable stops accepting (evconnlistener_disable); connections wait in the
 // kernel backlog. Called inside the accept callback it stops the accept
-// loop at once. It may be called from any goroutine.
-func (l *Listener) Disable() error { return do(l, (*Listener).disable) }
+// loop at once.
+func (l *Listener) Disable() error { return loopRun("disable", l, (*Listener).disable) }
 
 func (l *Listener) disable() error {
 	l.enabled = false
 	l.pausedUntilDispatch = false
 	l.cancelBackoff()
 	if C.evconnlistener_disable(l.ptr) != 0 {
-		return &net.OpError{Op: "disable", Net: l.network, Addr: l.addr, Err: errors.New("evconnlistener_disable failed")}
+		return errors.New("evconnlistener_disable failed")
 	}
 	return nil
 }
 
 // SetCallback replaces the accept callback (evconnlistener_set_cb). nil
 // pauses accepting, without accepting and dropping a connection as
-// libevent's set_cb(NULL) would. It may be called from any goroutine; on a
-// closed listener it does nothing.
-func (l *Listener) SetCallback(cb AcceptFunc) { do1(l, (*Listener).setCallback, cb) }
+// libevent's set_cb(NULL) would. On a closed listener it does nothing: it
+// has no error result, and there is nothing left to call back.
+func (l *Listener) SetCallback(cb AcceptFunc) {
+	loopRunWith("set callback", l, (*Listener).setCallback, cb)
+}
 
 func (l *Listener) setCallback(cb AcceptFunc) error {
 	had, conns := l.hasCallback(), l.conns
@@ -318,9 +327,10 @@ func (l *Listener) active() bool {
 
 // SetErrorCallback sets the callback for accept errors
 // (evconnlistener_set_error_cb); nil removes it. The back-off happens either
-// way. It may be called from any goroutine; on a closed listener it does
-// nothing.
-func (l *Listener) SetErrorCallback(cb ErrorFunc) { do1(l, (*Listener).setErrorCallback, cb) }
+// way. On a closed listener it does nothing, as SetCallback.
+func (l *Listener) SetErrorCallback(cb ErrorFunc) {
+	loopRunWith("set error callback", l, (*Listener).setErrorCallback, cb)
+}
 
 func (l *Listener) setErrorCallback(cb ErrorFunc) error {
 	l.errCb = cb
@@ -388,7 +398,7 @@ func (l *Listener) onAcceptError(errno syscall.Errno) {
 	if cb == nil {
 		return
 	}
-	err := &net.OpError{Op: "accept", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("accept", errno)}
+	err := l.endpoints().opError("accept", os.NewSyscallError("accept", errno))
 	if !l.base.callback(func() { cb(l, err) }) && !l.closed.Load() {
 		l.pauseUntilDispatch()
 	}
@@ -434,7 +444,7 @@ func (l *Listener) resumePaused() {
 // bindSocket makes the socket NewBind listens on, step by step as
 // evconnlistener_new_bind does, so that an error can name its step
 // (socket, setsockopt, bind).
-func bindSocket(ba *bindAddr, flags Flag) (int, error) {
+func bindSocket(ba *sockaddr, flags Flag) (int, error) {
 	family := int(ba.raw.Addr.Family)
 	typ := syscall.SOCK_STREAM | syscall.SOCK_NONBLOCK
 	if flags&CloseOnExec != 0 {

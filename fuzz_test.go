@@ -48,11 +48,11 @@ func FuzzNewBind(f *testing.F) {
 		} else if bind != "" {
 			// Resolvable but not to be bound here: the parse must not
 			// panic, and NewBind must agree with it where it fails.
-			if _, rerr := resolveBind(network, bind); rerr != nil {
+			if _, rerr := resolveSockaddr(network, bind); rerr != nil {
 				l, err := NewBind(b, nil, CloseOnFree, -1, network, bind)
 				if err == nil {
 					l.Close()
-					t.Fatalf("NewBind(%q, %q) succeeded where resolveBind failed: %v", network, bind, rerr)
+					t.Fatalf("NewBind(%q, %q) succeeded where resolveSockaddr failed: %v", network, bind, rerr)
 				}
 				checkListenError(t, err)
 			}
@@ -71,7 +71,7 @@ func FuzzNewBind(f *testing.F) {
 // fuzzBindable decides what a fuzz input may do on this machine. It returns
 // the address to bind and true when binding it is harmless: a loopback TCP
 // address with port 0, an abstract unix name, or a plain unix file name,
-// which is put in dir. Otherwise it returns the address for resolveBind
+// which is put in dir. Otherwise it returns the address for resolveSockaddr
 // alone, or "" when even resolving could leave the machine: host names
 // would go to DNS.
 func fuzzBindable(network, address, dir string) (string, bool) {
@@ -87,7 +87,7 @@ func fuzzBindable(network, address, dir string) (string, bool) {
 		if err != nil || port != "0" {
 			return address, false
 		}
-		ba, err := resolveBind(network, address)
+		ba, err := resolveSockaddr(network, address)
 		if err != nil {
 			return address, false
 		}
@@ -353,7 +353,7 @@ func closeListener(t *testing.T, l *Listener) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if err := l.Close(); err != ErrClosed {
+	if err := l.Close(); !errors.Is(err, ErrClosed) {
 		t.Errorf("second Close: %v, want ErrClosed", err)
 	}
 	if fd, addr := l.FD(), l.Addr(); fd != -1 || addr != nil {

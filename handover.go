@@ -36,17 +36,16 @@ import (
 // NewBind made with CloseOnFree: the duplicate may be serving it in another
 // process by then.
 //
-// File may be called from any goroutine, including from inside callbacks.
-// On a closed listener it returns ErrClosed; other errors are
-// *net.OpError values that wrap the errno.
-func (l *Listener) File() (*os.File, error) { return get(l, (*Listener).file) }
+// Errors are *net.OpError values that wrap the errno, or ErrClosed on a
+// closed listener.
+func (l *Listener) File() (*os.File, error) { return loopGet("file", l, (*Listener).file) }
 
 func (l *Listener) file() (*os.File, error) {
 	// Close-on-exec: only the child it is handed to, through ExtraFiles,
 	// should inherit it.
 	fd, err := sysFcntl(l.fd, syscall.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
-		return nil, &net.OpError{Op: "file", Net: l.network, Addr: l.addr, Err: os.NewSyscallError("fcntl", err)}
+		return nil, os.NewSyscallError("fcntl", err)
 	}
 	// os.NewFile leaves the mode of a non-blocking descriptor alone, also
 	// in Fd: the socket stays non-blocking for libevent.

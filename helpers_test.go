@@ -70,7 +70,7 @@ func newBaseKind(t testing.TB, k baseKind) *Base {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := b.Close(); err != nil && err != ErrClosed {
+		if err := b.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			t.Error(err)
 		}
 	})
@@ -100,7 +100,7 @@ func listenTCP(t testing.TB, b *Base, cb AcceptFunc, flags Flag) *Listener {
 
 func closeAtEnd(t testing.TB, l *Listener) {
 	t.Cleanup(func() {
-		if err := l.Close(); err != nil && err != ErrClosed {
+		if err := l.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			t.Error(err)
 		}
 	})
@@ -187,7 +187,7 @@ func dispatching(t testing.TB, b *Base) (stop func()) {
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			if err := b.Close(); err != nil && err != ErrClosed {
+			if err := b.Close(); err != nil && !errors.Is(err, ErrClosed) {
 				t.Errorf("Base.Close: %v", err)
 			}
 			if err := r.wait(t); err != nil {
@@ -249,10 +249,10 @@ func closeAtOnce(t testing.TB, n int, closeFn func() error) (nils int) {
 	}
 	close(start)
 	for range n {
-		switch err := recv(t, errs, "Close"); err {
-		case nil:
+		switch err := recv(t, errs, "Close"); {
+		case err == nil:
 			nils++
-		case ErrClosed:
+		case errors.Is(err, ErrClosed):
 		default:
 			t.Fatalf("Close = %v", err)
 		}

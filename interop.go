@@ -57,13 +57,18 @@ func UsePthreads() error {
 // FromCPtr returns an error for nil, and for a base that already has an open
 // Base (from NewBase or FromCPtr): two Bases would run two loops on it.
 func FromCPtr(p unsafe.Pointer) (*Base, error) {
+	const op = "from cptr"
 	if p == nil {
-		return nil, errors.New("evlistener: FromCPtr: nil event_base")
+		return nil, endpoints{}.opError(op, errors.New("nil event_base"))
 	}
 	// No UsePthreads here: the base's locking was fixed when C created
 	// it, and evthread_use_pthreads after a base exists fails when C set
 	// other lock callbacks, and aborts the process in libevent's debug mode.
-	return adoptBase((*C.struct_event_base)(p), false)
+	b, err := adoptBase((*C.struct_event_base)(p), false)
+	if err != nil {
+		return nil, endpoints{}.opError(op, err)
+	}
+	return b, nil
 }
 
 // FileConn turns fd, a connected socket such as the one an AcceptFunc

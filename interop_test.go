@@ -152,7 +152,7 @@ func TestFromCPtr(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := l2.Close(); err != ErrClosed {
+		if err := l2.Close(); !errors.Is(err, ErrClosed) {
 			t.Errorf("listener after its base closed: Close = %v, want ErrClosed", err)
 		}
 		if n := ctest.NumEvents(p); n != 0 {

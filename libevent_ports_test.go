@@ -174,7 +174,7 @@ func TestLibevent(t *testing.T) {
 			t.Fatal("the accepted fd was closed by Close inside the callback")
 		}
 		refused(t, addr)
-		if err := l.Close(); err != ErrClosed {
+		if err := l.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Close = %v, want ErrClosed", err)
 		}
 	})

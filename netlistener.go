@@ -37,25 +37,15 @@ import (
 // connections still queued, and makes blocked and later Accept calls return
 // an error that wraps net.ErrClosed, so that http.Server.Shutdown ends Serve
 // cleanly. Closing l, or its Base, closes the returned listener too. Addr is
-// l.Addr(), also after Close. Every method may be called from any goroutine
-// except Accept, which blocks and must not be called from a callback of the
-// base.
+// l.Addr(), also after Close. Accept blocks, and must not be called from a
+// callback of the base.
 //
 // A nil or closed l gives a listener whose Accept and Close return errors.
 //
-// Cost: NetListener is libevent's accept path for code written for Go's net,
-// not a faster one. Each connection takes about twice the system calls of
-// net.Listen's Accept: a second accept4 (libevent's accept loop runs until
-// EAGAIN), libevent's epoll_wait beside the Go runtime's, and net.FileConn's
-// dup, fcntl, getsockopt, getsockname, getpeername and the close of the
-// original descriptor. Where accepting is what the CPU does (wrk, 50
-// connections, "Connection: close", a trivial handler, the server pinned to
-// one CPU), net/http on NetListener served 0.69 times net.Listen's
-// requests/s with GOMAXPROCS=1, and 0.80 times with GOMAXPROCS=2: the
-// goroutine in Dispatch keeps its P while it waits in the kernel, and the
-// runtime takes it back for other goroutines only after 20 µs to 10 ms, so
-// give a process one P more than it has Dispatch loops. On two CPUs,
-// unpinned, the two were within run-to-run noise (0.9–1.1).
+// NetListener is libevent's accept path for code written for Go's net, not
+// a faster one: each connection takes about twice the system calls of
+// net.Listen's Accept (see bench/README.md for what that costs), and a
+// process wants one P more than it has Dispatch loops (see Base.Dispatch).
 func NetListener(l *Listener, queue int) net.Listener {
 	nl := &netListener{l: l, max: max(queue, 1)}
 	nl.ready = sync.NewCond(&nl.mu)
@@ -64,30 +54,34 @@ func NetListener(l *Listener, queue int) net.Listener {
 		return nl
 	}
 	nl.network, nl.addr = l.network, l.Addr()
-	err := l.base.call(func() error {
-		if l.closed.Load() {
-			return net.ErrClosed
+	if err := loopRunWith("listen", l, (*Listener).serveNet, nl); err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // Accept and Close wrap it again
 		}
-		if l.onClose != nil {
-			return errors.New("evlistener: the Listener already has a NetListener")
-		}
-		nl.h = newHandle(nl)
-		nl.timer = C.evl_timer_new(l.base.ptr, C.uintptr_t(nl.h))
-		if nl.timer == nil {
-			deleteHandle(nl.h)
-			return errors.New("evlistener: event_new failed")
-		}
-		l.onClose = nl.closeOnLoop
-		l.setCallback(nl.onAccept)
-		return l.enable()
-	})
-	if errors.Is(err, ErrClosed) {
-		err = net.ErrClosed
-	}
-	if err != nil {
 		nl.closed, nl.err = true, err
 	}
 	return nl
+}
+
+// serveNet makes nl the listener's NetListener. It runs on the loop.
+//
+// nl is not an object on the base (it has no C side of its own and closes
+// with l), but its keep-alive timer needs a handle for its callback: the
+// listener's own timer is the back-off's.
+func (l *Listener) serveNet(nl *netListener) error {
+	if l.net != nil {
+		return errors.New("the Listener already has a NetListener")
+	}
+	nl.h = newHandle(nl)
+	nl.timer = C.evl_timer_new(l.base.ptr, C.uintptr_t(nl.h))
+	if nl.timer == nil {
+		deleteHandle(nl.h)
+		return errEventNew
+	}
+	l.net = nl
+	l.setCallback(nl.onAccept)
+	return l.enable()
 }
 
 // keepAlive is how often the timer that keeps Dispatch running while l is
@@ -144,16 +138,14 @@ func (nl *netListener) onTimer() {
 	}
 }
 
-// resumeOnLoop enables l again after Accept made room in the queue.
-func (nl *netListener) resumeOnLoop() error {
-	if nl.l.closed.Load() {
-		return ErrClosed
-	}
-	if nl.timing {
+// resumeNet enables l again after Accept made room in its NetListener's
+// queue. It runs on the loop.
+func (l *Listener) resumeNet() error {
+	if nl := l.net; nl.timing {
 		C.event_del(nl.timer)
 		nl.timing = false
 	}
-	return nl.l.enable()
+	return l.enable()
 }
 
 // Accept waits for the next connection and returns it as a net.Conn.
@@ -180,7 +172,7 @@ func (nl *netListener) Accept() (net.Conn, error) {
 	nl.mu.Unlock()
 	if resume {
 		// The accept callback cannot run before this: l is disabled.
-		nl.l.base.call(nl.resumeOnLoop)
+		loopRun("accept", nl.l, (*Listener).resumeNet)
 	}
 	conn, err := FileConn(c.fd)
 	if err != nil {
@@ -200,13 +192,7 @@ func (nl *netListener) Close() error {
 	if nl.err != nil {
 		return nl.opError("close", nl.err) // l is not ours
 	}
-	if err := nl.l.Close(); err != nil {
-		if errors.Is(err, ErrClosed) {
-			err = net.ErrClosed
-		}
-		return nl.opError("close", err)
-	}
-	return nil
+	return nl.l.Close() // its errors are l's: the same op, network and address
 }
 
 // closeOnLoop runs as l closes, on the loop or with no loop running, by

@@ -10,10 +10,11 @@ import (
 // methods that read it, written once.
 //
 // A recipe for a new kind of object: embed object; give the type a close
-// method (the loop half of Close, see handoff.go) and an open method that
-// creates the C side on the loop and calls opened; create it with newObject;
-// write each public method as one call of do, do1, get or get1 with the
-// method's loop half; run each user callback through Base.callback.
+// method (the loop half of Close, see loopcall.go), an open method that
+// creates the C side on the loop and calls opened, and an endpoints method
+// for its errors; create it with newObject; write each public method as one
+// call of loopRun, loopRunWith, loopGet or loopGetWith with the
+// method's name and loop half; run each user callback through Base.callback.
 type object struct {
 	base   *Base
 	h      handle // what libevent's callbacks carry back to the object
@@ -30,9 +31,13 @@ type object struct {
 	link openLink
 }
 
-// loopObject is what the loop hand-off needs of an object: its header. A
-// Buffer answers with the header of its buffer event.
-type loopObject interface{ header() *object }
+// loopObject is what the loop hand-off needs of an object: its header, and
+// the addresses its errors name (read on the loop only). A Buffer answers
+// with those of its buffer event.
+type loopObject interface {
+	header() *object
+	endpoints() endpoints
+}
 
 // closer is an open object as its base's list holds it: close is the loop
 // half of its Close.
@@ -41,13 +46,14 @@ type closer interface{ close() error }
 func (o *object) header() *object { return o }
 
 // newObject registers self, whose header is o, in the handle registry and
-// runs open(self, arg) on b's loop (see Base.call). open creates the C side
-// and calls opened. When it fails, the handle is released again.
-func newObject[O loopObject, A any](b *Base, self O, fd int, open func(O, A) error, arg A) error {
+// runs open(self, arg) on b's loop (see Base.call) for the constructor op.
+// open creates the C side and calls opened. When it fails, the handle is
+// released again.
+func newObject[O loopObject, A any](op string, b *Base, self O, fd int, open func(O, A) error, arg A) error {
 	o := self.header()
 	o.base, o.fd = b, fd
 	o.h = newHandle(self)
-	err := do1(self, open, arg)
+	err := loopRunWith(op, self, open, arg)
 	if err != nil {
 		deleteHandle(o.h)
 	}

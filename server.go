@@ -337,7 +337,10 @@ func (s *Server) check() error {
 	default:
 		return bad("Network %q: want tcp, tcp4, tcp6 or unix", s.Network)
 	}
-	return checkFlags(s.Flags)
+	if err := checkFlags(s.Flags); err != nil {
+		return bad("Flags: %v", err)
+	}
+	return nil
 }
 
 // listen creates the loops and their listeners. With inherited sockets,

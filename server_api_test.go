@@ -273,7 +273,7 @@ func TestCloseAfterFlush(t *testing.T) {
 		data := random(4 << 20)
 		var be *BufferEvent
 		_, peer := flushing(t, data, 0, func(b *BufferEvent, _ *net.TCPConn) { be = b })
-		if err := be.Close(); err != ErrClosed || be.FD() != -1 {
+		if err := be.Close(); !errors.Is(err, ErrClosed) || be.FD() != -1 {
 			t.Fatalf("after CloseAfterFlush: Close = %v, FD = %d; want ErrClosed, -1", err, be.FD())
 		}
 		readAll(t, peer, data)
@@ -514,7 +514,7 @@ func TestBufferEventConnect(t *testing.T) {
 			}
 		}
 		be.Close()
-		if err := be.Connect("tcp", "127.0.0.1:1"); err != ErrClosed {
+		if err := be.Connect("tcp", "127.0.0.1:1"); !errors.Is(err, ErrClosed) {
 			t.Errorf("Connect on a closed buffer event = %v, want ErrClosed", err)
 		}
 	})

@@ -341,14 +341,14 @@ func baseCloseDuringStorm(t *testing.T, kind baseKind) {
 	s.stopAfter(stormLength() / 3)
 	for i := range s.slots {
 		l := s.slots[i].Load()
-		if err := l.Enable(); err != ErrClosed {
+		if err := l.Enable(); !errors.Is(err, ErrClosed) {
 			t.Errorf("slot %d: Enable after Base.Close: %v, want ErrClosed", i, err)
 		}
 		if fd := l.FD(); fd != -1 {
 			t.Errorf("slot %d: FD() after Base.Close: %d, want -1", i, fd)
 		}
 	}
-	if err := b.Close(); err != ErrClosed {
+	if err := b.Close(); !errors.Is(err, ErrClosed) {
 		t.Errorf("second Base.Close: %v, want ErrClosed", err)
 	}
 }

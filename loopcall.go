@@ -6,6 +6,7 @@ package evlistener
 import "C"
 
 import (
+	"io"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -30,103 +31,124 @@ import (
 // active events keeps it waiting. With no callback running, the wake-up
 // event runs it.
 //
-// Public methods are one call of do, do1, get or get1 with a method
-// expression for the loop half, (*Listener).enable say: a method value or
-// a closure would escape to the loop's queue and be allocated on every
-// call, also on the loop path, which allocates nothing.
+// Public methods are one call of loopRun, loopRunWith, loopGet or
+// loopGetWith with a method expression for the loop half, (*Listener).enable
+// say: a method value or a closure would escape to the loop's queue and be
+// allocated on every call, also on the loop path, which allocates nothing.
+// The four differ only in the shape of the loop half they take, so that
+// each loop half keeps its plain signature; all four are loopCall.
 
-// do runs f(o), o's loop half of a method, on the loop and returns its
-// error; ErrClosed once o is closed, without calling f.
-func do[O loopObject](o O, f func(O) error) error {
-	h := o.header()
-	if h.base.onLoop() {
-		if h.closed.Load() {
-			return ErrClosed
-		}
-		return f(o)
-	}
-	return h.base.call(func() error {
-		if h.closed.Load() {
-			return ErrClosed
-		}
-		return f(o)
-	})
+// loopHalf is the loop half of a method in one of its four shapes: with or
+// without an argument, with or without a result. Exactly one is set. A
+// struct of the method expressions, not a closure that adapts them, since
+// the closure would be allocated on every call.
+type loopHalf[O loopObject, A, R any] struct {
+	run     func(O) error
+	runWith func(O, A) error
+	get     func(O) (R, error)
+	getWith func(O, A) (R, error)
 }
 
-// do1 is do for a loop half with an argument.
-func do1[O loopObject, A any](o O, f func(O, A) error, a A) error {
-	h := o.header()
-	if h.base.onLoop() {
-		if h.closed.Load() {
-			return ErrClosed
-		}
-		return f(o, a)
+// call runs the loop half on the loop goroutine, for o's method op: once o
+// is closed it returns R's zero value and ErrClosed without running.
+func (f loopHalf[O, A, R]) call(op string, o O, a A) (r R, err error) {
+	if err := errIfClosed(op, o); err != nil {
+		return r, err
 	}
-	return h.base.call(func() error {
-		if h.closed.Load() {
-			return ErrClosed
-		}
-		return f(o, a)
-	})
+	switch {
+	case f.run != nil:
+		err = f.run(o)
+	case f.runWith != nil:
+		err = f.runWith(o, a)
+	case f.get != nil:
+		r, err = f.get(o)
+	default:
+		r, err = f.getWith(o, a)
+	}
+	return r, wrapError(op, o, err)
 }
 
-// get is do for a loop half with a result, which is zero once o is
-// closed.
-func get[O loopObject, R any](o O, f func(O) (R, error)) (R, error) {
-	h := o.header()
-	if h.base.onLoop() {
-		if h.closed.Load() {
-			var zero R
-			return zero, ErrClosed
-		}
-		return f(o)
+// loopCall is the one hand-off: it runs f, the loop half of o's method op,
+// with a on the loop (see Base.call) and returns its results. Once o is
+// closed they are R's zero value and ErrClosed, without f running. Errors
+// come back as *net.OpError values that name op (see wrapError).
+func loopCall[O loopObject, A, R any](op string, o O, f loopHalf[O, A, R], a A) (R, error) {
+	if o.header().base.onLoop() {
+		return f.call(op, o, a)
 	}
-	return getHandedOff(h, o, f)
+	return loopCallHandedOff(op, o, f, a)
 }
 
-// getHandedOff is get's way through the hand-off, apart so that r, which
-// the closure writes, is allocated only on this path.
-func getHandedOff[O loopObject, R any](h *object, o O, f func(O) (R, error)) (r R, err error) {
-	err = h.base.call(func() error {
-		if h.closed.Load() {
-			return ErrClosed
-		}
+// loopCallHandedOff is loopCall's way through the hand-off, apart so that
+// r, which the closure writes, is allocated only on this path.
+func loopCallHandedOff[O loopObject, A, R any](op string, o O, f loopHalf[O, A, R], a A) (r R, err error) {
+	err = o.header().base.call(func() error {
 		var err error
-		r, err = f(o)
+		r, err = f.call(op, o, a)
 		return err
 	})
+	if err == ErrClosed { // the base's own, unwrapped: it is closed
+		err = endpoints{}.opError(op, err)
+	}
 	return r, err
 }
 
-// get1 is get for a loop half with an argument.
-func get1[O loopObject, A, R any](o O, f func(O, A) (R, error), a A) (R, error) {
-	h := o.header()
-	if h.base.onLoop() {
-		if h.closed.Load() {
-			var zero R
-			return zero, ErrClosed
-		}
-		return f(o, a)
-	}
-	return get1HandedOff(h, o, f, a)
+// loopRun runs f(o), the loop half of o's method op, on the loop and
+// returns its error (see loopCall).
+func loopRun[O loopObject](op string, o O, f func(O) error) error {
+	_, err := loopCall(op, o, loopHalf[O, struct{}, struct{}]{run: f}, struct{}{})
+	return err
 }
 
-func get1HandedOff[O loopObject, A, R any](h *object, o O, f func(O, A) (R, error), a A) (r R, err error) {
-	err = h.base.call(func() error {
-		if h.closed.Load() {
-			return ErrClosed
-		}
-		var err error
-		r, err = f(o, a)
+// loopRunWith is loopRun for a loop half with an argument.
+func loopRunWith[O loopObject, A any](op string, o O, f func(O, A) error, a A) error {
+	_, err := loopCall(op, o, loopHalf[O, A, struct{}]{runWith: f}, a)
+	return err
+}
+
+// loopGet is loopRun for a loop half with a result, which is zero once
+// o is closed.
+func loopGet[O loopObject, R any](op string, o O, f func(O) (R, error)) (R, error) {
+	return loopCall(op, o, loopHalf[O, struct{}, R]{get: f}, struct{}{})
+}
+
+// loopGetWith is loopGet for a loop half with an argument.
+func loopGetWith[O loopObject, A, R any](op string, o O, f func(O, A) (R, error), a A) (R, error) {
+	return loopCall(op, o, loopHalf[O, A, R]{getWith: f}, a)
+}
+
+// Methods that take the caller's memory (Write, Read, ReadAt, the Append
+// and Index methods) call their loop half directly on the loop, between
+// errIfClosed and wrapError, as loopHalf.call does: handed to loopCall,
+// the caller's slice would escape to the heap on every path, and so also
+// be allocated on the loop's. Elsewhere they hand the loop a copy.
+
+// errIfClosed is ErrClosed as o's method op returns it once o is closed,
+// nil while it is open. Loop goroutine only.
+func errIfClosed[O loopObject](op string, o O) error {
+	if !o.header().closed.Load() {
+		return nil
+	}
+	return o.endpoints().opError(op, ErrClosed)
+}
+
+// wrapError wraps err, the error of the loop half of o's method op, as
+// Go's net wraps its errors: a *net.OpError with op and o's addresses,
+// around the errno (as an *os.SyscallError where there is one) or
+// ErrClosed. nil and io.EOF, which io.Reader wants as it is, are returned
+// as they are. Loop goroutine only.
+func wrapError[O loopObject](op string, o O, err error) error {
+	if err == nil || err == io.EOF {
 		return err
-	})
-	return r, err
+	}
+	return o.endpoints().opError(op, err)
 }
 
 // call runs fn on the loop goroutine and returns its error: at once from
 // the goroutine that counts as the loop (a callback); handed to the loop
 // while Dispatch runs, the caller waiting; with no Dispatch running, on the
-// caller's goroutine, which counts as the loop meanwhile: no Dispatch
+// caller's goroutine, which counts as the loop meanwhile (the loop is lent
+// to it, b.lent): no Dispatch
 // starts and no other goroutine runs loop work until fn returns, and calls
 // that fn makes run at once.
 func (b *Base) call(fn func() error) error {
@@ -139,10 +161,10 @@ func (b *Base) call(fn func() error) error {
 		return ErrClosed
 	}
 	if !b.running {
-		b.direct = true
+		b.lent = true
 		b.loopG.Store(goid.Get())
 		b.mu.Unlock()
-		defer b.disown()
+		defer b.returnLoop()
 		return fn()
 	}
 	t := newTask(fn, false)
@@ -158,23 +180,23 @@ func (b *Base) call(fn func() error) error {
 	return err
 }
 
-// disown ends the caller's turn as the loop (see call), once what fn
+// returnLoop ends the caller's loan of the loop (see call), once what fn
 // posted has run. A posted function's panic goes on here, on the goroutine
 // that ran it.
-func (b *Base) disown() {
-	pan := b.drainDirect()
+func (b *Base) returnLoop() {
+	pan := b.drainLent()
 	b.mu.Lock()
-	b.endDirect()
+	b.endLoan()
 	b.mu.Unlock()
 	if pan != nil {
 		panic(pan)
 	}
 }
 
-// drainDirect runs the queued work, including what that work queues, on
-// the goroutine that counts as the loop with no Dispatch running (b.direct),
+// drainLent runs the queued work, including what that work queues, on
+// the goroutine that counts as the loop with no Dispatch running (b.lent),
 // and returns the first panic of a posted function.
-func (b *Base) drainDirect() (pan any) {
+func (b *Base) drainLent() (pan any) {
 	for {
 		b.mu.Lock()
 		q := b.queue
@@ -192,17 +214,17 @@ func (b *Base) drainDirect() (pan any) {
 }
 
 // lockLoop locks b.mu, once no other goroutine runs loop work with no
-// Dispatch (b.direct); onLoop says the caller is that goroutine itself.
+// Dispatch (b.lent); onLoop says the caller is that goroutine itself.
 func (b *Base) lockLoop(onLoop bool) {
 	b.mu.Lock()
-	for b.direct && !onLoop {
+	for b.lent && !onLoop {
 		b.idle.Wait()
 	}
 }
 
-// endDirect ends a turn as the loop without Dispatch; b.mu is held.
-func (b *Base) endDirect() {
-	b.direct = false
+// endLoan ends a turn as the loop without Dispatch; b.mu is held.
+func (b *Base) endLoan() {
+	b.lent = false
 	b.loopG.Store(0)
 	b.idle.Broadcast()
 }
@@ -243,16 +265,16 @@ func (b *Base) runPending() {
 // now; with no Dispatch running, on the calling goroutine, with no
 // callback or other loop work running meanwhile. Methods of objects on the
 // base that f calls run at once, as from a callback. A panic in f goes on
-// in the caller of Do. Do returns ErrClosed once Close was called.
+// in the caller of Do. Do fails with ErrClosed once Close was called.
 func (b *Base) Do(f func()) error {
 	if f == nil {
-		return errNilFunc
+		return b.opError("do", errNilFunc)
 	}
 	if b.onLoop() {
 		f()
 		return nil
 	}
-	return b.call(func() error { f(); return nil })
+	return b.opError("do", b.call(func() error { f(); return nil }))
 }
 
 // Post queues f to run on the loop goroutine and returns at once: while
@@ -263,21 +285,22 @@ func (b *Base) Do(f func()) error {
 // With no Dispatch running, the calling goroutine runs f before Post
 // returns, as Do would. A panic in a posted function stops the loop as a
 // panicking callback does (Dispatch panics with a *CallbackPanic). Post
-// returns ErrClosed once Close was called; a function posted before Close
-// runs before Close returns.
+// fails with ErrClosed once Close was called; a function posted before
+// Close runs before Close returns.
 func (b *Base) Post(f func()) error {
+	const op = "post"
 	if f == nil {
-		return errNilFunc
+		return b.opError(op, errNilFunc)
 	}
 	fn := func() error { f(); return nil }
 	b.lockLoop(b.onLoop())
 	if b.closed {
 		b.mu.Unlock()
-		return ErrClosed
+		return b.opError(op, ErrClosed)
 	}
-	if !b.running && !b.direct {
+	if !b.running && !b.lent {
 		b.mu.Unlock()
-		return b.call(fn)
+		return b.opError(op, b.call(fn))
 	}
 	b.queue = append(b.queue, newTask(fn, true))
 	b.requestLocked()
