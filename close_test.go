@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -157,10 +158,11 @@ func TestClose(t *testing.T) {
 }
 
 // Every public method of a closed object, closed by its own Close or by
-// Base.Close, returns ErrClosed (which wraps net.ErrClosed) or its
-// documented zero: FD -1, Addr and CPtr nil, Pending false, Enabled 0,
-// Len 0; the callback setters do nothing; Base is still the base. The
-// table must name every method of the four types.
+// Base.Close, returns a *net.OpError whose Op is the method (opOf) around
+// ErrClosed (which wraps net.ErrClosed), or its documented zero: FD -1,
+// Addr and CPtr nil, Pending false, Enabled 0, Len 0; the callback setters
+// do nothing; Base is still the base. The table must name every method of
+// the four types.
 func TestClosedObjects(t *testing.T) {
 	// closed holds one object of each type, and an open buffer event
 	// for MoveTo.
@@ -313,9 +315,7 @@ func TestClosedObjects(t *testing.T) {
 					}
 					for i, v := range got {
 						if err, ok := v.(error); ok || v == nil && row.want == nil {
-							if !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
-								t.Errorf("result %d = %v, want ErrClosed, which wraps net.ErrClosed", i, v)
-							}
+							checkClosedError(t, row.method, err)
 							continue
 						}
 						if row.want == nil {
@@ -335,4 +335,80 @@ func TestClosedObjects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A closed base's methods fail as a closed object's do; CPtr and Method
+// return nil and "". The table must name every method of Base.
+func TestClosedBase(t *testing.T) {
+	rows := []struct {
+		method string
+		call   func(b *Base) error // nil: not an error
+	}{
+		{"Base.Close", (*Base).Close},
+		{"Base.Dispatch", (*Base).Dispatch},
+		{"Base.LoopBreak", (*Base).LoopBreak},
+		{"Base.LoopExit", func(b *Base) error { return b.LoopExit(0) }},
+		{"Base.Do", func(b *Base) error { return b.Do(func() { t.Error("f ran on a closed base") }) }},
+		{"Base.Post", func(b *Base) error { return b.Post(func() { t.Error("f ran on a closed base") }) }},
+		{"Base.SetBusyPoll", func(b *Base) error { return b.SetBusyPoll(time.Millisecond) }},
+		{"Base.SetBusyPollBudget", func(b *Base) error { return b.SetBusyPollBudget(1) }},
+		{"Base.CPtr", nil},
+		{"Base.Method", nil},
+	}
+	listed := map[string]bool{}
+	for _, row := range rows {
+		listed[row.method] = true
+	}
+	typ := reflect.TypeFor[*Base]()
+	for i := range typ.NumMethod() {
+		if name := "Base." + typ.Method(i).Name; !listed[name] {
+			t.Errorf("%s has no row: add what it returns on a closed base", name)
+		}
+	}
+	b := newBase(t)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b.CPtr() != nil || b.Method() != "" {
+		t.Errorf("closed base: CPtr() = %v, Method() = %q; want nil, \"\"", b.CPtr(), b.Method())
+	}
+	for _, row := range rows {
+		if row.call != nil {
+			t.Run(row.method, func(t *testing.T) { checkClosedError(t, row.method, row.call(b)) })
+		}
+	}
+}
+
+// checkClosedError fails t unless err is what method ("Type.Method") of a
+// closed object returns: a *net.OpError that names the method (opOf)
+// around ErrClosed, which wraps net.ErrClosed.
+func checkClosedError(t *testing.T, method string, err error) {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != opOf(method) || !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("%s = %#v (%v), want a *net.OpError with Op %q around ErrClosed, which wraps net.ErrClosed", method, err, err, opOf(method))
+	}
+}
+
+// opOf is the Op of the errors of method ("Type.Method"): its name in
+// lower-case words ("SetWatermark": "set watermark"), but where Go's net
+// has a word for the step (Connect dials, the Accept methods accept).
+func opOf(method string) string {
+	switch method {
+	case "BufferEvent.Connect":
+		return "dial"
+	case "Listener.AcceptEvents", "Listener.AcceptBufferEvents":
+		return "accept"
+	}
+	var op []byte
+	for i, c := range []byte(method[strings.IndexByte(method, '.')+1:]) {
+		if 'A' <= c && c <= 'Z' {
+			if i > 0 {
+				op = append(op, ' ')
+			}
+			c += 'a' - 'A'
+		}
+		op = append(op, c)
+	}
+	return string(op)
 }
