@@ -443,7 +443,7 @@ func TestBufferEventBadArguments(t *testing.T) {
 	if _, err := be.Input().MoveTo(be2.Output()); err == nil {
 		t.Error("MoveTo across bases: no error")
 	}
-	if s := (BEVEventReading | BEVEventEOF | 0x1000).String(); s != "Reading|EOF|0x1000" {
+	if s := (BEVEventReading | BEVEventEOF | 0x1000).String(); s != "BEVEventReading|BEVEventEOF|0x1000" {
 		t.Errorf("String = %q", s)
 	}
 }

@@ -120,5 +120,5 @@ func ExampleListener_AcceptBufferEvents() {
 	if err := base.Dispatch(); err != nil {
 		fmt.Println(err)
 	}
-	// Output: client gone: Reading|EOF
+	// Output: client gone: BEVEventReading|BEVEventEOF
 }

@@ -153,13 +153,14 @@ const (
 )
 
 var bevEventNames = []bitName[BEVEvent]{
-	{BEVEventReading, "Reading"}, {BEVEventWriting, "Writing"}, {BEVEventEOF, "EOF"},
-	{BEVEventError, "Error"}, {BEVEventTimeout, "Timeout"}, {BEVEventConnected, "Connected"},
-	{BEVEventOutputFull, "OutputFull"},
+	{BEVEventReading, "BEVEventReading"}, {BEVEventWriting, "BEVEventWriting"}, {BEVEventEOF, "BEVEventEOF"},
+	{BEVEventError, "BEVEventError"}, {BEVEventTimeout, "BEVEventTimeout"}, {BEVEventConnected, "BEVEventConnected"},
+	{BEVEventOutputFull, "BEVEventOutputFull"},
 }
 
-// String names the set bits joined by "|", as in "Reading|EOF"; other bits
-// are shown in hex, the empty set as "0".
+// String names the set bits joined by "|", as in
+// "BEVEventReading|BEVEventEOF"; other bits are shown in hex, the empty set
+// as "0".
 func (e BEVEvent) String() string { return bitsString(e, bevEventNames) }
 
 // Events is a set of event conditions (EV_*). EV_SIGNAL is left out on

@@ -69,7 +69,7 @@ func TestBitSets(t *testing.T) {
 		{BaseNoLock.String(), "BaseNoLock"},
 		{(BaseNoLock | BasePreciseTimer | 0x400).String(), "BaseNoLock|BasePreciseTimer|0x400"},
 		{(BEVOptCloseOnFree | BEVOptDeferCallbacks).String(), "BEVOptCloseOnFree|BEVOptDeferCallbacks"},
-		{(BEVEventReading | BEVEventEOF).String(), "Reading|EOF"},
+		{(BEVEventReading | BEVEventEOF).String(), "BEVEventReading|BEVEventEOF"},
 		{Events(-1).String(), "EvTimeout|EvRead|EvWrite|EvPersist|EvET|EvClosed|0xff48"},
 		{Events(0).String(), "0"},
 	} {

@@ -9,16 +9,22 @@ package evlistener
 
 extern void goListenerAccept(uintptr_t h, evutil_socket_t fd, struct sockaddr *sa, int socklen);
 
+// The peer address the hooks below pass: 127.0.0.1:4242.
+static void evl_bench_peer(struct sockaddr_in *sin)
+{
+	memset(sin, 0, sizeof(*sin));
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(4242);
+	sin->sin_addr.s_addr = htonl(0x7f000001);
+}
+
 // n calls of the accept trampoline, as listener_read_cb makes them, with a
 // loopback peer address.
 static void evl_bench_accept(uintptr_t h, int fd, int n)
 {
 	struct sockaddr_in sin;
 	int i;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(4242);
-	sin.sin_addr.s_addr = htonl(0x7f000001);
+	evl_bench_peer(&sin);
 	for (i = 0; i < n; i++)
 		goListenerAccept(h, fd, (struct sockaddr *)&sin, (int)sizeof(sin));
 }
@@ -33,10 +39,7 @@ static int evl_bench_accept_dup(struct evconnlistener *lev, uintptr_t h,
 {
 	struct sockaddr_in sin;
 	int i;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons(4242);
-	sin.sin_addr.s_addr = htonl(0x7f000001);
+	evl_bench_peer(&sin);
 	for (i = 0; i < n; i++) {
 		int s = dup(fd);
 		if (s < 0)
