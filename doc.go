@@ -27,12 +27,17 @@
 // without a lock.
 //
 // Every method of every type may be called from any goroutine at any time,
-// including from inside callbacks: what libevent 2.1 can only do safely on
-// the loop thread is handed to it, and the caller waits for the callback
-// that runs now, no longer. Errors are *net.OpError values that wrap the
-// errno, and methods of a closed object return ErrClosed, which wraps
-// net.ErrClosed. A panic in a callback stops the loop, and Dispatch panics
-// with a *CallbackPanic.
+// including from inside callbacks, unless its documentation says otherwise;
+// the methods do not repeat it. What libevent 2.1 can only do safely on the
+// loop thread is handed to it, and the caller waits for the callback that
+// runs now, no longer. Errors are *net.OpError values, as Go's net returns
+// them: Op names the method, Net and Addr the listener's or the connection's
+// address where there is one, and Err wraps the errno (errors.Is(err,
+// syscall.EADDRINUSE)). Methods of a closed object fail with ErrClosed,
+// which wraps net.ErrClosed: test with errors.Is(err, ErrClosed) or
+// errors.Is(err, net.ErrClosed), not ==. The callback setters, which return
+// no error, do nothing once the object is closed. A panic in a callback
+// stops the loop, and Dispatch panics with a *CallbackPanic.
 //
 // The option sets (Flag, BaseFlag, BEVOption) and condition sets (Events,
 // BEVEvent) have libevent's own values. C code in the same program can share

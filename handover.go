@@ -101,7 +101,7 @@ const listenFDsStart = 3
 // LISTEN_FDS may name descriptors that the process opened itself.
 //
 // ListenFDs reads and changes the process environment: call it once, as the
-// program starts, from any goroutine.
+// program starts.
 func ListenFDs() ([]ListenFD, error) {
 	pid, pidSet := os.LookupEnv("LISTEN_PID")
 	nfds, nfdsSet := os.LookupEnv("LISTEN_FDS")

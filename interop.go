@@ -14,8 +14,9 @@ import (
 	"unsafe"
 )
 
-// Interop: sharing the loop with C code (UsePthreads, FromCPtr, the CPtr
-// methods) and with Go's net (FileConn, NetListener).
+// Interop: sharing the loop with C code (UsePthreads, FromCPtr) and with
+// Go's net (FileConn). The CPtr methods live with their types (object.go,
+// base.go), NetListener in netlistener.go.
 
 var (
 	pthreadsOnce sync.Once

@@ -380,9 +380,9 @@ func (t *loopTask) run() (pan any) {
 // Parking alone is slow: the goroutine the loop readies goes to the run
 // queue of the loop thread's P, which then sits in a cgo call (epoll_wait)
 // until another thread steals the goroutine or sysmon takes the P back,
-// tens of microseconds later (55 µs a hand-off measured here, against 14 µs
-// for a waiter blocked in futex(2)). A blocking system call per waiter is
-// fast but holds an OS thread each: 10,000 waiters end the process. A
+// several times slower than a waiter blocked in futex(2) (bench/README.md
+// has the figures). A blocking system call per waiter is fast but holds an
+// OS thread each: 10,000 waiters end the process. A
 // spinning waiter sees the signal within a fraction of a microsecond, and
 // holds no thread of its own; at most GOMAXPROCS-1 goroutines spin at once,
 // so that the loop thread and the spinners never compete for the last P,
@@ -398,9 +398,10 @@ const (
 	taskParked
 )
 
-// spinFor bounds a waiter's spinning: a hand-off to a loop that waits in
-// the kernel takes about 10 µs; a loop busy in a callback takes as long as
-// the callback, and spinning through that would only burn CPU time.
+// spinFor bounds a waiter's spinning: a few times what a hand-off to a
+// loop that waits in the kernel takes (see bench/README.md); a loop busy in
+// a callback takes as long as the callback, and spinning through that
+// would only burn CPU time.
 const spinFor = 50 * time.Microsecond
 
 // spinners counts the goroutines spinning in taskDone.wait.

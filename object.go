@@ -82,7 +82,7 @@ func (o *object) release() {
 // FD returns the object's file descriptor, or -1 once it is closed: the
 // listening socket of a Listener (evconnlistener_get_fd), the socket of a
 // BufferEvent (bufferevent_getfd), the descriptor an Event watches (-1 for
-// a timer). It may be called from any goroutine.
+// a timer).
 func (o *object) FD() int {
 	if o.closed.Load() {
 		return -1
@@ -91,8 +91,7 @@ func (o *object) FD() int {
 }
 
 // Base returns the base the object runs on (evconnlistener_get_base,
-// bufferevent_get_base, event_get_base). It may be called from any
-// goroutine, also after Close.
+// bufferevent_get_base, event_get_base), also after Close.
 func (o *object) Base() *Base { return o.base }
 
 // CPtr returns the C object (struct evconnlistener *, struct bufferevent *

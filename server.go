@@ -706,7 +706,7 @@ func (lp *serverLoop) acceptError(_ *Listener, err error) {
 	lp.srv.fail(err)
 }
 
-// Stats returns the Server's counts; it may be called from any goroutine.
+// Stats returns the Server's counts.
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	loops := s.loops
@@ -998,8 +998,7 @@ func (s *Server) Successor() int {
 }
 
 // Upgrading returns the pid of the new process that an Upgrade under way
-// waits for, or 0: for a program's log when a second signal comes. It may
-// be called from any goroutine.
+// waits for, or 0: for a program's log when a second signal comes.
 func (s *Server) Upgrading() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

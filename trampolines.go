@@ -8,9 +8,10 @@ package evlistener
 // Adding a callback: (1) write a static C shim in cgo_bridge.c that casts
 // void *arg to uintptr_t, captures errno if it matters, and calls the
 // exported function; (2) declare any constructor taking the shim in
-// cgo_bridge.h; (3) export the function here with C types only; (4) recover
-// panics in the method it calls, and release the handle when the object
-// closes.
+// cgo_bridge.h; (3) export the function here with C types only; (4) in the
+// method it calls, run the user's callback through Base.callback, which
+// recovers its panic (none may unwind through libevent's C frames), and
+// release the handle when the object closes.
 
 /*
 #include "cgo_bridge.h"
