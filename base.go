@@ -103,7 +103,7 @@ func NewBaseWithFlags(flags BaseFlag) (*Base, error) {
 		return nil, endpoints{}.opError(op, errors.New("unknown flags "+rest.String()))
 	}
 	if err := UsePthreads(); err != nil {
-		return nil, endpoints{}.opError(op, err)
+		return nil, err // a *net.OpError already
 	}
 	p := C.evl_base_new(C.int(flags))
 	if p == nil {

@@ -31,7 +31,7 @@ var (
 func UsePthreads() error {
 	pthreadsOnce.Do(func() {
 		if C.evthread_use_pthreads() != 0 {
-			pthreadsErr = errors.New("evlistener: evthread_use_pthreads failed")
+			pthreadsErr = endpoints{}.opError("use pthreads", errors.New("evthread_use_pthreads failed"))
 		}
 	})
 	return pthreadsErr

@@ -50,7 +50,7 @@ func NetListener(l *Listener, queue int) net.Listener {
 	nl := &netListener{l: l, max: max(queue, 1)}
 	nl.ready = sync.NewCond(&nl.mu)
 	if l == nil {
-		nl.closed, nl.err = true, errors.New("evlistener: NetListener of a nil Listener")
+		nl.closed, nl.err = true, errors.New("NetListener of a nil Listener")
 		return nl
 	}
 	nl.network, nl.addr = l.network, l.Addr()
