@@ -91,9 +91,6 @@ func New(b *Base, cb AcceptFunc, flags Flag, backlog int, fd int) (*Listener, er
 	if err := newObject("listen", b, l, fd, (*Listener).open, listenArgs{flags: flags, backlog: backlog}); err != nil {
 		return nil, err
 	}
-	if l.addr == nil {
-		l.addr = addr
-	}
 	return l, nil
 }
 
@@ -137,7 +134,6 @@ func NewBind(b *Base, cb AcceptFunc, flags Flag, backlog int, network, address s
 		return nil, err
 	}
 	if ua, ok := ba.addr.(*net.UnixAddr); ok {
-		l.addr = ua // getsockname loses the '@' of abstract names
 		if flags&CloseOnFree != 0 && ua.Name[0] != '@' {
 			l.unlink = ua.Name
 		}
@@ -152,8 +148,7 @@ func newListener(cb AcceptFunc, flags Flag, network string, addr net.Addr) *List
 }
 
 // endpoints: a listener's errors name its network and address, as those of
-// a net.Listener do. Both are set before the listener is returned and never
-// change.
+// a net.Listener do. Both are set before the listener is returned, and stay.
 func (l *Listener) endpoints() endpoints { return endpoints{net: l.network, addr: l.addr} }
 
 // listenArgs are the arguments of open.
@@ -173,7 +168,13 @@ func (l *Listener) open(a listenArgs) error {
 	}
 	l.ptr = p
 	l.fd = int(C.evconnlistener_get_fd(p))
-	l.addr = sockname(l.fd)
+	// The bound address, with port 0 resolved; a unix socket keeps the
+	// one it was given: getsockname loses the '@' of abstract names.
+	if _, unix := l.addr.(*net.UnixAddr); !unix {
+		if a := sockname(l.fd); a != nil {
+			l.addr = a
+		}
+	}
 	l.opened(l, unsafe.Pointer(p))
 	return nil
 }
