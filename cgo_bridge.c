@@ -290,24 +290,48 @@ static struct evl_conn_bev *bev_slot(struct evl_conns *t, int fd)
  * runs it. */
 static __thread struct evl_batch *evl_batch_now;
 
+static int batch_grow(struct evl_batch *b)
+{
+	struct evl_fired *e = realloc(b->e, (size_t)b->cap * 2 * sizeof(*e));
+	if (!e)
+		return -1;
+	b->e = e;
+	b->cap *= 2;
+	return 0;
+}
+
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct evl_conn_ev *e = arg;
 	struct evl_batch *b = evl_batch_now;
-	if (b && b->n < EVL_BATCH && event_get_base(&e->ev) == b->base) {
+	if (b && event_get_base(&e->ev) == b->base &&
+	    (b->n < b->cap || batch_grow(b) == 0)) {
 		struct evl_fired *f = &b->e[b->n++];
 		f->slot = e;
 		f->gen = e->gen;
 		f->what = what;
-		if (b->n == EVL_BATCH) {
-			/* Full: the rest of the turn's events stay active for
-			 * the next turn, after Go ran these. */
-			b->own_break = 1;
-			event_base_loopbreak(b->base);
-		}
 		return;
 	}
 	goEvent(e->h, fd, what);
+}
+
+struct evl_batch *evl_batch_new(void)
+{
+	struct evl_batch *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->cap = 64;
+	if (!(b->e = calloc((size_t)b->cap, sizeof(*b->e)))) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void evl_batch_free(struct evl_batch *b)
+{
+	free(b->e);
+	free(b);
 }
 
 int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once)
@@ -318,13 +342,11 @@ int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, in
 	evl_batch_now = b;
 	b->stop = 0;
 	for (;;) {
-		b->own_break = 0;
 		rc = event_base_loop(base, flags);
 		if (rc != 0)
 			break;
 		/* event_base_loop clears these as it starts: look now. */
-		if (event_base_got_exit(base) ||
-		    (event_base_got_break(base) && !b->own_break)) {
+		if (event_base_got_exit(base) || event_base_got_break(base)) {
 			b->stop = 1;
 			break;
 		}

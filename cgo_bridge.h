@@ -135,19 +135,23 @@ struct evl_fired {
 	uint32_t gen;
 	short what;
 };
-#define EVL_BATCH 256
 struct evl_batch {
 	struct event_base *base;
-	int n;         /* fired events noted */
-	int own_break; /* the loop broke because the batch was full */
-	int stop;      /* the loop was broken or exited, not by the batch */
-	struct evl_fired e[EVL_BATCH];
+	struct evl_fired *e; /* cap of them, n noted */
+	int n, cap;
+	int stop;            /* the loop was broken or exited */
 };
+/* A batch with room for a turn of 64 events; it grows as turns need. */
+struct evl_batch *evl_batch_new(void);
+void evl_batch_free(struct evl_batch *b);
 /* Runs turns of base's loop (event_base_loop with EVLOOP_ONCE, and
  * EVLOOP_NONBLOCK if nonblock) until a turn noted fired events in b,
  * or, with once, for one turn. Returns as event_base_loop does: 1, nothing
  * pending; -1, an error; 0 otherwise, with b->stop set when the loop was
- * broken (but for a full batch) or exited. */
+ * broken or exited. A turn is never cut short for the batch: libevent's
+ * next turn would report again every socket still readable, so the batch
+ * grows to hold a whole turn (or, out of memory, the event's callback is
+ * called from C as it would be without a batch). */
 int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once);
 
 /* The calls Go makes for each turn of the loop and each connection take

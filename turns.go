@@ -36,7 +36,7 @@ import (
 // batch returns the base's batch, made on first use. Loop only.
 func (b *Base) batchBuf() *C.struct_evl_batch {
 	if b.batch == nil {
-		b.batch = (*C.struct_evl_batch)(C.calloc(1, C.sizeof_struct_evl_batch))
+		b.batch = C.evl_batch_new()
 		if b.batch == nil {
 			panic("evlistener: out of memory")
 		}
@@ -69,15 +69,15 @@ func (b *Base) dispatchTurns() C.int {
 // reports whether the loop goes on: false once a callback panicked, broke
 // the loop or closed the base, with the rest handed back to libevent.
 func (b *Base) runFired(bt *C.struct_evl_batch) bool {
-	n := int(bt.n)
-	for i := 0; i < n; i++ {
-		f := &bt.e[i]
+	fired := unsafe.Slice(bt.e, bt.n)
+	for i := range fired {
+		f := &fired[i]
 		if s := f.slot; s.open != 0 && s.gen == f.gen {
 			ev := handle(s.h).value().(*Event)
 			ev.onEvent(ev.fd, Events(f.what))
 		}
 		if b.stopped() || b.breakOnLoop {
-			for _, f := range bt.e[i+1 : n] {
+			for _, f := range fired[i+1:] {
 				if s := f.slot; s.open != 0 && s.gen == f.gen {
 					C.event_active(&s.ev, C.int(f.what), 1)
 				}
@@ -97,7 +97,7 @@ func (b *Base) uptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(b.
 // freeBatch frees the batch, with the base.
 func (b *Base) freeBatch() {
 	if b.batch != nil {
-		C.free(unsafe.Pointer(b.batch))
+		C.evl_batch_free(b.batch)
 		b.batch = nil
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // fromC reports whether the caller runs in a call from C into Go.
@@ -188,8 +189,9 @@ func TestConnEventsStale(t *testing.T) {
 	if err := b.Do(func() {
 		bt := b.batchBuf()
 		slot := (*cConnEv)(ev.cptr)
-		bt.e[0] = cFired{slot: slot, gen: slot.gen - 1, what: cShort(EvRead)}
-		bt.e[1] = cFired{slot: slot, gen: slot.gen, what: cShort(EvRead)}
+		fired := unsafe.Slice(bt.e, 2) // room for 64
+		fired[0] = cFired{slot: slot, gen: slot.gen - 1, what: cShort(EvRead)}
+		fired[1] = cFired{slot: slot, gen: slot.gen, what: cShort(EvRead)}
 		bt.n = 2
 		b.runFired(bt)
 	}); err != nil {
@@ -197,5 +199,57 @@ func TestConnEventsStale(t *testing.T) {
 	}
 	if got := ran.Load(); got != 1 {
 		t.Errorf("%d callbacks ran, want 1: the stale entry's ran", got)
+	}
+}
+
+// TestConnEventsManyInOneTurn: a turn that reports more connections than
+// the batch first holds runs them all from Go: the batch grows rather than
+// cut the turn short (which would make libevent report every socket still
+// readable again) or fall back to calls from C.
+func TestConnEventsManyInOneTurn(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	l := listenTCP(t, b, nil, 0)
+	const n = 150 // the batch starts with room for 64
+	accepted := make(chan *Event, n)
+	var ran, fromCgo atomic.Int64
+	buf := make([]byte, 64)
+	err := l.AcceptEvents(EventOptions{
+		OnAccept: func(_ *Listener, ev *Event) { accepted <- ev },
+		OnEvent: func(_ *Event, fd int, _ Events) {
+			ran.Add(1)
+			if fromC() {
+				fromCgo.Add(1)
+			}
+			syscall.Read(fd, buf)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatching(t, b)
+	clients := make([]net.Conn, n)
+	for i := range clients {
+		clients[i] = dial(t, l.Addr())
+		recv(t, accepted, "the accept callback")
+	}
+	// libevent's epoll asks for 32 events at first and doubles that
+	// after each turn that filled it: the later rounds get all n in one
+	// turn.
+	for round := 1; round <= 3; round++ {
+		release := make(chan struct{})
+		if err := b.Post(func() { <-release }); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range clients {
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(release)
+		waitFor(t, "every connection's callback", func() bool { return ran.Load() >= int64(round*n) })
+	}
+	if got := fromCgo.Load(); got != 0 {
+		t.Errorf("%d of %d callbacks came from C, want none", got, ran.Load())
 	}
 }
