@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -219,6 +221,12 @@ func (b *Base) Dispatch() error {
 	if b.running {
 		b.mu.Unlock()
 		return b.opError(op, errDispatching)
+	}
+	if b.batch == nil { // the loop's turns' (turns.go); kept until Close
+		if b.batch = C.evl_batch_new(); b.batch == nil {
+			b.mu.Unlock()
+			return b.opError(op, os.NewSyscallError("calloc", syscall.ENOMEM))
+		}
 	}
 	b.running = true
 	b.loopG.Store(goid.Get())

@@ -87,7 +87,7 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// bookkeeping took (a slow machine, or a sanitizer, can take longer
 	// than a short limit between the callback and this check).
 	justWorked := false
-	bt := b.batchBuf()
+	bt := b.batch // made by Dispatch
 	for {
 		b.firstCallback = 0
 		nonblock := C.int(0)

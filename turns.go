@@ -33,17 +33,6 @@ import (
 // run go back to libevent as active (event_active), so that the next
 // Dispatch runs them, as libevent would have kept them.
 
-// batch returns the base's batch, made on first use. Loop only.
-func (b *Base) batchBuf() *C.struct_evl_batch {
-	if b.batch == nil {
-		b.batch = C.evl_batch_new()
-		if b.batch == nil {
-			panic("evlistener: out of memory")
-		}
-	}
-	return b.batch
-}
-
 // dispatchTurns is event_base_dispatch, turn after turn in C, with the
 // fired connection events run between turns. It returns as
 // event_base_dispatch does.
@@ -52,7 +41,7 @@ func (b *Base) dispatchTurns() C.int {
 	// one thread, as in event_base_dispatch.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	bt := b.batchBuf()
+	bt := b.batch // made by Dispatch
 	base, batch := b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt)))
 	for {
 		rc := C.evl_base_loop_u(base, batch, 0, 0)

@@ -187,7 +187,7 @@ func TestConnEventsStale(t *testing.T) {
 	dial(t, l.Addr())
 	ev := recv(t, accepted, "the accept callback")
 	if err := b.Do(func() {
-		bt := b.batchBuf()
+		bt := b.batch // made by Dispatch
 		slot := (*cConnEv)(ev.cptr)
 		fired := unsafe.Slice(bt.e, 2) // room for 64
 		fired[0] = cFired{slot: slot, gen: slot.gen - 1, what: cShort(EvRead)}
