@@ -1,8 +1,8 @@
 package evlistener
 
 /*
-#cgo noescape evl_bev_write
-#cgo nocallback evl_bev_write
+#cgo noescape evl_bev_write_u
+#cgo nocallback evl_bev_write_u
 #include "cgo_bridge.h"
 */
 import "C"
@@ -336,7 +336,7 @@ func (be *BufferEvent) EchoInput() (pending int, err error) {
 }
 
 func (be *BufferEvent) echoInput() (int, error) {
-	n := int(C.evl_bev_echo(be.ctx))
+	n := int(C.evl_bev_echo_u(C.uintptr_t(uintptr(unsafe.Pointer(be.ctx)))))
 	be.outputGrew(n)
 	return n, nil
 }
@@ -671,7 +671,7 @@ func (be *BufferEvent) write(p []byte) (int, error) {
 	if be.writeCb != nil {
 		wantCb = 1
 	}
-	n := C.evl_bev_write(be.ctx, unsafe.Pointer(&p[0]), C.size_t(len(p)), wantCb)
+	n := C.evl_bev_write_u(C.uintptr_t(uintptr(unsafe.Pointer(be.ctx))), unsafe.Pointer(&p[0]), C.size_t(len(p)), wantCb)
 	if n < 0 {
 		return 0, errors.New("evbuffer_add failed")
 	}

@@ -186,6 +186,18 @@ void evl_conn_close_bev(struct evl_conn_bev *c, int fd);
  * in one call what Go would do in two (search or measure, then copy). */
 ssize_t evl_bev_write(struct evl_bev *c, const void *p, size_t n,
 	int want_write_cb);
+/* The message path's calls with the buffer event's context as an integer,
+ * as evl_base_loop_u says why: cgo checks a pointer to struct evl_bev,
+ * which holds pointers, on every call. */
+static inline ssize_t evl_bev_write_u(uintptr_t c, const void *p, size_t n,
+	int want_write_cb)
+{
+	return evl_bev_write((struct evl_bev *)c, p, n, want_write_cb);
+}
+static inline size_t evl_bev_echo_u(uintptr_t c)
+{
+	return evl_bev_echo((struct evl_bev *)c);
+}
 
 /* Buffer reads into Go's memory at one crossing (see cgo_bridge.c). */
 ssize_t evl_buffer_remove_into(struct evbuffer *buf, void *p, size_t room,
