@@ -163,7 +163,7 @@ func TestAcceptConn(t *testing.T) {
 			if err := k.accept(t, l, func(o connObject) { accepted <- o }); err != nil {
 				t.Fatal(err)
 			}
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			for i := range 3 {
 				c := dial(t, l.Addr())
 				o := recv(t, accepted, "the accept callback")
@@ -218,7 +218,7 @@ func TestAcceptConnAllocs(t *testing.T) {
 		if err := k.accept(t, l, func(connObject) {}); err != nil {
 			t.Fatal(err)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
 		for range 200 { // the numbers in use, and the runtime's own warm-up
 			if err := c.cycle(); err != nil {
@@ -256,7 +256,7 @@ func TestCgoCallsPerConnection(t *testing.T) {
 		if err := k.accept(t, l, func(connObject) { accepts.Add(1) }); err != nil {
 			t.Fatal(err)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
 		for range 20 {
 			if err := c.cycle(); err != nil {
@@ -349,7 +349,7 @@ func TestAcceptConnFDReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	// Each client's socket is made before the connection before it
 	// closes, so that the next accept takes the number that close freed.
 	client, err := newRawClient(ls[0].Addr()).socket()
@@ -417,7 +417,7 @@ func TestAcceptConnBaseClose(t *testing.T) {
 				if err := k.accept(t, l, func(o connObject) { accepted <- o }); err != nil {
 					t.Fatal(err)
 				}
-				r := startDispatch(t, b)
+				r := startDispatch(t, b, whenIdle)
 				b.LoopExit(time.Hour)
 				var clients []net.Conn
 				var objs []connObject
@@ -472,7 +472,7 @@ func TestAcceptConnCloseConcurrently(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		var closed, served atomic.Int64
 		var wg sync.WaitGroup
 		for range closers {
@@ -546,7 +546,7 @@ func TestAcceptConnPanic(t *testing.T) {
 		first := dial(t, l.Addr())
 		second := dial(t, l.Addr())
 		b.LoopExit(time.Hour)
-		p, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic)
+		p, ok := startDispatch(t, b, whenIdle).waitPanic(t).(*CallbackPanic)
 		if !ok || p.Value != "boom" {
 			t.Fatalf("Dispatch panicked with %v, want a *CallbackPanic of boom", p)
 		}
@@ -554,7 +554,7 @@ func TestAcceptConnPanic(t *testing.T) {
 		if n := openConns(t, b); n != 0 {
 			t.Errorf("%d connections open after the panic, want 0", n)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		pingPong(t, second, 3, 10)
 	})
 }
@@ -573,7 +573,7 @@ func TestAcceptConnModes(t *testing.T) {
 		plain := func(_ *Listener, fd int, _ net.Addr) { got <- "AcceptFunc"; syscall.Close(fd) }
 		byEvent := EventOptions{OnAccept: func(_ *Listener, ev *Event) { got <- "event"; ev.Close() }, OnEvent: func(*Event, int, Events) {}}
 		byBEV := BufferEventOptions{OnAccept: func(_ *Listener, be *BufferEvent) { got <- "buffer event"; be.Close() }}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		var queued net.Conn
 		for _, step := range []struct {
 			set  func() error
@@ -631,7 +631,7 @@ func TestAcceptConnModes(t *testing.T) {
 			if err := l.Enable(); err != nil {
 				t.Fatal(err)
 			}
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if err := recv(t, errs, "the error callback"); !errors.Is(err, syscall.EINVAL) {
@@ -667,7 +667,7 @@ func TestAcceptConnBadInput(t *testing.T) {
 			t.Errorf("%s: error %v, want a *net.OpError of accept with the address", tc.name, tc.err)
 		}
 	}
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	readEOF(t, dial(t, l.Addr())) // still the AcceptFunc
 	l.Close()
 	if err := l.AcceptEvents(EventOptions{OnEvent: cb}); !errors.Is(err, ErrClosed) {
@@ -691,6 +691,7 @@ func TestAcceptConnBadInput(t *testing.T) {
 // kernel's accept and loopback paths.
 func BenchmarkAcceptConnOnLoop(b *testing.B) {
 	base := newBase(b)
+	startDispatch(b, base, atCleanup)
 	fds := socketpair(b)
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
@@ -706,7 +707,9 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		runOnLoop(b, base, func() { err = benchAcceptDup(l, fds[0], b.N) })
+		if err := base.Do(func() { err = benchAcceptDup(l, fds[0], b.N) }); err != nil {
+			b.Fatal(err)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -738,7 +741,9 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 	b.Run("C event", func(b *testing.B) {
 		b.ReportAllocs()
 		var err error
-		runOnLoop(b, base, func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, false) })
+		if err := base.Do(func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, false) }); err != nil {
+			b.Fatal(err)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -770,7 +775,9 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 	b.Run("C bufferevent", func(b *testing.B) {
 		b.ReportAllocs()
 		var err error
-		runOnLoop(b, base, func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, true) })
+		if err := base.Do(func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, true) }); err != nil {
+			b.Fatal(err)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -806,7 +813,7 @@ func TestConnStateBytes(t *testing.T) {
 			if err := tc.kind.accept(t, l, nil); err != nil {
 				t.Fatal(err)
 			}
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			c := newRawClient(l.Addr())
 			clients := make([]int, 0, conns)
 			defer func() {
@@ -876,11 +883,14 @@ func TestAcceptConnObjectFails(t *testing.T) {
 		}
 		defer syscall.Close(null)
 		before := openFDs(t)
-		runOnLoop(t, b, func() {
+		startDispatch(t, b, atCleanup)
+		if err := b.Do(func() {
 			if err := benchAcceptDup(l, null, 1); err != nil {
 				t.Error(err)
 			}
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if !errors.Is(got, syscall.EPERM) {
 			t.Errorf("error callback got %v, want EPERM", got)
 		}
@@ -907,7 +917,7 @@ func TestAcceptConnInsideCallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			first, second := dial(t, l.Addr()), dial(t, l.Addr())
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			pingPong(t, first, 3, 10)
 			second.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if _, err := second.Read(make([]byte, 1)); err == nil {
@@ -925,7 +935,7 @@ func TestAcceptConnInsideCallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			first, second := dial(t, l.Addr()), dial(t, l.Addr())
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			pingPong(t, first, 3, 10)
 			recv(t, plain, "the AcceptFunc")
 			readEOF(t, second)
@@ -969,7 +979,7 @@ func TestAcceptConnStorm(t *testing.T) {
 		if err := b.LoopExit(time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		loop := startDispatch(t, b)
+		loop := startDispatch(t, b, whenIdle)
 		stop, stormed := make(chan struct{}), make(chan struct{})
 		var wg sync.WaitGroup
 		var calls atomic.Int64

@@ -52,7 +52,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 				b := newBaseKind(t, kind)
 				tc.setup(t, b)
 				start := time.Now()
-				if err := dispatch(t, b); err != nil {
+				if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 					t.Fatal(err)
 				}
 				if d := time.Since(start); d > time.Second {
@@ -67,7 +67,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		idleListener(t, b)
 		var lat []time.Duration
 		for range 20 {
-			r := startDispatch(t, b)
+			r := startDispatch(t, b, whenIdle)
 			start := time.Now()
 			r.breakAndWait(t, b)
 			lat = append(lat, time.Since(start))
@@ -94,7 +94,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		}, 0)
 		cs := []net.Conn{dial(t, l.Addr()), dial(t, l.Addr()), dial(t, l.Addr())}
 		for i := range cs {
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if n != i+1 {
@@ -114,7 +114,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		b := newBaseKind(t, kind)
 		idleListener(t, b)
 		for i := range 300 {
-			r := goDispatch(b)
+			r := goDispatch(t, b)
 			for !isRunning(b) {
 				if r.finished() {
 					t.Fatalf("round %d: Dispatch returned before LoopBreak: %v", i, r.err)
@@ -138,7 +138,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 			}
 		}
 		dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
@@ -154,7 +154,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		if err := b.LoopExit(after); err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		// libevent's cached clock may run a little behind.
@@ -170,7 +170,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		if err := b.LoopExit(after); err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if d := time.Since(start); d < after*8/10 {
@@ -181,7 +181,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
 		b := newBaseKind(t, kind)
 		idleListener(t, b)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		if err := b.LoopExit(0); err != nil {
 			t.Fatal(err)
 		}
@@ -194,8 +194,8 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 func TestDispatchTwice(t *testing.T) {
 	b := newBase(t)
 	idleListener(t, b)
-	r := startDispatch(t, b)
-	err := dispatch(t, b)
+	r := startDispatch(t, b, whenIdle)
+	err := startDispatch(t, b, whenIdle).wait(t)
 	if err == nil || errors.Is(err, ErrClosed) {
 		t.Fatalf("second concurrent Dispatch = %v, want an error", err)
 	}
@@ -207,7 +207,7 @@ func TestDispatchTwice(t *testing.T) {
 	if err := b.LoopExit(0); err != nil {
 		t.Fatal(err)
 	}
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -223,7 +223,7 @@ func TestDispatchInsideCallback(t *testing.T) {
 		l.Disable()
 	}, 0)
 	dial(t, l.Addr())
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if inner == nil {
@@ -256,7 +256,7 @@ func TestNewBindInsideCallback(t *testing.T) {
 		}
 	}, 0)
 	dial(t, l.Addr())
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if innerErr != nil {
@@ -313,7 +313,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		b := newBaseKind(t, kind)
 		l := idleListener(t, b)
 		addr := l.Addr()
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -334,7 +334,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		calls := 0
 		l := callbackSources[0].make(t, b, k.block, &calls)
 		addr := l.Addr()
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
 		closed := make(chan error, 1)
 		go func() { closed <- b.Close() }()
@@ -371,7 +371,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		addr := l.Addr()
 		dial(t, addr)
 		queued := dial(t, addr)
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if inCb != nil {
@@ -401,7 +401,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		}, 0)
 		addr := l.Addr()
 		dial(t, addr)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
 		closed := make(chan error, 1)
 		go func() { closed <- b.Close() }()
@@ -423,7 +423,7 @@ func baseClose(t *testing.T, kind baseKind) {
 	t.Run("from several goroutines at once", func(t *testing.T) {
 		b := newBaseKind(t, kind)
 		idleListener(t, b)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		if nils := closeAtOnce(t, 8, b.Close); nils != 1 {
 			t.Fatalf("%d Close calls returned nil, want 1", nils)
 		}
@@ -453,7 +453,7 @@ func callsWhileDispatchRuns(t *testing.T, kind baseKind) {
 		accepted <- struct{}{}
 	}, Disabled)
 	idleListener(t, b)
-	r := startDispatch(t, b)
+	r := startDispatch(t, b, whenIdle)
 	c := dial(t, l.Addr())
 	stillQueued(t, c)
 	if err := l.Enable(); err != nil {
@@ -526,7 +526,7 @@ func TestBusyPoll(t *testing.T) {
 		if err := b.LoopExit(time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		r = goDispatch(b)
+		r = goDispatch(t, b)
 		return recv(t, tids, "the timer callback"), r
 	}
 
@@ -598,7 +598,7 @@ func TestBusyPoll(t *testing.T) {
 		if err := errors.Join(tm.Add(time.Microsecond), b.LoopExit(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		r := goDispatch(b)
+		r := goDispatch(t, b)
 		tid := recv(t, tids, "the timer callback")
 		waitFor(t, "the loop thread to wait in epoll with a timeout", func() bool { return inBlockingEpollWait(t, tid) })
 		if n := b.polls.Load(); n == 0 {

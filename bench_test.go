@@ -44,7 +44,7 @@ func BenchmarkEnableDisableCrossGoroutine(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stop := startLoop(b, base)
+	loop := startDispatch(b, base, atCleanup)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -56,7 +56,7 @@ func BenchmarkEnableDisableCrossGoroutine(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	stop()
+	loop.stop()
 }
 
 // BenchmarkEnableDisableOnLoop measures the same pair called from inside a
@@ -66,21 +66,23 @@ func BenchmarkEnableDisableOnLoop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer base.Close()
 	l, err := NewBind(base, nil, CloseOnFree|Disabled, -1, "tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	startDispatch(b, base, atCleanup)
 	var failed error
 	b.ReportAllocs()
 	b.ResetTimer()
-	runOnLoop(b, base, func() {
+	if err := base.Do(func() {
 		for i := 0; i < b.N && failed == nil; i++ {
 			if failed = l.Enable(); failed == nil {
 				failed = l.Disable()
 			}
 		}
-	})
+	}); err != nil {
+		b.Fatal(err)
+	}
 	b.StopTimer()
 	if failed != nil {
 		b.Fatal(failed)
@@ -145,13 +147,16 @@ func BenchmarkConnSetup(b *testing.B) {
 // that a whole-server benchmark carries.
 func BenchmarkConnSetupOnLoop(b *testing.B) {
 	base := newBase(b)
+	startDispatch(b, base, atCleanup)
 	fds := socketpair(b)
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
 	run := func(b *testing.B, f func(n int) error) {
 		b.ReportAllocs()
 		var err error
-		runOnLoop(b, base, func() { err = f(b.N) })
+		if err := base.Do(func() { err = f(b.N) }); err != nil {
+			b.Fatal(err)
+		}
 		if err != nil {
 			b.Fatal(err)
 		}

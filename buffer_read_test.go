@@ -27,7 +27,7 @@ func filledBuffer(t *testing.T, s string) (*Base, *Buffer, func(string)) {
 		}
 	}, nil, nil)
 	be.Enable(EvRead)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	fill := func(more string) {
 		t.Helper()
 		want := be.Input().Len() + len(more)
@@ -264,7 +264,7 @@ func TestAppendLineRequestsSplitAcrossReads(t *testing.T) {
 		}
 	}, nil, nil)
 	be.Enable(EvRead | EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 	expect := func(want string) {
 		t.Helper()
@@ -349,7 +349,7 @@ func TestReadWriteCgoCallsAndAllocs(t *testing.T) {
 			p := make([]byte, 0, 256)
 			be.SetCallbacks(func(be *BufferEvent) { p = tc.cb(be, p) }, nil, nil)
 			be.Enable(EvRead | EvWrite)
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			if err := linePingPong(peer, 10); err != nil { // warm up
 				t.Fatal(err)
 			}

@@ -38,7 +38,7 @@ func TestBufferEventCloseLeavesTheDescriptor(t *testing.T) {
 			takeNumber(t, fd, other.Addr())
 			reused <- fd
 		})
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		if err := be.Connect("tcp", first.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestBufferEventCloseLeavesTheDescriptor(t *testing.T) {
 			be.Close()
 		}, nil, nil)
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		peer.Write([]byte("request"))
 		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if got, err := io.ReadAll(peer); err != nil || len(got) != 0 {

@@ -51,7 +51,7 @@ func TestBufferEventEcho(t *testing.T) {
 			if err := be.Enable(EvRead | EvWrite); err != nil {
 				t.Fatal(err)
 			}
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			pingPong(t, peer, 100, 1000)
 			pingPong(t, peer, 3, 300<<10)
 			if err := cbErr.Load(); err != nil {
@@ -105,7 +105,7 @@ func TestBufferEventBackPressure(t *testing.T) {
 		be.SetCallbacks(onFull, nil, nil)
 		be.SetWatermark(EvWrite, limit/2, 0)
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 
 		// Send 32 MiB without reading: the server must stop reading.
 		const total = 32 << 20
@@ -160,7 +160,7 @@ func TestBufferEventEventCallback(t *testing.T) {
 			configure(be)
 		}
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		return peer, events
 	}
 
@@ -233,7 +233,7 @@ func TestBufferEventReadWrite(t *testing.T) {
 		drained <- be.Output().Len()
 	}, nil)
 	be.Enable(EvRead | EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 
 	// Write from another goroutine while Dispatch runs.
 	if n, err := be.Write([]byte("hello")); n != 5 || err != nil {
@@ -264,7 +264,7 @@ func TestBufferEventReadWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	be.Enable(EvRead)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	peer.Write([]byte("12345"))
 	waitFor(t, "5 bytes in the input buffer", func() bool { return be.Input().Len() == 5 })
 	peer.Write([]byte("67890"))
@@ -292,7 +292,7 @@ func TestBufferEventClose(t *testing.T) {
 			be.EchoInput()
 		}, nil, nil)
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -343,7 +343,7 @@ func TestBufferEventClose(t *testing.T) {
 			results <- be.Close()
 		}, nil, nil)
 		be.Enable(EvRead)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		peer.Write([]byte("x"))
 		if err := recv(t, results, "Close"); err != nil {
 			t.Fatal(err)
@@ -363,8 +363,7 @@ func TestBufferEventClose(t *testing.T) {
 		fd, peer := tcpPair(t)
 		be := newBEV(t, b, fd)
 		be.Enable(EvRead)
-		stop := dispatching(t, b)
-		stop()
+		startDispatch(t, b, atCleanup).stop()
 		if err := be.Close(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Close after Base.Close = %v, want ErrClosed", err)
 		}
@@ -405,7 +404,7 @@ func TestBufferEventPanic(t *testing.T) {
 	be.SetCallbacks(func(*BufferEvent) { panic("boom") }, nil, nil)
 	be.Enable(EvRead)
 	peer.Write([]byte("x"))
-	p := startDispatch(t, b).waitPanic(t)
+	p := startDispatch(t, b, whenIdle).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Value != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)
@@ -458,7 +457,7 @@ func TestBufferEventCallbackAllocs(t *testing.T) {
 	be := newBEV(t, b, fd)
 	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 	be.Enable(EvRead | EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per echoed message, want 0", allocs)
 	}
@@ -473,7 +472,7 @@ func BenchmarkBufferEventEcho(b *testing.B) {
 	be := newBEV(b, base, fd)
 	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 	be.Enable(EvRead | EvWrite)
-	dispatching(b, base)
+	startDispatch(b, base, atCleanup)
 	benchEcho(b, peer)
 }
 
@@ -513,7 +512,7 @@ func TestCgoCallsPerMessage(t *testing.T) {
 			b := newBase(t)
 			fd, peer := tcpPair(t)
 			tc.setup(t, b, fd)
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			pingPong(t, peer, 10, 64) // warm up
 			const n = 2000
 			before := goToC()

@@ -30,7 +30,7 @@ func TestCallFromOtherGoroutineDuringCallback(t *testing.T) {
 				k := newBlocker(t)
 				calls := 0
 				l := src.make(t, b, k.block, &calls)
-				r := startDispatch(t, b)
+				r := startDispatch(t, b, whenIdle)
 				recv(t, k.entered, "the callback")
 				opErr := make(chan error, 1)
 				go func() { opErr <- op.op(l) }()
@@ -50,7 +50,7 @@ func TestCallFromOtherGoroutineDuringCallback(t *testing.T) {
 					t.Fatalf("%d callbacks, want 1", calls)
 				}
 				// A later Dispatch finds nothing to do either.
-				if err := dispatch(t, b); err != nil || calls != 1 {
+				if err := startDispatch(t, b, whenIdle).wait(t); err != nil || calls != 1 {
 					t.Fatalf("second Dispatch = %v with %d callbacks; want nil, 1", err, calls)
 				}
 			})
@@ -62,7 +62,7 @@ func TestCallFromOtherGoroutineDuringCallback(t *testing.T) {
 		k := newBlocker(t)
 		calls := 0
 		l := callbackSources[0].make(t, b, k.block, &calls)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
 		opErr := make(chan error, 1)
 		go func() { opErr <- l.Enable() }()
@@ -110,7 +110,7 @@ func TestNilCallbackPauses(t *testing.T) {
 		stillQueued(t, c)
 		n := 0
 		l.SetCallback(countAndDisable(t, &n, 1))
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
@@ -123,7 +123,7 @@ func TestNilCallbackPauses(t *testing.T) {
 		l := listenTCP(t, b, nil, 0)
 		c := dial(t, l.Addr())
 		// A paused listener keeps nothing pending.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		acceptsOnceSetCallback(t, b, l, c)
@@ -137,7 +137,7 @@ func TestNilCallbackPauses(t *testing.T) {
 		if err := l.Enable(); err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		acceptsOnceSetCallback(t, b, l, c)
@@ -147,18 +147,18 @@ func TestNilCallbackPauses(t *testing.T) {
 		b := newBase(t)
 		n := 0
 		l := listenTCP(t, b, countAndDisable(t, &n, 100), 0)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		l.SetCallback(nil)
 		if err := r.wait(t); err != nil { // nothing pending any more
 			t.Fatal(err)
 		}
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		stillQueued(t, c)
 		l.SetCallback(countAndDisable(t, &n, 1))
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
@@ -190,7 +190,7 @@ func TestNilCallbackPauses(t *testing.T) {
 			c1 := dial(t, l.Addr())
 			c2 := dial(t, l.Addr())
 			c3 := dial(t, l.Addr())
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if n != 1 {
@@ -201,7 +201,7 @@ func TestNilCallbackPauses(t *testing.T) {
 			stillQueued(t, c3)
 			m := 0
 			l.SetCallback(countAndDisable(t, &m, 2))
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if m != 2 {
@@ -223,7 +223,7 @@ func TestNilCallbackPauses(t *testing.T) {
 		for range 3 {
 			dial(t, l.Addr())
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if first != 1 || second != 2 {
@@ -246,7 +246,7 @@ func TestDisableInsideCallback(t *testing.T) {
 		}
 	}, 0)
 	cs := []net.Conn{dial(t, l.Addr()), dial(t, l.Addr()), dial(t, l.Addr())}
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {
@@ -258,7 +258,7 @@ func TestDisableInsideCallback(t *testing.T) {
 	if err := l.Enable(); err != nil {
 		t.Fatal(err)
 	}
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if n != 3 {
@@ -286,7 +286,7 @@ func TestCallbackPanics(t *testing.T) {
 		}, 0)
 		c1 := dial(t, l.Addr())
 		c2 := dial(t, l.Addr())
-		v := startDispatch(t, b).waitPanic(t)
+		v := startDispatch(t, b, whenIdle).waitPanic(t)
 		cp, ok := v.(*CallbackPanic)
 		if !ok {
 			t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic", v)
@@ -310,7 +310,7 @@ func TestCallbackPanics(t *testing.T) {
 		}
 		stillQueued(t, c2)
 		// The listener resumes with the next Dispatch.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 2 {
@@ -331,13 +331,13 @@ func TestCallbackPanics(t *testing.T) {
 		l2 := listenTCP(t, b, cb, 0)
 		dial(t, l1.Addr())
 		dial(t, l2.Addr())
-		if v, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" {
+		if v, ok := startDispatch(t, b, whenIdle).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" {
 			t.Fatalf("Dispatch panicked with %v", v)
 		}
 		if calls != 1 {
 			t.Fatalf("%d callbacks ran, want 1", calls)
 		}
-		if v, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" || calls != 2 {
+		if v, ok := startDispatch(t, b, whenIdle).waitPanic(t).(*CallbackPanic); !ok || v.Value != "boom" || calls != 2 {
 			t.Fatalf("second Dispatch panicked with %v after %d callbacks", v, calls)
 		}
 	})
@@ -353,7 +353,7 @@ func TestCallbackPanics(t *testing.T) {
 			}
 			l.Disable()
 		})
-		v := startDispatch(t, b).waitPanic(t)
+		v := startDispatch(t, b, whenIdle).waitPanic(t)
 		cp, ok := v.(*CallbackPanic)
 		if !ok || !errors.Is(cp, syscall.EINVAL) || len(cp.Stack) == 0 {
 			t.Fatalf("Dispatch panicked with %#v, want a *CallbackPanic wrapping the EINVAL error", v)
@@ -362,7 +362,7 @@ func TestCallbackPanics(t *testing.T) {
 			t.Fatalf("%d error callbacks, want 1", calls)
 		}
 		// Resumes with the next Dispatch: the retry fails again.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 2 {
@@ -378,7 +378,7 @@ func TestCallbackPanics(t *testing.T) {
 			panic("boom")
 		}, 0)
 		dial(t, l.Addr())
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
 		disabled := make(chan error, 1)
 		go func() { disabled <- l.Disable() }()
@@ -391,7 +391,7 @@ func TestCallbackPanics(t *testing.T) {
 			t.Fatalf("Disable = %v", err)
 		}
 		// Disabled by the user: the next Dispatch does not resume it.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -403,11 +403,11 @@ func TestCallbackPanics(t *testing.T) {
 			panic("boom")
 		}, 0)
 		c := dial(t, l.Addr())
-		if _, ok := startDispatch(t, b).waitPanic(t).(*CallbackPanic); !ok {
+		if _, ok := startDispatch(t, b, whenIdle).waitPanic(t).(*CallbackPanic); !ok {
 			t.Fatal("Dispatch did not panic")
 		}
 		readEOF(t, c)
-		if err := dispatch(t, b); err != nil { // nothing left
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil { // nothing left
 			t.Fatal(err)
 		}
 	})

@@ -32,7 +32,7 @@ func TestClose(t *testing.T) {
 		c1 := dial(t, laddr)
 		c2 := dial(t, laddr)
 		handles := liveHandles()
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 1 {
@@ -75,7 +75,7 @@ func TestClose(t *testing.T) {
 		// Both listening sockets are readable in the same loop pass.
 		dial(t, ls[0].Addr())
 		dial(t, ls[1].Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 1 {
@@ -89,7 +89,7 @@ func TestClose(t *testing.T) {
 			l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
 			var r *running
 			if loop {
-				r = startDispatch(t, b) // the listener keeps it alive
+				r = startDispatch(t, b, whenIdle) // the listener keeps it alive
 			}
 			if nils := closeAtOnce(t, 8, l.Close); nils != 1 {
 				t.Fatalf("dispatch running %v: %d Close calls returned nil, want 1", loop, nils)
@@ -113,7 +113,7 @@ func TestClose(t *testing.T) {
 			}
 		})
 		// Returning on its own shows the back-off retry was cancelled.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 1 {
@@ -126,7 +126,7 @@ func TestClose(t *testing.T) {
 		l := notListening(t, b)
 		calls := make(chan struct{}, 100)
 		l.SetErrorCallback(func(*Listener, error) { calls <- struct{}{} })
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		recv(t, calls, "the error callback")
 		if err := l.Close(); err != nil {
 			t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 func TestDo(t *testing.T) {
 	t.Run("from another goroutine runs on the loop", func(t *testing.T) {
 		b := newBase(t)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		var onLoop bool
 		if err := b.Do(func() { onLoop = b.onLoop() && isRunning(b) }); err != nil {
 			t.Fatal(err)
@@ -33,7 +33,7 @@ func TestDo(t *testing.T) {
 			order = append(order, "after Do")
 		})
 		tm.Active(EvTimeout)
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if got := len(order); got != 3 || order[1] != "f" {
@@ -57,7 +57,7 @@ func TestDo(t *testing.T) {
 		}()
 		recv(t, entered, "f")
 		// No Dispatch starts while f runs: f counts as the loop.
-		r := goDispatch(b)
+		r := goDispatch(t, b)
 		otherCall := make(chan error, 1)
 		go func() { otherCall <- l.Enable() }()
 		// A negative: watch for a while that neither gets in.
@@ -85,7 +85,7 @@ func TestDo(t *testing.T) {
 		for _, running := range []bool{false, true} {
 			b := newBase(t)
 			if running {
-				dispatching(t, b)
+				startDispatch(t, b, atCleanup)
 			}
 			got := func() (v any) {
 				defer func() { v = recover() }()
@@ -106,7 +106,7 @@ func TestDo(t *testing.T) {
 func TestPost(t *testing.T) {
 	t.Run("functions run in order, each once", func(t *testing.T) {
 		b := newBase(t)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		const n = 1000
 		var got []int // loop-owned
 		for i := range n {
@@ -128,7 +128,7 @@ func TestPost(t *testing.T) {
 	})
 	t.Run("from many goroutines at once", func(t *testing.T) {
 		b := newBase(t)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		const n = 2000
 		var ran atomic.Int32
 		var wg sync.WaitGroup
@@ -155,7 +155,7 @@ func TestPost(t *testing.T) {
 			order = append(order, "callback")
 		})
 		tm.Active(EvTimeout)
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if len(order) != 2 || order[0] != "callback" {
@@ -174,7 +174,7 @@ func TestPost(t *testing.T) {
 	})
 	t.Run("a panic stops the loop", func(t *testing.T) {
 		b := newBase(t)
-		r := dispatchingPanics(t, b)
+		r := startDispatch(t, b, atCleanup)
 		if err := b.Post(func() { panic("posted") }); err != nil {
 			t.Fatal(err)
 		}
@@ -183,16 +183,6 @@ func TestPost(t *testing.T) {
 			t.Fatalf("Dispatch panicked with %v, want a *CallbackPanic of the posted function", p)
 		}
 	})
-}
-
-// dispatchingPanics runs Dispatch, kept alive by a long LoopExit, and
-// returns it without failing the test on a panic.
-func dispatchingPanics(t *testing.T, b *Base) *running {
-	t.Helper()
-	if err := b.LoopExit(1 << 40); err != nil {
-		t.Fatal(err)
-	}
-	return startDispatch(t, b)
 }
 
 func TestDoPostClosed(t *testing.T) {
@@ -217,7 +207,7 @@ func TestDoPostClosed(t *testing.T) {
 		postErr = b2.Post(func() { t.Error("f ran, posted after Close") })
 	})
 	tm.Active(EvTimeout)
-	if err := dispatch(t, b2); err != nil {
+	if err := startDispatch(t, b2, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if !errors.Is(postErr, ErrClosed) {

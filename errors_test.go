@@ -183,7 +183,7 @@ func TestErrorCallbackErrno(t *testing.T) {
 		got = err
 		l.Disable()
 	})
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	var oe *net.OpError

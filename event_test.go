@@ -30,7 +30,7 @@ func TestEventTimer(t *testing.T) {
 		t.Fatal("timer not pending after Add")
 	}
 	// A one-shot timer is all that is pending: Dispatch returns after it.
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if len(fired) != 1 {
@@ -64,7 +64,7 @@ func TestEventPersistentRead(t *testing.T) {
 			cbErr.Store(err)
 		}
 	}).Add(0)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	pingPong(t, peer, 200, 100)
 	if err := cbErr.Load(); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func TestEventAddDelActive(t *testing.T) {
 			syscall.Read(fd, buf[:])
 		}
 	})
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 
 	t.Run("timeout on a read event", func(t *testing.T) {
 		if err := ev.Add(30 * time.Millisecond); err != nil {
@@ -147,7 +147,7 @@ func TestEventClose(t *testing.T) {
 		ev.Add(time.Millisecond)
 		// Closed inside the callback, the persistent timer leaves nothing
 		// pending and Dispatch returns.
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-results; err != nil {
@@ -176,7 +176,7 @@ func TestEventClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev.Add(time.Microsecond) // fires on every turn of the loop
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		waitFor(t, "the timer to fire", func() bool { return fired.Load() > 10 })
 		if err := ev.Close(); err != nil {
 			t.Fatal(err)
@@ -217,7 +217,7 @@ func TestEventPanic(t *testing.T) {
 	}
 	defer ev.Close()
 	ev.Add(time.Millisecond)
-	p := startDispatch(t, b).waitPanic(t)
+	p := startDispatch(t, b, whenIdle).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)
 	if !ok || cp.Unwrap() == nil || cp.Unwrap().Error() != "boom" {
 		t.Fatalf("Dispatch panicked with %#v, want *CallbackPanic{boom}", p)
@@ -255,7 +255,7 @@ func TestEventCallbackAllocs(t *testing.T) {
 	fd, peer := tcpPair(t)
 	defer syscall.Close(fd)
 	newEvent(t, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 256))).Add(0)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per message, want 0", allocs)
 	}
@@ -269,6 +269,6 @@ func BenchmarkEventEcho(b *testing.B) {
 	fd, peer := tcpPair(b)
 	defer syscall.Close(fd)
 	newEvent(b, base, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(0)
-	dispatching(b, base)
+	startDispatch(b, base, atCleanup)
 	benchEcho(b, peer)
 }

@@ -115,7 +115,7 @@ func TestFlagEffects(t *testing.T) {
 				l.Disable()
 			}, tc.flags)
 			dial(t, l.Addr())
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if modeErr != nil {
@@ -205,7 +205,7 @@ func TestFlagEffects(t *testing.T) {
 		if _, err := c.Write([]byte("hi")); err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if readErr != nil || string(got) != "hi" {
@@ -222,14 +222,14 @@ func TestFlagEffects(t *testing.T) {
 			l.Disable()
 		}, Disabled)
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil { // nothing pending
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil { // nothing pending
 			t.Fatal(err)
 		}
 		stillQueued(t, c)
 		if err := l.Enable(); err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
@@ -262,7 +262,7 @@ func TestFlagEffects(t *testing.T) {
 				refused(t, v4)
 			} else {
 				dial(t, v4)
-				if err := dispatch(t, b); err != nil {
+				if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -278,7 +278,7 @@ func TestFlagEffects(t *testing.T) {
 			l.Disable()
 		}, ThreadSafe)
 		dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil || n != 1 {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil || n != 1 {
 			t.Fatalf("Dispatch = %v with %d accepts", err, n)
 		}
 	})

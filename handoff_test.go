@@ -83,7 +83,7 @@ func TestCallsUnderAcceptFlood(t *testing.T) {
 				syscall.Close(fd)
 				time.Sleep(floodCallback) // the work: slower than the clients
 			}, 0)
-			r := startDispatch(t, b)
+			r := startDispatch(t, b, whenIdle)
 			stopFlood := flood(t, l.Addr(), 8)
 			waitFor(t, "the flood to be accepted", func() bool { return accepted.Load() >= 20 })
 
@@ -182,7 +182,7 @@ func TestLoopBreakLetsNoQueuedCallbackStart(t *testing.T) {
 					k.block()
 				}
 			})
-			r := startDispatch(t, b)
+			r := startDispatch(t, b, whenIdle)
 			recv(t, k.entered, "the first callback")
 			if err := b.LoopBreak(); err != nil {
 				t.Fatal(err)
@@ -194,7 +194,7 @@ func TestLoopBreakLetsNoQueuedCallbackStart(t *testing.T) {
 			if n := calls.Load(); n != 1 {
 				t.Fatalf("%d callbacks ran, want 1: %s ran after LoopBreak", n, src.name)
 			}
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if n := calls.Load(); n != 4 {
@@ -316,8 +316,7 @@ func BenchmarkHandoff(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stop := startLoop(b, base)
-	defer stop()
+	startDispatch(b, base, atCleanup)
 	b.Run("one caller", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

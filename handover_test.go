@@ -74,7 +74,7 @@ func TestListenerFile(t *testing.T) {
 		b := newBase(t)
 		accepted := make(chan int, 4)
 		l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { accepted <- fd }, 0)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		return l, accepted
 	}
 	t.Run("a close-on-exec duplicate of the same socket", func(t *testing.T) {
@@ -134,7 +134,7 @@ func TestListenerFile(t *testing.T) {
 			}
 			files <- f
 		}, 0)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		dial(t, l.Addr())
 		if f := recv(t, files, "File in the callback"); f != nil {
 			f.Close()

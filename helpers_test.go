@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -135,92 +136,71 @@ func watchdog(t testing.TB) {
 // dispatchTimeout bounds every Dispatch a test expects to end on its own.
 const dispatchTimeout = 10 * time.Second
 
-// dispatch runs b.Dispatch on another goroutine and waits for it: a
-// Dispatch that hangs must fail the test, not stall the run. Callbacks run on
-// that goroutine, so they may use t.Error but not t.Fatal.
-func dispatch(t testing.TB, b *Base) error {
-	t.Helper()
-	return startDispatch(t, b).wait(t)
-}
+// loopEnd says when a Dispatch that startDispatch starts returns, if the
+// test does not end it first (LoopBreak, LoopExit, Close).
+type loopEnd int
+
+const (
+	// whenIdle is libevent's own end: once no event is pending.
+	whenIdle loopEnd = iota
+	// atCleanup keeps the loop running while nothing is pending, with a
+	// long LoopExit, until the test ends.
+	atCleanup
+)
 
 // running is a Dispatch on its own goroutine.
 type running struct {
-	done chan struct{}
-	err  error
-	pan  any // what Dispatch panicked with
+	done     chan struct{}
+	err      error
+	pan      any         // what Dispatch panicked with
+	observed atomic.Bool // the test waited for Dispatch
+	stop     func()      // closes the base and waits for Dispatch
 }
 
-// startDispatch starts b.Dispatch on a new goroutine and returns once the
-// base counts as running, so that calls from other goroutines are handed to
-// the loop.
-func startDispatch(t testing.TB, b *Base) *running {
+// startDispatch is the one way the tests run a loop: b.Dispatch on a new
+// goroutine, which has returned once startDispatch has returned, so that
+// calls from other goroutines are handed to the loop. Callbacks run on that
+// goroutine, so they may use t.Error but not t.Fatal. When the test ends
+// (or at r.stop) the base is closed and Dispatch waited for; a panic or
+// error the test did not wait for fails it.
+func startDispatch(t testing.TB, b *Base, end loopEnd) *running {
 	t.Helper()
-	r := goDispatch(b)
+	if end == atCleanup {
+		if err := b.LoopExit(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := goDispatch(t, b)
 	waitFor(t, "Dispatch to start", func() bool { return isRunning(b) || r.finished() })
 	return r
 }
 
-// goDispatch starts b.Dispatch on a new goroutine without waiting for it:
-// the one way the tests start a loop. startDispatch, dispatch, dispatching
-// and startLoop build on it; alone it serves a test that races the start
-// of Dispatch. The goroutine needs no locked thread: the loop stays on one
-// thread while it is in C, and pollLoop locks it between turns.
-func goDispatch(b *Base) *running {
+// goDispatch is startDispatch without waiting for the base to count as
+// running: for the tests that race the start of Dispatch. The goroutine
+// needs no locked thread: the loop stays on one thread while it is in C,
+// and pollLoop locks it between turns.
+func goDispatch(t testing.TB, b *Base) *running {
 	r := &running{done: make(chan struct{})}
+	r.stop = sync.OnceFunc(func() {
+		if err := b.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("Base.Close: %v", err)
+		}
+		if r.observed.Load() {
+			return
+		}
+		if p := r.waitPanic(t); p != nil {
+			t.Errorf("Dispatch panicked: %v", p)
+		} else if r.err != nil {
+			t.Errorf("Dispatch: %v", r.err)
+		}
+	})
+	t.Cleanup(r.stop)
 	go func() {
 		defer close(r.done)
 		defer func() { r.pan = recover() }()
 		r.err = b.Dispatch()
 	}()
 	return r
-}
-
-// dispatching runs b's loop on a new goroutine until stop, which closes b
-// and waits for Dispatch to return; a long LoopExit keeps the loop running
-// while nothing is pending. stop is also a cleanup of the test.
-func dispatching(t testing.TB, b *Base) (stop func()) {
-	t.Helper()
-	if err := b.LoopExit(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	r := startDispatch(t, b)
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			if err := b.Close(); err != nil && !errors.Is(err, ErrClosed) {
-				t.Errorf("Base.Close: %v", err)
-			}
-			if err := r.wait(t); err != nil {
-				t.Errorf("Dispatch: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-// startLoop is dispatching, by the name the benchmarks know it.
-func startLoop(tb testing.TB, base *Base) (stop func()) {
-	tb.Helper()
-	return dispatching(tb, base)
-}
-
-// runOnLoop runs f once on base's loop, from a timer's callback, inside a
-// Dispatch that ends when f returns. Dispatch runs on the caller's
-// goroutine, with no time bound: f takes as long as b.N asks.
-func runOnLoop(tb testing.TB, base *Base, f func()) {
-	tb.Helper()
-	ev, err := NewTimer(base, func(*Event, int, Events) { f() })
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ev.Close()
-	if err := ev.Active(EvTimeout); err != nil {
-		tb.Fatal(err)
-	}
-	if err := base.Dispatch(); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // breakAndWait ends the running Dispatch with LoopBreak and waits for it.
@@ -283,6 +263,7 @@ func (r *running) waitPanic(t testing.TB) any {
 	t.Helper()
 	select {
 	case <-r.done:
+		r.observed.Store(true)
 		return r.pan
 	case <-time.After(dispatchTimeout):
 		// Nothing can unblock a hung loop; stop the run with the

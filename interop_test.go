@@ -63,7 +63,7 @@ func cEventsOnGoBase(t *testing.T, kind baseKind) {
 		t.Fatalf("write to C's socket: %d, %v", n, err)
 	}
 
-	if err := dispatch(t, b); err != nil {
+	if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 		t.Fatal(err)
 	}
 	if got := timer.Fired(); got != ticks {
@@ -135,7 +135,7 @@ func TestFromCPtr(t *testing.T) {
 		for i := 0; i < clients; i++ {
 			dial(t, l.Addr())
 		}
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if accepted.Load() != clients || timer.Fired() != 3 {
@@ -180,7 +180,7 @@ func TestFromCPtr(t *testing.T) {
 		}
 		defer timer.Free()
 		l, accepted, _ := countingListener(t, b, 1000)
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		dial(t, l.Addr())
 		waitFor(t, "the first accept", func() bool { return accepted.Load() == 1 })
 		if err := b.Close(); err != nil {
@@ -205,7 +205,7 @@ func TestFromCPtr(t *testing.T) {
 			closeErr = l.Close()
 		}, 0)
 		dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if closeErr != nil || l.FD() != -1 {
@@ -225,7 +225,7 @@ func TestFromCPtr(t *testing.T) {
 		if err := b.LoopExit(time.Hour); err != nil { // keeps Dispatch running
 			t.Fatal(err)
 		}
-		r := startDispatch(t, b)
+		r := startDispatch(t, b, whenIdle)
 		waitFor(t, "Dispatch to run", func() bool { return isRunning(b) })
 		if err := l.Enable(); err != nil {
 			t.Fatal(err)
@@ -293,7 +293,7 @@ func TestFileConn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dispatch(t, b); err != nil || fd < 0 {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil || fd < 0 {
 			t.Fatalf("Dispatch: %v, accepted fd %d", err, fd)
 		}
 		return fd, peer

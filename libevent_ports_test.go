@@ -77,7 +77,7 @@ func TestLibevent(t *testing.T) {
 		dial(t, l1.Addr())
 		dial(t, l1.Addr())
 		dial(t, l2.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if count1 != 0 || count2 != 0 {
@@ -120,7 +120,7 @@ func TestLibevent(t *testing.T) {
 				t.Error(err)
 			}
 		})
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if count != 1000 {
@@ -164,7 +164,7 @@ func TestLibevent(t *testing.T) {
 		}, Reuseable)
 		addr := l.Addr()
 		dial(t, addr)
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if count != 0 {
@@ -196,7 +196,7 @@ func TestLibevent(t *testing.T) {
 		}, Reuseable)
 		c1 := dial(t, l.Addr())
 		c2 := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if count != 0 {

@@ -21,7 +21,7 @@ func netListenerOn(t *testing.T, queue int) (*Base, *Listener, *netListener, *ru
 	b := newBase(t)
 	l := listenTCP(t, b, nil, Reuseable)
 	nl := NetListener(l, queue).(*netListener)
-	return b, l, nl, startDispatch(t, b)
+	return b, l, nl, startDispatch(t, b, whenIdle)
 }
 
 type accepted struct {
@@ -377,7 +377,7 @@ func BenchmarkNetListenerAccept(b *testing.B) {
 		base := newBase(b)
 		l := listenTCP(b, base, nil, Reuseable)
 		ln := NetListener(l, 64)
-		r := startDispatch(b, base)
+		r := startDispatch(b, base, whenIdle)
 		run(b, ln)
 		if err := r.wait(b); err != nil {
 			b.Fatal(err)

@@ -39,7 +39,7 @@ func TestNetworks(t *testing.T) {
 			t.Fatalf("stat %s: %v, %v", path, fi, err)
 		}
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := peer.(*net.UnixAddr); !ok {
@@ -82,7 +82,7 @@ func TestNetworks(t *testing.T) {
 			t.Fatalf("Addr() = %q, want %q", l.Addr(), name)
 		}
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if got := readAll(t, c); got != "hi" {
@@ -108,7 +108,7 @@ func TestNetworks(t *testing.T) {
 			t.Fatalf("Addr() = %v", l.Addr())
 		}
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if pa, ok := peer.(*net.TCPAddr); !ok || !pa.IP.Equal(net.IPv6loopback) || pa.Port != c.LocalAddr().(*net.TCPAddr).Port {
@@ -124,7 +124,7 @@ func TestNetworks(t *testing.T) {
 		var peer net.Addr
 		l := listenTCP(t, b, serveOnce(t, &peer), 0)
 		c := dial(t, l.Addr())
-		if err := dispatch(t, b); err != nil {
+		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 			t.Fatal(err)
 		}
 		if peer.String() != c.LocalAddr().String() {
@@ -203,7 +203,7 @@ func TestBacklog(t *testing.T) {
 				t.Fatalf("listen backlog %d, want %d", got, tc.want)
 			}
 			dial(t, l.Addr())
-			if err := dispatch(t, b); err != nil || n != 1 {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil || n != 1 {
 				t.Fatalf("Dispatch = %v with %d accepts", err, n)
 			}
 		})
@@ -248,7 +248,7 @@ func TestNewFromNetListener(t *testing.T) {
 				t.Fatal("New left the socket blocking; libevent's accept loop would block in accept()")
 			}
 			c := dial(t, l.Addr())
-			if err := dispatch(t, b); err != nil {
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 				t.Fatal(err)
 			}
 			if got := readAll(t, c); got != "hi" || peer.String() != c.LocalAddr().String() {

@@ -22,7 +22,7 @@ func TestBufferReadLine(t *testing.T) {
 	be := newBEV(t, b, fd)
 	in := be.Input()
 	be.Enable(EvRead)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	// The test reads from its own goroutine: every call is handed to the
 	// loop.
 	feed := func(s string) {
@@ -104,7 +104,7 @@ func TestOutputBackPressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	be.Enable(EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	// One Write takes the output past high at once, whatever the socket
 	// takes meanwhile.
 	chunk := make([]byte, 4*high)
@@ -145,7 +145,7 @@ func TestBufferReadLineStyles(t *testing.T) {
 	be := newBEV(t, b, fd)
 	in := be.Input()
 	be.Enable(EvRead)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	for _, tc := range []struct {
 		style      EOLStyle
 		in         string
@@ -227,7 +227,7 @@ func TestCloseAfterFlush(t *testing.T) {
 			setup(be, peer)
 		}
 		be.Write(out)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		if err := be.CloseAfterFlush(timeout); err != nil {
 			t.Fatal(err)
 		}
@@ -351,7 +351,7 @@ func TestCloseAfterFlush(t *testing.T) {
 		if err := be.CloseAfterFlush(0); err != nil {
 			t.Fatal(err)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		c := acceptConn(t, ln)
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if got, err := io.ReadAll(c); err != nil || string(got) != "hello" {
@@ -392,7 +392,7 @@ func TestBufferEventConnect(t *testing.T) {
 		events := make(chan BEVEvent, 2)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		if err := be.Connect("tcp", ln.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
@@ -437,7 +437,7 @@ func TestBufferEventConnect(t *testing.T) {
 			}
 			errs <- err
 		})
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		err = be.Connect("tcp", addr)
 		if err == nil {
 			err = recv(t, errs, "the event callback")
@@ -469,7 +469,7 @@ func TestBufferEventConnect(t *testing.T) {
 		if first != nil || !errors.Is(pending, syscall.EALREADY) {
 			t.Fatalf("Connect = %v, then %v; want nil, then EALREADY", first, pending)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
 			t.Fatalf("event %v, want Connected", what)
 		}
@@ -489,7 +489,7 @@ func TestBufferEventConnect(t *testing.T) {
 		be := newBEV(t, b, fd)
 		events := make(chan BEVEvent, 4)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		if err := be.Connect("tcp", "127.0.0.1:1"); !errors.Is(err, syscall.EISCONN) {
 			t.Fatalf("Connect on an accepted socket = %v, want EISCONN", err)
 		}

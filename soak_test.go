@@ -244,7 +244,7 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		t.Fatal(err)
 	}
 	addr := l.Addr().(*net.TCPAddr)
-	loop := startDispatch(t, b)
+	loop := startDispatch(t, b, whenIdle)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -361,7 +361,7 @@ func soakAcceptClose(t *testing.T, n int) int {
 	}
 	addr := l.Addr().(*net.TCPAddr)
 
-	loop := startDispatch(t, b)
+	loop := startDispatch(t, b, whenIdle)
 
 	var next atomic.Int64
 	var wg sync.WaitGroup

@@ -212,7 +212,7 @@ func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	s.loop = startDispatch(t, b)
+	s.loop = startDispatch(t, b, whenIdle)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -613,7 +613,7 @@ func bufferEventControlStorm(t *testing.T, kind baseKind) {
 	if err := b.LoopExit(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	loop := startDispatch(t, b)
+	loop := startDispatch(t, b, whenIdle)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)

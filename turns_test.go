@@ -54,7 +54,7 @@ func TestConnEventsRunAfterTurn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
 		for range 5 {
 			if err := c.cycle(); err != nil {
@@ -122,7 +122,7 @@ func TestConnEventsSameTurn(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := dispatchingPanics(t, b)
+			r := startDispatch(t, b, atCleanup)
 			var clients [2]net.Conn
 			for i := range clients {
 				clients[i] = dial(t, l.Addr())
@@ -160,7 +160,7 @@ func TestConnEventsSameTurn(t *testing.T) {
 			if got := ran[0].Load() + ran[1].Load(); got != 1 {
 				t.Fatalf("%d callbacks ran before the loop stopped, want 1", got)
 			}
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			waitFor(t, "the other connection's callback, in the next Dispatch", func() bool {
 				return ran[0].Load() == 1 && ran[1].Load() == 1
 			})
@@ -183,7 +183,7 @@ func TestConnEventsStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	dial(t, l.Addr())
 	ev := recv(t, accepted, "the accept callback")
 	if err := b.Do(func() {

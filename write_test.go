@@ -46,7 +46,7 @@ func TestWriteGoesOutAtOnce(t *testing.T) {
 			}, nil, nil)
 			be.Enable(EvRead)
 			be.Disable(EvWrite) // enabled from the start, as in libevent
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			expect := func(send, want string, wantPending int) {
 				t.Helper()
 				peer.Write([]byte(send))
@@ -86,7 +86,7 @@ func TestWritePartial(t *testing.T) {
 		t.Fatal(err)
 	}
 	be.Enable(EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	data := make([]byte, 8*high)
 	rand.Read(data)
 	queued := make(chan [2]int, 1)
@@ -155,7 +155,7 @@ func TestWriteCallbackAfterImmediateWrite(t *testing.T) {
 				drained <- be.Output().Len()
 			}, nil)
 			be.Enable(EvRead | EvWrite)
-			dispatching(t, b)
+			startDispatch(t, b, atCleanup)
 			// libevent's own: enabling writing adds the write event,
 			// and its first run calls the write callback.
 			recv(t, drained, "the write callback on enabling writing")
@@ -192,7 +192,7 @@ func TestWriteThenCloseAfterFlush(t *testing.T) {
 	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
 	be := newBEV(t, b, fd)
 	be.Enable(EvWrite)
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	data := make([]byte, 1<<20)
 	rand.Read(data)
 	if _, err := be.Write(data); err != nil {
@@ -221,7 +221,7 @@ func TestCloseAfterImmediateWriteWithWriteCallback(t *testing.T) {
 			enabled := make(chan struct{}, 1)
 			be.SetCallbacks(nil, func(*BufferEvent) { enabled <- struct{}{} }, nil)
 			be.Enable(EvRead | EvWrite)
-			r := startDispatch(t, b)
+			r := startDispatch(t, b, whenIdle)
 			// libevent's own: enabling writing calls the write callback once.
 			recv(t, enabled, "the write callback on enabling writing")
 			wrote := make(chan int, 1)
@@ -271,7 +271,7 @@ func TestWriteWhileConnecting(t *testing.T) {
 		events := make(chan BEVEvent, 4)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, _ error) { events <- what })
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		queued := make(chan int, 1)
 		b.Do(func() {
 			if err := be.Connect("tcp", ln.Addr().String()); err != nil {
@@ -316,7 +316,7 @@ func TestWriteWhileConnecting(t *testing.T) {
 			errs <- err
 		})
 		be.Enable(EvRead | EvWrite)
-		dispatching(t, b)
+		startDispatch(t, b, atCleanup)
 		b.Do(func() {
 			if err := be.Connect("tcp", addr); err != nil {
 				errs <- err
