@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 // Helpers of every test file: bases, listeners, clients, loops, leak checks.
@@ -287,28 +289,16 @@ func queuedCalls(b *Base) int {
 	return len(b.queue)
 }
 
-// waitFor polls cond until it holds, failing the test after 5 s.
+// waitFor and recv are servertest's, with the 5 s every test allows: recv
+// is how a test waits on a callback.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	servertest.WaitFor(t, 5*time.Second, what, cond)
 }
 
-// recv waits at most 5 s for a value; it is how a test waits on a callback.
 func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(5 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
+	return servertest.Recv(t, ch, 5*time.Second, what)
 }
 
 // queuedWait is how long a client is watched to show that the server left
