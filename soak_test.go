@@ -150,67 +150,102 @@ func soakScale() int {
 
 func TestSoak(t *testing.T) {
 	accepts := soakAccepts / soakScale()
-	t.Run(fmt.Sprintf("%d accept and close cycles", accepts), func(t *testing.T) {
-		// A first round grows the pools and thread stacks that any
-		// program of this shape needs.
-		soakAcceptClose(t, accepts/20)
-		checkNoLeaks(t)
-		before := takeRSS(t)
-		start := time.Now()
-		n := soakAcceptClose(t, accepts)
-		d := time.Since(start)
-		t.Logf("%d accept/close cycles in %v (%.0f/s)", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
-		if n != accepts {
-			t.Errorf("accepted %d connections, want %d", n, accepts)
-		}
-		checkRSS(t, before)
-	})
-
-	// With no loop running, the binding calls libevent on the caller's
-	// goroutine, which counts as the loop meanwhile; with Dispatch running it hands each
-	// call to the loop thread and waits. Both paths open and free.
 	listeners := soakListeners / soakScale()
-	for _, running := range []bool{false, true} {
-		name := fmt.Sprintf("%d NewBind and Close, no loop running", listeners)
-		if running {
-			name = fmt.Sprintf("%d NewBind and Close while Dispatch runs", listeners)
-		}
-		t.Run(name, func(t *testing.T) {
-			soakBindClose(t, listeners/10, running)
+	bevs := soakBufferEvents / soakScale()
+	// With no loop running, the binding calls libevent on the caller's
+	// goroutine, which counts as the loop meanwhile; with Dispatch running
+	// it hands each call to the loop thread and waits. Both paths open and
+	// free.
+	for _, c := range []struct {
+		name string
+		// n cycles, after a first round of warm that grows the pools and
+		// thread stacks that any program of this shape needs.
+		n, warm int
+		// cycles runs n cycles and returns how many completed.
+		cycles func(t *testing.T, n int) int
+	}{
+		{fmt.Sprintf("%d accept and close cycles", accepts), accepts, accepts / 20, soakAcceptClose},
+		{fmt.Sprintf("%d NewBind and Close, no loop running", listeners), listeners, listeners / 10,
+			func(t *testing.T, n int) int { return soakBindClose(t, n, false) }},
+		{fmt.Sprintf("%d NewBind and Close while Dispatch runs", listeners), listeners, listeners / 10,
+			func(t *testing.T, n int) int { return soakBindClose(t, n, true) }},
+		{fmt.Sprintf("%d buffer event connections", bevs), bevs, bevs / 10, soakBufferEventConns},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.cycles(t, c.warm)
 			checkNoLeaks(t)
 			before := takeRSS(t)
 			start := time.Now()
-			soakBindClose(t, listeners, running)
-			t.Logf("%d listeners opened and closed in %v", listeners, time.Since(start).Round(time.Millisecond))
+			n := c.cycles(t, c.n)
+			d := time.Since(start)
+			t.Logf("%d cycles in %v (%.0f/s)", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+			if n != c.n {
+				t.Errorf("%d cycles completed, want %d", n, c.n)
+			}
 			checkRSS(t, before)
 		})
 	}
+}
 
-	bevs := soakBufferEvents / soakScale()
-	t.Run(fmt.Sprintf("%d buffer event connections", bevs), func(t *testing.T) {
-		soakBufferEventConns(t, bevs/10)
-		checkNoLeaks(t)
-		before := takeRSS(t)
-		start := time.Now()
-		n := soakBufferEventConns(t, bevs)
-		d := time.Since(start)
-		t.Logf("%d buffer event connections in %v (%.0f/s)", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
-		if n != bevs {
-			t.Errorf("%d buffer events closed, want %d", n, bevs)
+// soakServe serves n clients on a listener of its own base, whose accept
+// callback is accept: soakConnectors goroutines call client(addr) until n
+// calls were made, and the server ends Dispatch with LoopBreak once it has
+// served them. served tells how many it has served so far, what it calls
+// them.
+func soakServe(t *testing.T, n int, backlog int, accept AcceptFunc, client func(*net.TCPAddr) error, served func() int64, what string) {
+	b, err := NewBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	l, err := NewBind(b, accept, CloseOnFree|Reuseable, backlog, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	loop := startDispatch(t, b, whenIdle)
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, soakConnectors)
+	for range soakConnectors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if err := client(addr); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-loop.done:
+		if err := loop.wait(t); err != nil {
+			t.Fatal(err)
 		}
-		checkRSS(t, before)
-	})
+		if served() != int64(n) {
+			t.Fatalf("Dispatch returned early after %d %s", served(), what)
+		}
+	case err := <-errs:
+		t.Fatalf("client: %v after %d %s", err, served(), what)
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("%d of %d %s before the deadline\n%s", served(), n, what, dumpGoroutines())
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // soakBufferEventConns serves n connections, each by a buffer event that
 // the accept callback opens, that echoes one message and that closes when
 // the client resets, and returns how many buffer events were closed.
 func soakBufferEventConns(t *testing.T, n int) int {
-	b, err := NewBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	var closed, failed atomic.Int64
 	echo := func(be *BufferEvent) {
 		if _, err := be.EchoInput(); err != nil {
@@ -228,7 +263,7 @@ func soakBufferEventConns(t *testing.T, n int) int {
 			be.Base().LoopBreak()
 		}
 	}
-	l, err := NewBind(b, func(l *Listener, fd int, addr net.Addr) {
+	accept := func(l *Listener, fd int, addr net.Addr) {
 		be, err := NewBufferEvent(l.Base(), fd, BEVOptCloseOnFree)
 		if err != nil {
 			syscall.Close(fd)
@@ -239,46 +274,9 @@ func soakBufferEventConns(t *testing.T, n int) int {
 		if err := be.Enable(EvRead | EvWrite); err != nil {
 			failed.Add(1)
 		}
-	}, CloseOnFree|Reuseable, -1, "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
-	addr := l.Addr().(*net.TCPAddr)
-	loop := startDispatch(t, b, whenIdle)
-
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, soakConnectors)
-	for range soakConnectors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := []byte("evlistener soak!")
-			for next.Add(1) <= int64(n) {
-				if err := connectReset(addr, msg); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	select {
-	case <-loop.done:
-		if err := loop.wait(t); err != nil {
-			t.Fatal(err)
-		}
-	case err := <-errs:
-		t.Fatalf("client: %v after %d connections", err, closed.Load())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("%d of %d buffer events closed before the deadline\n%s", closed.Load(), n, dumpGoroutines())
-	}
-	wg.Wait()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	msg := []byte("evlistener soak!")
+	soakServe(t, n, -1, accept, func(addr *net.TCPAddr) error { return connectReset(addr, msg) }, closed.Load, "buffer events closed")
 	if m := failed.Load(); m != 0 {
 		t.Errorf("%d buffer event calls failed", m)
 	}
@@ -286,23 +284,17 @@ func soakBufferEventConns(t *testing.T, n int) int {
 }
 
 // soakBindClose opens and closes n listeners on one base, each with a
-// callback and an error callback set.
-func soakBindClose(t *testing.T, n int, running bool) {
+// callback and an error callback set, and returns n.
+func soakBindClose(t *testing.T, n int, onLoop bool) int {
 	b, err := NewBase()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	dispatched := make(chan error, 1)
-	if running {
-		// A pending exit timer keeps Dispatch running with no
-		// listener open; Base.Close ends it.
-		if err := b.LoopExit(time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		go func() { dispatched <- b.Dispatch() }()
-		// Dispatch on a base closed before it starts returns ErrClosed.
-		waitFor(t, "Dispatch to start", func() bool { return isRunning(b) })
+	var loop *running
+	if onLoop {
+		// Kept running with no listener open; Base.Close ends it.
+		loop = startDispatch(t, b, atCleanup)
 	}
 	accept := func(l *Listener, fd int, addr net.Addr) { syscall.Close(fd) }
 	onError := func(l *Listener, err error) {}
@@ -319,35 +311,25 @@ func soakBindClose(t *testing.T, n int, running bool) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if running {
-		select {
-		case err := <-dispatched:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("Dispatch did not return after Close\n%s", dumpGoroutines())
+	if onLoop {
+		if err := loop.wait(t); err != nil {
+			t.Fatal(err)
 		}
 	}
+	return n
 }
 
 // soakAcceptClose runs n connect/accept/close cycles against one listener
 // whose callback closes each accepted socket, and returns how many the
 // callback saw.
 func soakAcceptClose(t *testing.T, n int) int {
-	b, err := NewBase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-
 	// A token per connection between connect and accept keeps the
 	// accept queue short: a full queue drops SYNs, and the client would
 	// wait a second for the retransmission.
 	inflight := make(chan struct{}, soakInflight)
 	var accepted atomic.Int64
 	var badFD atomic.Int64
-	l, err := NewBind(b, func(l *Listener, fd int, addr net.Addr) {
+	accept := func(l *Listener, fd int, addr net.Addr) {
 		if err := syscall.Close(fd); err != nil {
 			badFD.Add(1)
 		}
@@ -355,50 +337,12 @@ func soakAcceptClose(t *testing.T, n int) int {
 		if accepted.Add(1) == int64(n) {
 			l.Base().LoopBreak()
 		}
-	}, CloseOnFree|Reuseable, 4096, "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
-	addr := l.Addr().(*net.TCPAddr)
-
-	loop := startDispatch(t, b, whenIdle)
-
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, soakConnectors)
-	for range soakConnectors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				inflight <- struct{}{}
-				if err := connectReset(addr, nil); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	client := func(addr *net.TCPAddr) error {
+		inflight <- struct{}{}
+		return connectReset(addr, nil)
 	}
-	select {
-	case <-loop.done:
-		if err := loop.wait(t); err != nil {
-			t.Fatal(err)
-		}
-		if accepted.Load() != int64(n) {
-			t.Fatalf("Dispatch returned early after %d accepts", accepted.Load())
-		}
-	case err := <-errs:
-		t.Fatalf("connect: %v after %d accepts", err, accepted.Load())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("%d of %d accepted before the deadline\n%s", accepted.Load(), n, dumpGoroutines())
-	}
-	wg.Wait()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
+	soakServe(t, n, 4096, accept, client, accepted.Load, "accepts")
 	if m := badFD.Load(); m != 0 {
 		t.Errorf("%d accepted descriptors could not be closed", m)
 	}
