@@ -74,9 +74,8 @@ func runHelper(name string) int {
 	return 0
 }
 
-// startHelper starts the test binary in helper mode name, with env added
-// to its environment. The child's
-// stdin and stdout are pipes; its stderr goes to the test log on failure.
+// helperProcess is the test binary running in a helper mode. Its stdin and
+// stdout are pipes; its stderr goes to the test log on failure.
 type helperProcess struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -84,6 +83,8 @@ type helperProcess struct {
 	stderr strings.Builder
 }
 
+// startHelper starts the test binary in helper mode name, with env added
+// to its environment; the child is killed when the test ends.
 func startHelper(t *testing.T, name string, env ...string) *helperProcess {
 	t.Helper()
 	p := &helperProcess{cmd: exec.Command(os.Args[0], "-test.run=^$")}

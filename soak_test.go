@@ -139,7 +139,7 @@ func dumpGoroutines() string {
 
 // soakScale divides the soak's counts: by 10 with -short, which the -asan
 // run uses (make asan), where every cycle costs several times as much and
-// a tenth is enough to exercise the C side; the race and cgocheck2 runs
+// a tenth is enough to exercise the C side; the other runs of make test
 // soak at full count.
 func soakScale() int {
 	if testing.Short() {

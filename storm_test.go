@@ -26,10 +26,12 @@ const (
 	stormWorkers   = 8
 	stormClients   = 2
 	stormListeners = 4
-	stormDuration  = 3 * time.Second  // a second with -short (see soakScale)
+	stormDuration  = 3 * time.Second
 	stormDeadline  = 20 * time.Second // for stopping, after stormDuration
 )
 
+// stormLength is stormDuration, or a second with -short, which the -asan
+// run uses (make asan): a second is enough for ASan to see every path.
 func stormLength() time.Duration {
 	if testing.Short() {
 		return time.Second
