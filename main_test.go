@@ -84,7 +84,7 @@ type helperProcess struct {
 }
 
 // startHelper starts the test binary in helper mode name, with env added
-// to its environment; the child is killed when the test ends.
+// to its environment; a child still running when the test ends is killed.
 func startHelper(t *testing.T, name string, env ...string) *helperProcess {
 	t.Helper()
 	p := &helperProcess{cmd: exec.Command(os.Args[0], "-test.run=^$")}
