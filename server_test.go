@@ -1,7 +1,6 @@
 package evlistener
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/evlistener/evlistener/internal/servertest"
 )
 
 // echoConn serves a Server's connection on a buffer event that sends back
@@ -707,111 +708,36 @@ func init() { helpers["server"] = serverHelper }
 // serverFamily is a server helper process and those it upgraded to,
 // sharing one stderr pipe.
 type serverFamily struct {
-	t     *testing.T
-	first *exec.Cmd
-	lines chan string
-	held  []string // read by next, of another kind
-	mu    sync.Mutex
-	log   strings.Builder
-	pids  []int
+	*servertest.Family
+	t    *testing.T
+	seen map[string]int // reports read by next, by kind
 }
 
 func startServerFamily(t *testing.T, cmd *exec.Cmd) *serverFamily {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	f := &serverFamily{t: t, first: cmd, lines: make(chan string, 100)}
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			f.mu.Lock()
-			f.log.WriteString(sc.Text() + "\n")
-			f.mu.Unlock()
-			f.lines <- sc.Text()
-		}
-		close(f.lines)
-	}()
-	t.Cleanup(func() {
-		f.mu.Lock()
-		pids := f.pids
-		f.mu.Unlock()
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", f.logText())
-		}
-	})
-	return f
+	return &serverFamily{servertest.StartFamily(t, cmd), t, map[string]int{}}
 }
-
-func (f *serverFamily) logText() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.log.String()
-}
-
-var serverLine = regexp.MustCompile(`^(\d+) (listening on|upgrade:|upgrading|successor|shutdown:|served:) ?(.*)$`)
 
 // next waits for the next report of kind (skipping other lines) and
 // returns its pid and the rest.
 func (f *serverFamily) next(kind string) (pid int, rest string) {
 	f.t.Helper()
-	match := func(line string) bool {
-		m := serverLine.FindStringSubmatch(line)
-		if m == nil || m[2] != kind {
-			return false
-		}
-		pid, _ = strconv.Atoi(m[1])
-		rest = m[3]
-		if kind == "listening on" {
-			f.mu.Lock()
-			f.pids = append(f.pids, pid)
-			f.mu.Unlock()
-		}
-		return true
+	f.seen[kind]++
+	re := regexp.MustCompile(`(?m)^(\d+) ` + regexp.QuoteMeta(kind) + ` ?(.*)$`)
+	m := f.WaitLine(f.t, re, f.seen[kind], 20*time.Second)
+	pid, _ = strconv.Atoi(m[1])
+	if kind == "listening on" {
+		f.Add(pid)
 	}
-	for i, line := range f.held {
-		if match(line) {
-			f.held = append(f.held[:i], f.held[i+1:]...)
-			return pid, rest
-		}
-	}
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case line, ok := <-f.lines:
-			if !ok {
-				f.t.Fatalf("the servers exited without saying %q", kind)
-			}
-			if match(line) {
-				return pid, rest
-			}
-			f.held = append(f.held, line)
-		case <-deadline:
-			f.t.Fatalf("no %q within 20 s", kind)
-		}
-	}
+	return pid, m[2]
 }
 
 // waitFirst waits for the first process to exit and checks its status.
 func (f *serverFamily) waitFirst() {
 	f.t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- f.first.Wait() }()
-	if err := recv(f.t, done, "the first server to exit"); err != nil {
-		f.t.Fatalf("first server: %v", err)
+	recv(f.t, f.Exited, "the first server to exit")
+	if !f.First.ProcessState.Success() {
+		f.t.Fatalf("first server: %v", f.First.ProcessState)
 	}
 }
 

@@ -6,7 +6,6 @@ package main
 // it can tell each one's exit status, its parent having exited first.
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -40,12 +39,8 @@ var becomeSubreaper = sync.OnceValue(func() error {
 
 // family is a server process and those it upgraded to.
 type family struct {
-	t      *testing.T
-	first  *exec.Cmd
-	exited chan struct{} // the first process exited
-	mu     sync.Mutex
-	log    strings.Builder
-	pids   []int // every process's, first first
+	*servertest.Family
+	t *testing.T
 }
 
 // startFamily runs path with args (a relative path is taken relative to
@@ -55,70 +50,9 @@ func startFamily(t *testing.T, dir, path string, args ...string) *family {
 	if err := becomeSubreaper(); err != nil {
 		t.Fatal(err)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &family{t: t, first: exec.Command(path, args...), exited: make(chan struct{})}
-	f.first.Dir = dir
-	f.first.Stderr = w
-	if err := f.first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	f.pids = []int{f.first.Process.Pid}
-	go func() {
-		f.first.Wait()
-		close(f.exited)
-	}()
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			f.mu.Lock()
-			f.log.WriteString(sc.Text() + "\n")
-			f.mu.Unlock()
-		}
-		r.Close()
-	}()
-	t.Cleanup(func() {
-		f.mu.Lock()
-		pids := append([]int(nil), f.pids...)
-		f.mu.Unlock()
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		<-f.exited
-		for _, pid := range pids[1:] {
-			var ws syscall.WaitStatus
-			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil) // a zombie of ours, if it is
-		}
-		if t.Failed() {
-			t.Logf("server family stderr:\n%s", f.stderrText())
-		}
-	})
-	return f
-}
-
-func (f *family) stderrText() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.log.String()
-}
-
-// waitLine waits for the n-th (from 1) line that matches re and returns its
-// submatches.
-func (f *family) waitLine(re *regexp.Regexp, n int, d time.Duration) []string {
-	f.t.Helper()
-	var m []string
-	servertest.WaitFor(f.t, d, fmt.Sprintf("line %d matching %q", n, re), func() bool {
-		all := re.FindAllStringSubmatch(f.stderrText(), -1)
-		if len(all) >= n {
-			m = all[n-1]
-			return true
-		}
-		return false
-	})
-	return m
+	cmd := exec.Command(path, args...)
+	cmd.Dir = dir
+	return &family{servertest.StartFamily(t, cmd), t}
 }
 
 var (
@@ -136,12 +70,10 @@ func (f *family) upgrade(pid, n int) (int, time.Duration) {
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		f.t.Fatal(err)
 	}
-	m := f.waitLine(upgradedRE, n, 20*time.Second)
+	m := f.WaitLine(f.t, upgradedRE, n, 20*time.Second)
 	took := time.Since(start)
 	newPid, _ := strconv.Atoi(m[1])
-	f.mu.Lock()
-	f.pids = append(f.pids, newPid)
-	f.mu.Unlock()
+	f.Add(newPid)
 	return newPid, took
 }
 
@@ -149,10 +81,10 @@ func (f *family) upgrade(pid, n int) (int, time.Duration) {
 // status. The process that started it must have exited already.
 func (f *family) waitExit(pid int, d time.Duration) int {
 	f.t.Helper()
-	if pid == f.first.Process.Pid {
+	if pid == f.First.Process.Pid {
 		select {
-		case <-f.exited:
-			return f.first.ProcessState.ExitCode()
+		case <-f.Exited:
+			return f.First.ProcessState.ExitCode()
 		case <-time.After(d):
 			f.t.Fatalf("pid %d did not exit within %v", pid, d)
 		}
@@ -285,7 +217,7 @@ func longClient(c net.Conn, seed uint64, counts *loadCounts, stop <-chan struct{
 // connections until they close, then exits 0.
 func TestUpgradeUnderLoad(t *testing.T) {
 	f := startFamily(t, "", echoBin, "-drain", "60s", "0")
-	addr := f.waitLine(listeningRE, 1, 10*time.Second)[1]
+	addr := f.WaitLine(t, listeningRE, 1, 10*time.Second)[1]
 	var counts loadCounts
 	stopShort, stopLong := make(chan struct{}), make(chan struct{})
 	var shortDone sync.WaitGroup
@@ -318,7 +250,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	openLong(8) // stay with the first process to the end
 	moreShort(300)
-	pid1 := f.first.Process.Pid
+	pid1 := f.First.Process.Pid
 	pid2, took1 := f.upgrade(pid1, 1)
 	openLong(8) // served by the second process
 	moreShort(300)
@@ -342,8 +274,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	// The processes share one stderr pipe, read by another goroutine: the
 	// last line may reach it after the process has exited.
-	f.waitLine(drainedRE, 2, 5*time.Second)
-	if n := len(drainedRE.FindAllString(f.stderrText(), -1)); n != 2 {
+	f.WaitLine(t, drainedRE, 2, 5*time.Second)
+	if n := len(drainedRE.FindAllString(f.Log(), -1)); n != 2 {
 		t.Errorf("%d drain reports, want 2 (one per old process)", n)
 	}
 	// The newest process serves on, then stops as always.
@@ -383,7 +315,7 @@ func (f *family) sockets(pid int) int {
 func TestUpgradeDrainDeadline(t *testing.T) {
 	const drain = time.Second
 	f := startFamily(t, "", echoBin, "-drain", drain.String(), "0")
-	addr := f.waitLine(listeningRE, 1, 10*time.Second)[1]
+	addr := f.WaitLine(t, listeningRE, 1, 10*time.Second)[1]
 	old, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -392,7 +324,7 @@ func TestUpgradeDrainDeadline(t *testing.T) {
 	if err := echoMsg(old, []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	pid2, _ := f.upgrade(f.first.Process.Pid, 1)
+	pid2, _ := f.upgrade(f.First.Process.Pid, 1)
 	upgraded := time.Now()
 	// The old process still serves its connection, for a while.
 	if err := echoMsg(old, []byte("draining")); err != nil {
@@ -405,10 +337,10 @@ func TestUpgradeDrainDeadline(t *testing.T) {
 	if d := time.Since(upgraded); d < drain-100*time.Millisecond || d > drain+3*time.Second {
 		t.Errorf("old connection closed %v after the upgrade, want about -drain %v", d, drain)
 	}
-	if code := f.waitExit(f.first.Process.Pid, 5*time.Second); code != 0 {
+	if code := f.waitExit(f.First.Process.Pid, 5*time.Second); code != 0 {
 		t.Errorf("old process: exit status %d, want 0", code)
 	}
-	if m := f.waitLine(drainedRE, 1, time.Second); !strings.Contains(m[1], "closed 1 connections") {
+	if m := f.WaitLine(t, drainedRE, 1, time.Second); !strings.Contains(m[1], "closed 1 connections") {
 		t.Errorf("drain report %q, want it to say it closed 1 connection", m[0])
 	}
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -448,8 +380,8 @@ func TestUpgradeFailure(t *testing.T) {
 	// Started by a relative path: the upgrade resolves it against the
 	// directory the server started in.
 	f := startFamily(t, dir, "./echo", "-upgrade-timeout", "500ms", "0")
-	addr := f.waitLine(listeningRE, 1, 10*time.Second)[1]
-	pid := f.first.Process.Pid
+	addr := f.WaitLine(t, listeningRE, 1, 10*time.Second)[1]
+	pid := f.First.Process.Pid
 	held, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -477,13 +409,13 @@ func TestUpgradeFailure(t *testing.T) {
 	} {
 		replaceFile(t, filepath.Join(dir, "echo"), []byte(tc.script))
 		syscall.Kill(pid, syscall.SIGHUP)
-		if m := f.waitLine(failedRE, i+1, 10*time.Second); !strings.Contains(m[1], tc.says) {
+		if m := f.WaitLine(t, failedRE, i+1, 10*time.Second); !strings.Contains(m[1], tc.says) {
 			t.Errorf("upgrade failure %q does not say %q", m[0], tc.says)
 		}
 		serving(fmt.Sprintf("after failed upgrade %d", i+1))
 	}
-	if strings.Contains(f.stderrText(), "upgraded") {
-		t.Fatalf("a failed upgrade reported success:\n%s", f.stderrText())
+	if strings.Contains(f.Log(), "upgraded") {
+		t.Fatalf("a failed upgrade reported success:\n%s", f.Log())
 	}
 	replaceFile(t, filepath.Join(dir, "echo"), bin)
 	pid2, _ := f.upgrade(pid, 1)
@@ -501,20 +433,20 @@ func TestUpgradeFailure(t *testing.T) {
 // process has exited, a burst of 64 connections is served in full.
 func TestUpgradeLoops(t *testing.T) {
 	f := startFamily(t, "", echoBin, "-loops", "2", "0")
-	addr := f.waitLine(listeningRE, 1, 10*time.Second)[1]
+	addr := f.WaitLine(t, listeningRE, 1, 10*time.Second)[1]
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
 	if n := servertest.Listeners(port); n != 2 {
 		t.Fatalf("%d sockets listen on port %d, want 2", n, port)
 	}
-	pid2, _ := f.upgrade(f.first.Process.Pid, 1)
-	if code := f.waitExit(f.first.Process.Pid, 10*time.Second); code != 0 {
+	pid2, _ := f.upgrade(f.First.Process.Pid, 1)
+	if code := f.waitExit(f.First.Process.Pid, 10*time.Second); code != 0 {
 		t.Errorf("old process: exit status %d, want 0", code)
 	}
 	if n := servertest.Listeners(port); n != 2 {
 		t.Fatalf("%d sockets listen on port %d after the upgrade, want both", n, port)
 	}
-	for _, l := range listeningRE.FindAllStringSubmatch(f.stderrText(), -1) {
+	for _, l := range listeningRE.FindAllStringSubmatch(f.Log(), -1) {
 		if l[1] != addr {
 			t.Errorf("new process listens on %s, want %s", l[1], addr)
 		}
@@ -558,13 +490,13 @@ func TestSocketActivation(t *testing.T) {
 		return err == nil
 	})
 	defer c.Close()
-	if got := f.waitLine(listeningRE, 1, 10*time.Second)[1]; got != addr {
+	if got := f.WaitLine(t, listeningRE, 1, 10*time.Second)[1]; got != addr {
 		t.Errorf("echo listens on %s, want %s", got, addr)
 	}
 	if err := echoMsg(c, []byte("activated")); err != nil {
 		t.Fatal(err)
 	}
-	pid := f.first.Process.Pid // the tool execs echo
+	pid := f.First.Process.Pid // the tool execs echo
 	uport, _ := strconv.Atoi(unused)
 	if n := servertest.Listeners(uport); n != 0 {
 		t.Errorf("%d sockets listen on the port argument %s: echo bound it", n, unused)

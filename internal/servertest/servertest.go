@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -389,6 +390,98 @@ func listeningFD(t testing.TB, pid, port int) int {
 	}
 	t.Fatalf("process %d has no fd for socket inode %s", pid, inode)
 	return -1
+}
+
+// Family is a server process and those it upgraded to, which inherit its
+// stderr pipe.
+type Family struct {
+	First *exec.Cmd
+	// Exited is closed once First has exited; First.ProcessState is set
+	// by then.
+	Exited <-chan struct{}
+
+	mu   sync.Mutex
+	log  strings.Builder // the family's stderr
+	pids []int           // every process's, First's first
+}
+
+// StartFamily starts cmd with its stderr on a pipe that the processes it
+// upgrades to share. When the test ends every process of the family, cmd
+// and those Added, is killed (and reaped if it is a child of this process),
+// and the family's stderr logged if the test failed.
+func StartFamily(t testing.TB, cmd *exec.Cmd) *Family {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	f := &Family{First: cmd, Exited: exited, pids: []int{cmd.Process.Pid}}
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			f.mu.Lock()
+			f.log.WriteString(sc.Text() + "\n")
+			f.mu.Unlock()
+		}
+		r.Close()
+	}()
+	t.Cleanup(func() {
+		f.mu.Lock()
+		pids := append([]int(nil), f.pids...)
+		f.mu.Unlock()
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		<-exited
+		for _, pid := range pids[1:] {
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil) // a zombie of ours, if it is
+		}
+		if t.Failed() {
+			t.Logf("server family stderr:\n%s", f.Log())
+		}
+	})
+	return f
+}
+
+// Add counts pid, a process the family upgraded to, as one of it.
+func (f *Family) Add(pid int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pids = append(f.pids, pid)
+}
+
+// Log returns what the family has printed on stderr so far.
+func (f *Family) Log() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.log.String()
+}
+
+// WaitLine waits up to d for the n-th (from 1) line of the family's stderr
+// that matches re, a multi-line pattern, and returns its submatches.
+func (f *Family) WaitLine(t testing.TB, re *regexp.Regexp, n int, d time.Duration) []string {
+	t.Helper()
+	var m []string
+	WaitFor(t, d, fmt.Sprintf("line %d matching %q", n, re), func() bool {
+		all := re.FindAllStringSubmatch(f.Log(), -1)
+		if len(all) >= n {
+			m = all[n-1]
+			return true
+		}
+		return false
+	})
+	return m
 }
 
 // FreePort returns a port that nothing listens on now.
