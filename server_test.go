@@ -65,6 +65,34 @@ func serve(t *testing.T, s *Server) (net.Addr, <-chan error) {
 	return s.Addrs()[0], served
 }
 
+// servedClosed waits for Serve, which serve started, to return
+// ErrServerClosed.
+func servedClosed(t *testing.T, served <-chan error) {
+	t.Helper()
+	if err := recv(t, served, "Serve"); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve = %v, want ErrServerClosed", err)
+	}
+}
+
+// goShutdown runs s.Shutdown with no deadline on another goroutine; the
+// channel gives what it returns.
+func goShutdown(s *Server) <-chan error {
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	return shut
+}
+
+// dialEchoed connects n clients to addr, each echoed msg once.
+func dialEchoed(t *testing.T, addr net.Addr, n int, msg string) []net.Conn {
+	t.Helper()
+	cs := make([]net.Conn, n)
+	for i := range cs {
+		cs[i] = dial(t, addr)
+		mustEcho(t, cs[i], msg)
+	}
+	return cs
+}
+
 // echoOnce writes msg on c and checks that it comes back.
 func echoOnce(c net.Conn, msg string) error {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -177,13 +205,8 @@ func TestServerShutdown(t *testing.T) {
 			s := tc.server()
 			s.OnShutdown = func(*Base) { stopped <- struct{}{} }
 			addr, served := serve(t, s)
-			var cs []net.Conn
-			for i := range 3 {
-				cs = append(cs, dial(t, addr))
-				mustEcho(t, cs[i], "hello")
-			}
-			shut := make(chan error, 1)
-			go func() { shut <- s.Shutdown(context.Background()) }()
+			cs := dialEchoed(t, addr, 3, "hello")
+			shut := goShutdown(s)
 			recv(t, stopped, "OnShutdown")
 			refused(t, addr)
 			for i, c := range cs {
@@ -197,11 +220,9 @@ func TestServerShutdown(t *testing.T) {
 				c.Close()
 			}
 			if err := recv(t, shut, "Shutdown"); err != nil {
-				t.Fatalf("Shutdown = %v, want nil", err)
+				t.Fatalf("Shutdown = %v", err)
 			}
-			if err := recv(t, served, "Serve"); err != ErrServerClosed {
-				t.Fatalf("Serve = %v, want ErrServerClosed", err)
-			}
+			servedClosed(t, served)
 			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
 		})
 
@@ -210,12 +231,7 @@ func TestServerShutdown(t *testing.T) {
 			s := tc.server()
 			s.Loops = 2
 			addr, served := serve(t, s)
-			var cs []net.Conn
-			for range 3 {
-				c := dial(t, addr)
-				mustEcho(t, c, "hello")
-				cs = append(cs, c)
-			}
+			cs := dialEchoed(t, addr, 3, "hello")
 			wantStats(t, s, ServerStats{Accepted: 3, Open: 3})
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
@@ -225,9 +241,7 @@ func TestServerShutdown(t *testing.T) {
 			for _, c := range cs {
 				closedByServer(t, c)
 			}
-			if err := recv(t, served, "Serve"); err != ErrServerClosed {
-				t.Fatalf("Serve = %v, want ErrServerClosed", err)
-			}
+			servedClosed(t, served)
 			wantStats(t, s, ServerStats{Accepted: 3, Closed: 3})
 		})
 
@@ -249,8 +263,7 @@ func TestServerShutdown(t *testing.T) {
 				queued = append(queued, c)
 			}
 			stillQueued(t, queued[0])
-			shut := make(chan error, 1)
-			go func() { shut <- s.Shutdown(context.Background()) }()
+			shut := goShutdown(s)
 			for _, c := range queued {
 				buf := make([]byte, 6)
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -280,9 +293,7 @@ func TestServerShutdown(t *testing.T) {
 		}
 		close(stop)
 		l.wg.Wait()
-		if err := recv(t, served, "Serve"); err != ErrServerClosed {
-			t.Fatalf("Serve = %v", err)
-		}
+		servedClosed(t, served)
 		if st := s.Stats(); st.Open != 0 || st.Accepted < uint64(l.ok.Load()) {
 			t.Errorf("Stats = %+v after %d echoes", st, l.ok.Load())
 		}
@@ -294,12 +305,7 @@ func TestServerClose(t *testing.T) {
 	checkNoLeaks(t)
 	s := &Server{Handler: echoConn, Loops: 2}
 	addr, served := serve(t, s)
-	var cs []net.Conn
-	for range 4 {
-		c := dial(t, addr)
-		mustEcho(t, c, "hi")
-		cs = append(cs, c)
-	}
+	cs := dialEchoed(t, addr, 4, "hi")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -307,9 +313,7 @@ func TestServerClose(t *testing.T) {
 		closedByServer(t, c)
 	}
 	refused(t, addr)
-	if err := recv(t, served, "Serve"); err != ErrServerClosed {
-		t.Fatalf("Serve = %v, want ErrServerClosed", err)
-	}
+	servedClosed(t, served)
 	wantStats(t, s, ServerStats{Accepted: 4, Closed: 4})
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
@@ -366,9 +370,7 @@ func TestServerServeAfterShutdown(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Shutdown = %v, want nil: the loops did not end", err)
 			}
-			if err := recv(t, served, "Serve"); err != ErrServerClosed {
-				t.Fatalf("Serve = %v", err)
-			}
+			servedClosed(t, served)
 		}
 	})
 	t.Run("loops that reach Dispatch after it", func(t *testing.T) {
@@ -394,9 +396,7 @@ func TestServerServeAfterShutdown(t *testing.T) {
 		if err := s.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if err := recv(t, served, "Serve"); err != ErrServerClosed {
-			t.Fatalf("Serve = %v", err)
-		}
+		servedClosed(t, served)
 		if err := s.Serve(); err != ErrServerClosed {
 			t.Fatalf("second Serve = %v, want ErrServerClosed", err)
 		}
@@ -572,9 +572,7 @@ func TestServerUnix(t *testing.T) {
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := recv(t, served, "Serve"); err != ErrServerClosed {
-		t.Fatalf("Serve = %v", err)
-	}
+	servedClosed(t, served)
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket path after Shutdown: %v, want it removed", err)
 	}
