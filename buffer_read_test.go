@@ -17,8 +17,7 @@ import (
 func filledBuffer(t *testing.T, s string) (*Base, *Buffer, func(string)) {
 	t.Helper()
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	read := make(chan struct{}, 1)
 	be.SetCallbacks(func(*BufferEvent) {
 		select {
@@ -247,8 +246,7 @@ func TestBufferReadsClosed(t *testing.T) {
 func TestAppendLineRequestsSplitAcrossReads(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	var line, reply []byte
 	be.SetCallbacks(func(be *BufferEvent) {
 		reply = reply[:0]
@@ -344,8 +342,7 @@ func TestReadWriteCgoCallsAndAllocs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
-			fd, peer := tcpPair(t)
-			be := newBEV(t, b, fd)
+			be, peer := bevPair(t, b)
 			p := make([]byte, 0, 256)
 			be.SetCallbacks(func(be *BufferEvent) { p = tc.cb(be, p) }, nil, nil)
 			be.Enable(EvRead | EvWrite)

@@ -63,8 +63,7 @@ func TestBufferEventCloseLeavesTheDescriptor(t *testing.T) {
 		defer stop()
 		before, _ := warnings()
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		be.SetCallbacks(func(be *BufferEvent) {
 			// Queued, arming the write event, where Write would send at
 			// once: Close must drop it.

@@ -40,8 +40,7 @@ func TestBufferEventEcho(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
-			fd, peer := tcpPair(t)
-			be := newBEV(t, b, fd)
+			be, peer := bevPair(t, b)
 			var cbErr atomic.Value
 			be.SetCallbacks(func(be *BufferEvent) {
 				if err := tc.echo(be); err != nil {
@@ -66,8 +65,7 @@ func TestBufferEventBackPressure(t *testing.T) {
 		checkNoLeaks(t)
 		const limit = 256 << 10
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		var (
 			mu       sync.Mutex
 			maxOut   int
@@ -149,8 +147,7 @@ func TestBufferEventEventCallback(t *testing.T) {
 	}
 	setup := func(t *testing.T, configure func(be *BufferEvent)) (*net.TCPConn, <-chan event) {
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		events := make(chan event, 10)
 		be.SetCallbacks(nil, nil, func(be *BufferEvent, what BEVEvent, err error) {
 			events <- event{what, err}
@@ -216,8 +213,7 @@ func TestBufferEventEventCallback(t *testing.T) {
 func TestBufferEventReadWrite(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	got := make(chan string, 1)
 	drained := make(chan int, 10)
 	be.SetCallbacks(func(be *BufferEvent) {
@@ -256,8 +252,7 @@ func TestBufferEventReadWrite(t *testing.T) {
 func TestBufferEventReadWatermark(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	lens := make(chan int, 10)
 	be.SetCallbacks(func(be *BufferEvent) { lens <- be.Input().Len(); be.Input().Drain(1 << 20) }, nil, nil)
 	if err := be.SetWatermark(EvRead, 10, 0); err != nil {
@@ -280,8 +275,7 @@ func TestBufferEventClose(t *testing.T) {
 	t.Run("from another goroutine: no callback after Close returns", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		var closed, late atomic.Bool
 		var reads atomic.Int64
 		be.SetCallbacks(func(be *BufferEvent) {
@@ -335,8 +329,7 @@ func TestBufferEventClose(t *testing.T) {
 	t.Run("inside the read callback", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		results := make(chan error, 2)
 		be.SetCallbacks(func(be *BufferEvent) {
 			results <- be.Close()
@@ -360,8 +353,7 @@ func TestBufferEventClose(t *testing.T) {
 	t.Run("Base.Close closes open buffer events", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		fd, peer := tcpPair(t)
-		be := newBEV(t, b, fd)
+		be, peer := bevPair(t, b)
 		be.Enable(EvRead)
 		startDispatch(t, b, atCleanup).stop()
 		if err := be.Close(); !errors.Is(err, ErrClosed) {
@@ -399,8 +391,7 @@ func TestBufferEventClose(t *testing.T) {
 func TestBufferEventPanic(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	be.SetCallbacks(func(*BufferEvent) { panic("boom") }, nil, nil)
 	be.Enable(EvRead)
 	peer.Write([]byte("x"))
@@ -453,8 +444,7 @@ func TestBufferEventBadArguments(t *testing.T) {
 func TestBufferEventCallbackAllocs(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
 	be.Enable(EvRead | EvWrite)
 	startDispatch(t, b, atCleanup)

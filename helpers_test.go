@@ -692,6 +692,14 @@ func newBEV(t testing.TB, b *Base, fd int) *BufferEvent {
 	return be
 }
 
+// bevPair returns a buffer event on b that owns one end of a tcpPair, and
+// the other end.
+func bevPair(t testing.TB, b *Base) (*BufferEvent, *net.TCPConn) {
+	t.Helper()
+	fd, peer := tcpPair(t)
+	return newBEV(t, b, fd), peer
+}
+
 // pingPong writes n messages of size bytes to peer and checks that each
 // comes back.
 func pingPong(t testing.TB, peer net.Conn, n, size int) {

@@ -18,8 +18,7 @@ import (
 
 func TestBufferReadLine(t *testing.T) {
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	in := be.Input()
 	be.Enable(EvRead)
 	startDispatch(t, b, atCleanup)
@@ -141,8 +140,7 @@ func TestOutputBackPressure(t *testing.T) {
 // all of it, is dropped.
 func TestBufferReadLineStyles(t *testing.T) {
 	b := newBase(t)
-	fd, peer := tcpPair(t)
-	be := newBEV(t, b, fd)
+	be, peer := bevPair(t, b)
 	in := be.Input()
 	be.Enable(EvRead)
 	startDispatch(t, b, atCleanup)

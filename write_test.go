@@ -29,8 +29,7 @@ func TestWriteGoesOutAtOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
-			fd, peer := tcpPair(t)
-			be := newBEV(t, b, fd)
+			be, peer := bevPair(t, b)
 			pending := make(chan int, 3)
 			var calls int
 			be.SetCallbacks(func(be *BufferEvent) {
@@ -134,8 +133,7 @@ func TestWriteCallbackAfterImmediateWrite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
-			fd, peer := tcpPair(t)
-			be := newBEV(t, b, fd)
+			be, peer := bevPair(t, b)
 			drained := make(chan int, 4)
 			var writing bool
 			read := func(be *BufferEvent) {
@@ -216,8 +214,7 @@ func TestCloseAfterImmediateWriteWithWriteCallback(t *testing.T) {
 		t.Run(map[bool]string{false: "BufferEvent.Close", true: "Base.Close"}[closeBase], func(t *testing.T) {
 			checkNoLeaks(t)
 			b := newBase(t)
-			fd, peer := tcpPair(t)
-			be := newBEV(t, b, fd)
+			be, peer := bevPair(t, b)
 			enabled := make(chan struct{}, 1)
 			be.SetCallbacks(nil, func(*BufferEvent) { enabled <- struct{}{} }, nil)
 			be.Enable(EvRead | EvWrite)
