@@ -86,24 +86,13 @@ func TestBufferReadLine(t *testing.T) {
 func TestOutputBackPressure(t *testing.T) {
 	checkNoLeaks(t)
 	const high = 256 << 10
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	// Small socket buffers: what the kernel takes is far below high.
-	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
-	peer.SetReadBuffer(8 << 10)
-	be := newBEV(t, b, fd)
-	full, drained := make(chan BEVEvent, 4), make(chan struct{}, 1)
-	be.SetCallbacks(nil, func(*BufferEvent) {
+	drained := make(chan struct{}, 1)
+	b, be, peer, full := backPressured(t, high, func(*BufferEvent) {
 		select { // each drain to the low watermark calls it
 		case drained <- struct{}{}:
 		default:
 		}
-	}, func(_ *BufferEvent, what BEVEvent, err error) { full <- what })
-	if err := be.SetWatermark(EvWrite, 0, high); err != nil {
-		t.Fatal(err)
-	}
-	be.Enable(EvWrite)
-	startDispatch(t, b, atCleanup)
+	})
 	// One Write takes the output past high at once, whatever the socket
 	// takes meanwhile.
 	chunk := make([]byte, 4*high)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -74,18 +75,7 @@ func TestWriteGoesOutAtOnce(t *testing.T) {
 func TestWritePartial(t *testing.T) {
 	checkNoLeaks(t)
 	const high = 64 << 10
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
-	peer.SetReadBuffer(8 << 10)
-	be := newBEV(t, b, fd)
-	full := make(chan BEVEvent, 4)
-	be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { full <- what })
-	if err := be.SetWatermark(EvWrite, 0, high); err != nil {
-		t.Fatal(err)
-	}
-	be.Enable(EvWrite)
-	startDispatch(t, b, atCleanup)
+	b, be, peer, full := backPressured(t, high, nil)
 	data := make([]byte, 8*high)
 	rand.Read(data)
 	queued := make(chan [2]int, 1)
@@ -113,6 +103,26 @@ func TestWritePartial(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("the peer got the bytes changed or out of order")
 	}
+}
+
+// backPressured returns a buffer event, with its base running and its peer,
+// whose socket buffers are so small (8 KiB each side) that what the kernel
+// takes is far below high, its write high watermark; onWrite is its write
+// callback, and full gets what its event callback is told.
+func backPressured(t *testing.T, high int, onWrite func(*BufferEvent)) (*Base, *BufferEvent, *net.TCPConn, <-chan BEVEvent) {
+	t.Helper()
+	b := newBase(t)
+	be, peer := bevPair(t, b)
+	syscall.SetsockoptInt(be.FD(), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<10)
+	peer.SetReadBuffer(8 << 10)
+	full := make(chan BEVEvent, 4)
+	be.SetCallbacks(nil, onWrite, func(_ *BufferEvent, what BEVEvent, err error) { full <- what })
+	if err := be.SetWatermark(EvWrite, 0, high); err != nil {
+		t.Fatal(err)
+	}
+	be.Enable(EvWrite)
+	startDispatch(t, b, atCleanup)
+	return b, be, peer, full
 }
 
 // A program that waits on the write callback after a Write does not hang
