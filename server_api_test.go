@@ -367,17 +367,8 @@ func TestBufferEventConnect(t *testing.T) {
 	t.Run("connected", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		be, err := NewBufferEvent(b, -1, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		events := make(chan BEVEvent, 2)
-		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		ln := listen(t)
+		be, events := connectingBEV(t, b, 0)
 		be.Enable(EvRead | EvWrite)
 		startDispatch(t, b, atCleanup)
 		if err := be.Connect("tcp", ln.Addr().String()); err != nil {
@@ -386,17 +377,8 @@ func TestBufferEventConnect(t *testing.T) {
 		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
 			t.Fatalf("event %v, want Connected", what)
 		}
-		c, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
 		be.Write([]byte("hello"))
-		got := make([]byte, 5)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
-			t.Fatalf("read %q, %v", got, err)
-		}
+		readAccepted(t, ln, "hello")
 		fd := be.FD()
 		if fd < 0 {
 			t.Fatal("FD() = -1 on a connected buffer event")
@@ -409,14 +391,8 @@ func TestBufferEventConnect(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := ln.Addr().String()
-		ln.Close() // nothing listens there now
-		be, err := NewBufferEvent(b, -1, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
+		addr := nowhere(t)
+		be, _ := connectingBEV(t, b, 0)
 		errs := make(chan error, 2)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
 			if what != BEVEventError {
@@ -425,7 +401,7 @@ func TestBufferEventConnect(t *testing.T) {
 			errs <- err
 		})
 		startDispatch(t, b, atCleanup)
-		err = be.Connect("tcp", addr)
+		err := be.Connect("tcp", addr)
 		if err == nil {
 			err = recv(t, errs, "the event callback")
 		}
@@ -439,13 +415,7 @@ func TestBufferEventConnect(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
 		ln := listen(t)
-		be, err := NewBufferEvent(b, -1, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
-		events := make(chan BEVEvent, 4)
-		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		be, events := connectingBEV(t, b, 0)
 		// From inside a function on the loop: nothing of the connection
 		// can have come in between.
 		var first, pending error
@@ -505,6 +475,44 @@ func TestBufferEventConnect(t *testing.T) {
 			t.Errorf("Connect on a closed buffer event = %v, want ErrClosed", err)
 		}
 	})
+}
+
+// connectingBEV returns a buffer event on b with no socket, for Connect,
+// closed when the test ends; the channel gets what its event callback is
+// told.
+func connectingBEV(t *testing.T, b *Base, options BEVOption) (*BufferEvent, <-chan BEVEvent) {
+	t.Helper()
+	be, err := NewBufferEvent(b, -1, options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	events := make(chan BEVEvent, 4)
+	be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, _ error) { events <- what })
+	return be, events
+}
+
+// nowhere returns an address on loopback where nothing listens.
+func nowhere(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	ln.Close()
+	return ln.Addr().String()
+}
+
+// readAccepted accepts a connection on ln and checks that want arrives.
+func readAccepted(t *testing.T, ln net.Listener, want string) {
+	t.Helper()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make([]byte, len(want))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("peer read %q, %v; want %q", got, err, want)
+	}
 }
 
 // NewBind's errors name the step that failed, as net.Listen's do, and

@@ -270,13 +270,7 @@ func TestWriteWhileConnecting(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
 		ln := listen(t)
-		be, err := NewBufferEvent(b, -1, BEVOptCloseOnFree)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
-		events := make(chan BEVEvent, 4)
-		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, _ error) { events <- what })
+		be, events := connectingBEV(t, b, BEVOptCloseOnFree)
 		be.Enable(EvRead | EvWrite)
 		startDispatch(t, b, atCleanup)
 		queued := make(chan int, 1)
@@ -293,28 +287,13 @@ func TestWriteWhileConnecting(t *testing.T) {
 		if what := recv(t, events, "the connect"); what != BEVEventConnected {
 			t.Fatalf("event %v, want Connected", what)
 		}
-		c, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		got := make([]byte, 5)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
-			t.Fatalf("peer read %q, %v", got, err)
-		}
+		readAccepted(t, ln, "hello")
 	})
 	t.Run("refused", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)
-		ln := listen(t)
-		addr := ln.Addr().String()
-		ln.Close()
-		be, err := NewBufferEvent(b, -1, BEVOptCloseOnFree)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer be.Close()
+		addr := nowhere(t)
+		be, _ := connectingBEV(t, b, BEVOptCloseOnFree)
 		errs := make(chan error, 4)
 		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
 			if what != BEVEventError {
