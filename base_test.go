@@ -122,11 +122,7 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 	t.Run("LoopBreak with no Dispatch running does not affect a later one", func(t *testing.T) {
 		b := newBaseKind(t, kind)
 		n := 0
-		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
-			n++
-			syscall.Close(fd)
-			l.Disable()
-		}, 0)
+		l := listenOnce(t, b, 0, &n)
 		for range 3 {
 			if err := b.LoopBreak(); err != nil {
 				t.Fatal(err)
@@ -331,13 +327,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		addr := l.Addr()
 		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
-		closed := make(chan error, 1)
-		go func() { closed <- b.Close() }()
-		waitFor(t, "Close to mark the base closed", func() bool {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			return b.closed
-		})
+		closed := goClose(t, b)
 		if len(closed) != 0 {
 			t.Fatal("Base.Close returned while a callback was running")
 		}
@@ -398,13 +388,7 @@ func baseClose(t *testing.T, kind baseKind) {
 		dial(t, addr)
 		r := startDispatch(t, b, whenIdle)
 		recv(t, k.entered, "the callback")
-		closed := make(chan error, 1)
-		go func() { closed <- b.Close() }()
-		waitFor(t, "Close to mark the base closed", func() bool {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			return b.closed
-		})
+		closed := goClose(t, b)
 		close(k.released)
 		if err := recv(t, closed, "Base.Close"); err != nil {
 			t.Fatal(err)
@@ -434,6 +418,21 @@ func baseClose(t *testing.T, kind baseKind) {
 			t.Fatal("NewBind on a closed base succeeded")
 		}
 	})
+}
+
+// goClose calls b.Close on another goroutine, which waits for the
+// callback that runs, and returns once Close has marked b closed; the
+// channel gives what Close returns.
+func goClose(t *testing.T, b *Base) <-chan error {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	waitFor(t, "Close to mark the base closed", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.closed
+	})
+	return closed
 }
 
 // Methods called from another goroutine while Dispatch runs are handed to

@@ -216,11 +216,7 @@ func TestFlagEffects(t *testing.T) {
 	t.Run("Disabled creates the listener disabled", func(t *testing.T) {
 		b := newBase(t)
 		n := 0
-		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
-			n++
-			syscall.Close(fd)
-			l.Disable()
-		}, Disabled)
+		l := listenOnce(t, b, Disabled, &n)
 		c := dial(t, l.Addr())
 		if err := startDispatch(t, b, whenIdle).wait(t); err != nil { // nothing pending
 			t.Fatal(err)
@@ -272,11 +268,7 @@ func TestFlagEffects(t *testing.T) {
 	t.Run("ThreadSafe is accepted and changes nothing", func(t *testing.T) {
 		b := newBase(t)
 		n := 0
-		l := listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
-			n++
-			syscall.Close(fd)
-			l.Disable()
-		}, ThreadSafe)
+		l := listenOnce(t, b, ThreadSafe, &n)
 		dial(t, l.Addr())
 		if err := startDispatch(t, b, whenIdle).wait(t); err != nil || n != 1 {
 			t.Fatalf("Dispatch = %v with %d accepts", err, n)

@@ -109,6 +109,18 @@ func closeAtEnd(t testing.TB, l *Listener) {
 	})
 }
 
+// listenOnce is listenTCP with a callback that closes each socket, counts
+// it in *n and disables the listener: a Dispatch with nothing else pending
+// then ends after one accept.
+func listenOnce(t testing.TB, b *Base, flags Flag, n *int) *Listener {
+	t.Helper()
+	return listenTCP(t, b, func(l *Listener, fd int, _ net.Addr) {
+		*n++
+		syscall.Close(fd)
+		l.Disable()
+	}, flags)
+}
+
 // dial connects to addr; on loopback the handshake completes in the kernel,
 // so the connection waits in the listener's backlog before any Dispatch.
 func dial(t testing.TB, addr net.Addr) net.Conn {
