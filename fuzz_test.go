@@ -283,17 +283,7 @@ func probeListener(t *testing.T, b *Base, l *Listener, flags Flag) {
 		syscall.Close(fd)
 		l.Base().LoopBreak()
 	})
-	if flags&Disabled != 0 {
-		if err := l.Enable(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.LoopExit(fuzzAcceptWait); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Dispatch(); err != nil {
-		t.Fatal(err)
-	}
+	dispatchProbe(t, b, l, flags)
 	if len(got) != 1 {
 		t.Fatalf("listener %v (flags %v): %d connections accepted within %v, want 1", addr, flags, len(got), fuzzAcceptWait)
 	}
@@ -331,6 +321,18 @@ func probeNotListening(t *testing.T, b *Base, l *Listener, flags Flag) {
 		errs = append(errs, err)
 		l.Base().LoopBreak()
 	})
+	dispatchProbe(t, b, l, flags)
+	if len(errs) != 1 || !errors.Is(errs[0], syscall.EINVAL) {
+		t.Fatalf("error callbacks %v, want one EINVAL", errs)
+	}
+}
+
+// dispatchProbe enables l if flags left it disabled and runs b's loop on
+// this goroutine (each input of a fuzz target runs one: a goroutine and a
+// wait for it to start would cost more than the probe) until a callback
+// ends it with LoopBreak, for fuzzAcceptWait at most.
+func dispatchProbe(t *testing.T, b *Base, l *Listener, flags Flag) {
+	t.Helper()
 	if flags&Disabled != 0 {
 		if err := l.Enable(); err != nil {
 			t.Fatal(err)
@@ -341,9 +343,6 @@ func probeNotListening(t *testing.T, b *Base, l *Listener, flags Flag) {
 	}
 	if err := b.Dispatch(); err != nil {
 		t.Fatal(err)
-	}
-	if len(errs) != 1 || !errors.Is(errs[0], syscall.EINVAL) {
-		t.Fatalf("error callbacks %v, want one EINVAL", errs)
 	}
 }
 
