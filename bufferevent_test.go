@@ -444,9 +444,8 @@ func TestBufferEventBadArguments(t *testing.T) {
 func TestBufferEventCallbackAllocs(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	be, peer := bevPair(t, b)
-	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
-	be.Enable(EvRead | EvWrite)
+	fd, peer := tcpPair(t)
+	echoingBEV(t, b, fd)
 	startDispatch(t, b, atCleanup)
 	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per echoed message, want 0", allocs)
@@ -459,11 +458,18 @@ func TestBufferEventCallbackAllocs(t *testing.T) {
 func BenchmarkBufferEventEcho(b *testing.B) {
 	base := newBase(b)
 	fd, peer := tcpPair(b)
-	be := newBEV(b, base, fd)
-	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
-	be.Enable(EvRead | EvWrite)
+	echoingBEV(b, base, fd)
 	startDispatch(b, base, atCleanup)
 	benchEcho(b, peer)
+}
+
+// echoingBEV makes fd a buffer event on b whose read callback moves the input
+// to the output.
+func echoingBEV(tb testing.TB, b *Base, fd int) {
+	tb.Helper()
+	be := newBEV(tb, b, fd)
+	be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
+	be.Enable(EvRead | EvWrite)
 }
 
 // goToC reads how many calls from Go to C the process has made.
@@ -480,22 +486,11 @@ func goToC() uint64 {
 func TestCgoCallsPerMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(t *testing.T, b *Base, fd int)
+		setup func(t testing.TB, b *Base, fd int)
 		max   float64
 	}{
-		{"BufferEvent read callback with EchoInput", func(t *testing.T, b *Base, fd int) {
-			be := newBEV(t, b, fd)
-			be.SetCallbacks(func(be *BufferEvent) { be.EchoInput() }, nil, nil)
-			be.Enable(EvRead | EvWrite)
-		}, 1},
-		{"Event callback with read and write", func(t *testing.T, b *Base, fd int) {
-			ev, err := NewEvent(b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ev.Close(); syscall.Close(fd) })
-			ev.Add(time.Minute)
-		}, 0},
+		{"BufferEvent read callback with EchoInput", echoingBEV, 1},
+		{"Event callback with read and write", func(t testing.TB, b *Base, fd int) { echoingEvent(t, b, fd, time.Minute) }, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)

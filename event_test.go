@@ -253,8 +253,7 @@ func TestEventCallbackAllocs(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
 	fd, peer := tcpPair(t)
-	defer syscall.Close(fd)
-	newEvent(t, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 256))).Add(0)
+	echoingEvent(t, b, fd, 0)
 	startDispatch(t, b, atCleanup)
 	if allocs := echoAllocs(peer); allocs != 0 {
 		t.Fatalf("%v allocations per message, want 0", allocs)
@@ -267,8 +266,15 @@ func TestEventCallbackAllocs(t *testing.T) {
 func BenchmarkEventEcho(b *testing.B) {
 	base := newBase(b)
 	fd, peer := tcpPair(b)
-	defer syscall.Close(fd)
-	newEvent(b, base, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(0)
+	echoingEvent(b, base, fd, 0)
 	startDispatch(b, base, atCleanup)
 	benchEcho(b, peer)
+}
+
+// echoingEvent makes fd, which it closes when the test ends, a persistent
+// read event on b with timeout whose callback reads and writes back.
+func echoingEvent(tb testing.TB, b *Base, fd int, timeout time.Duration) {
+	tb.Helper()
+	tb.Cleanup(func() { syscall.Close(fd) }) // after the event's Close
+	newEvent(tb, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(timeout)
 }
