@@ -1003,16 +1003,8 @@ func pooledServers(onAccept func()) []pooledServer {
 				onAccept()
 			}
 		},
-		OnEvent: func(ev *Event, fd int, _ Events) {
-			buf := make([]byte, 512) // the loops read at once: a buffer each
-			n, err := syscall.Read(fd, buf)
-			if n <= 0 {
-				if err != syscall.EAGAIN {
-					ev.Close()
-				}
-				return
-			}
-			syscall.Write(fd, buf[:n])
+		OnEvent: func(ev *Event, fd int, what Events) {
+			echoEvent(make([]byte, 512))(ev, fd, what) // the loops read at once: a buffer each
 		},
 	}
 	bev := &BufferEventOptions{
