@@ -690,11 +690,7 @@ func TestAcceptConnBadInput(t *testing.T) {
 // are the binding's cost per connection, without the noise of the
 // kernel's accept and loopback paths.
 func BenchmarkAcceptConnOnLoop(b *testing.B) {
-	base := newBase(b)
-	startDispatch(b, base, atCleanup)
-	fds := socketpair(b)
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
+	base, fd := loopAndSocket(b)
 	onEvent := func(*Event, int, Events) {}
 	onRead := func(*BufferEvent) {}
 	run := func(b *testing.B, accept func(l *Listener) error) {
@@ -706,13 +702,7 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 		if err := accept(l); err != nil {
 			b.Fatal(err)
 		}
-		b.ReportAllocs()
-		if err := base.Do(func() { err = benchAcceptDup(l, fds[0], b.N) }); err != nil {
-			b.Fatal(err)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		benchOnLoop(b, base, func(n int) error { return benchAcceptDup(l, fd, n) })
 	}
 	b.Run("AcceptFunc+Event", func(b *testing.B) {
 		run(b, func(l *Listener) error {
@@ -739,14 +729,7 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 		})
 	})
 	b.Run("C event", func(b *testing.B) {
-		b.ReportAllocs()
-		var err error
-		if err := base.Do(func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, false) }); err != nil {
-			b.Fatal(err)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		benchOnLoop(b, base, func(n int) error { return ctest.ConnCycle(base.CPtr(), fd, n, false) })
 	})
 	b.Run("AcceptFunc+BufferEvent", func(b *testing.B) {
 		run(b, func(l *Listener) error {
@@ -773,14 +756,7 @@ func BenchmarkAcceptConnOnLoop(b *testing.B) {
 		})
 	})
 	b.Run("C bufferevent", func(b *testing.B) {
-		b.ReportAllocs()
-		var err error
-		if err := base.Do(func() { err = ctest.ConnCycle(base.CPtr(), fds[0], b.N, true) }); err != nil {
-			b.Fatal(err)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		benchOnLoop(b, base, func(n int) error { return ctest.ConnCycle(base.CPtr(), fd, n, true) })
 	})
 }
 

@@ -71,22 +71,18 @@ func BenchmarkEnableDisableOnLoop(b *testing.B) {
 		b.Fatal(err)
 	}
 	startDispatch(b, base, atCleanup)
-	var failed error
-	b.ReportAllocs()
 	b.ResetTimer()
-	if err := base.Do(func() {
-		for i := 0; i < b.N && failed == nil; i++ {
-			if failed = l.Enable(); failed == nil {
-				failed = l.Disable()
+	benchOnLoop(b, base, func(n int) error {
+		for range n {
+			if err := l.Enable(); err != nil {
+				return err
+			}
+			if err := l.Disable(); err != nil {
+				return err
 			}
 		}
-	}); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	if failed != nil {
-		b.Fatal(failed)
-	}
+		return nil
+	})
 }
 
 // BenchmarkHandleLookup measures the registry lookup every trampoline does.
@@ -139,6 +135,33 @@ func BenchmarkConnSetup(b *testing.B) {
 	})
 }
 
+// loopAndSocket returns a base whose loop runs until the benchmark ends,
+// and one end of a socketpair for the benchmarks on the loop to use as a
+// connection's socket.
+func loopAndSocket(b *testing.B) (*Base, int) {
+	base := newBase(b)
+	startDispatch(b, base, atCleanup)
+	fds := socketpair(b)
+	b.Cleanup(func() {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+	})
+	return base, fds[0]
+}
+
+// benchOnLoop runs f(b.N) once on base's loop, from inside a callback, and
+// reports the allocations per op.
+func benchOnLoop(b *testing.B, base *Base, f func(n int) error) {
+	b.ReportAllocs()
+	var err error
+	if err := base.Do(func() { err = f(b.N) }); err != nil {
+		b.Fatal(err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkConnSetupOnLoop is BenchmarkConnSetup where a server does it: on
 // the loop, inside a callback, against the same libevent calls made from C
 // ("C": event_new, event_add with a timeout, event_free, one cgo call for
@@ -146,26 +169,12 @@ func BenchmarkConnSetup(b *testing.B) {
 // connection, without the noise of the kernel's accept and loopback paths
 // that a whole-server benchmark carries.
 func BenchmarkConnSetupOnLoop(b *testing.B) {
-	base := newBase(b)
-	startDispatch(b, base, atCleanup)
-	fds := socketpair(b)
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
-	run := func(b *testing.B, f func(n int) error) {
-		b.ReportAllocs()
-		var err error
-		if err := base.Do(func() { err = f(b.N) }); err != nil {
-			b.Fatal(err)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
+	base, fd := loopAndSocket(b)
 	b.Run("Event", func(b *testing.B) {
 		cb := func(*Event, int, Events) {}
-		run(b, func(n int) error {
+		benchOnLoop(b, base, func(n int) error {
 			for range n {
-				ev, err := NewEvent(base, fds[0], EvRead|EvPersist, cb)
+				ev, err := NewEvent(base, fd, EvRead|EvPersist, cb)
 				if err != nil {
 					return err
 				}
@@ -178,6 +187,6 @@ func BenchmarkConnSetupOnLoop(b *testing.B) {
 		})
 	})
 	b.Run("C", func(b *testing.B) {
-		run(b, func(n int) error { return ctest.ConnSetup(base.CPtr(), fds[0], n) })
+		benchOnLoop(b, base, func(n int) error { return ctest.ConnSetup(base.CPtr(), fd, n) })
 	})
 }
