@@ -443,11 +443,7 @@ func TestBufferEventBadArguments(t *testing.T) {
 // EchoInput from inside it.
 func TestBufferEventCallbackAllocs(t *testing.T) {
 	checkNoLeaks(t)
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	echoingBEV(t, b, fd)
-	startDispatch(t, b, atCleanup)
-	if allocs := echoAllocs(peer); allocs != 0 {
+	if allocs := echoAllocs(echoPeer(t, echoingBEV)); allocs != 0 {
 		t.Fatalf("%v allocations per echoed message, want 0", allocs)
 	}
 }
@@ -456,15 +452,11 @@ func TestBufferEventCallbackAllocs(t *testing.T) {
 // through a buffer event whose Go read callback moves the input to the
 // output: one C→Go call and one Go→C call per message.
 func BenchmarkBufferEventEcho(b *testing.B) {
-	base := newBase(b)
-	fd, peer := tcpPair(b)
-	echoingBEV(b, base, fd)
-	startDispatch(b, base, atCleanup)
-	benchEcho(b, peer)
+	benchEcho(b, echoPeer(b, echoingBEV))
 }
 
-// echoingBEV makes fd a buffer event on b whose read callback moves the input
-// to the output.
+// echoingBEV is an echo server for echoPeer: fd becomes a buffer event whose
+// read callback moves the input to the output.
 func echoingBEV(tb testing.TB, b *Base, fd int) {
 	tb.Helper()
 	be := newBEV(tb, b, fd)
@@ -490,14 +482,11 @@ func TestCgoCallsPerMessage(t *testing.T) {
 		max   float64
 	}{
 		{"BufferEvent read callback with EchoInput", echoingBEV, 1},
-		{"Event callback with read and write", func(t testing.TB, b *Base, fd int) { echoingEvent(t, b, fd, time.Minute) }, 0},
+		{"Event callback with read and write", echoingEvent(time.Minute), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
-			b := newBase(t)
-			fd, peer := tcpPair(t)
-			tc.setup(t, b, fd)
-			startDispatch(t, b, atCleanup)
+			peer := echoPeer(t, tc.setup)
 			pingPong(t, peer, 10, 64) // warm up
 			const n = 2000
 			before := goToC()

@@ -251,11 +251,7 @@ func TestEventBadArguments(t *testing.T) {
 // allocation: trampoline, handle lookup and closure call.
 func TestEventCallbackAllocs(t *testing.T) {
 	checkNoLeaks(t)
-	b := newBase(t)
-	fd, peer := tcpPair(t)
-	echoingEvent(t, b, fd, 0)
-	startDispatch(t, b, atCleanup)
-	if allocs := echoAllocs(peer); allocs != 0 {
+	if allocs := echoAllocs(echoPeer(t, echoingEvent(0))); allocs != 0 {
 		t.Fatalf("%v allocations per message, want 0", allocs)
 	}
 }
@@ -264,17 +260,16 @@ func TestEventCallbackAllocs(t *testing.T) {
 // an event whose Go callback reads and writes back: one C→Go call per
 // message.
 func BenchmarkEventEcho(b *testing.B) {
-	base := newBase(b)
-	fd, peer := tcpPair(b)
-	echoingEvent(b, base, fd, 0)
-	startDispatch(b, base, atCleanup)
-	benchEcho(b, peer)
+	benchEcho(b, echoPeer(b, echoingEvent(0)))
 }
 
-// echoingEvent makes fd, which it closes when the test ends, a persistent
-// read event on b with timeout whose callback reads and writes back.
-func echoingEvent(tb testing.TB, b *Base, fd int, timeout time.Duration) {
-	tb.Helper()
-	tb.Cleanup(func() { syscall.Close(fd) }) // after the event's Close
-	newEvent(tb, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(timeout)
+// echoingEvent is an echo server for echoPeer: fd, which it closes when
+// the test ends, becomes a persistent read event with timeout whose
+// callback reads and writes back.
+func echoingEvent(timeout time.Duration) func(testing.TB, *Base, int) {
+	return func(tb testing.TB, b *Base, fd int) {
+		tb.Helper()
+		tb.Cleanup(func() { syscall.Close(fd) }) // after the event's Close
+		newEvent(tb, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(timeout)
+	}
 }

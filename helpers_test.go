@@ -571,6 +571,17 @@ func readWriteEcho(buf []byte) EventFunc {
 	}
 }
 
+// echoPeer starts an echo server, serve on one end of a tcpPair on a
+// running base, and returns the other end.
+func echoPeer(tb testing.TB, serve func(testing.TB, *Base, int)) *net.TCPConn {
+	tb.Helper()
+	b := newBase(tb)
+	fd, peer := tcpPair(tb)
+	serve(tb, b, fd)
+	startDispatch(tb, b, atCleanup)
+	return peer
+}
+
 // echoAllocs reports the allocations per 64-byte ping-pong through peer.
 func echoAllocs(peer *net.TCPConn) float64 {
 	msg, got := make([]byte, 64), make([]byte, 64)
