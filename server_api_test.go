@@ -16,12 +16,20 @@ import (
 // What a real server needs beyond accept: lines, back-pressure,
 // flush-then-close and the client side.
 
-func TestBufferReadLine(t *testing.T) {
+// readingBEV returns a buffer event that reads, on a running base, and its
+// peer.
+func readingBEV(t *testing.T) (*BufferEvent, *net.TCPConn) {
+	t.Helper()
 	b := newBase(t)
 	be, peer := bevPair(t, b)
-	in := be.Input()
 	be.Enable(EvRead)
 	startDispatch(t, b, atCleanup)
+	return be, peer
+}
+
+func TestBufferReadLine(t *testing.T) {
+	be, peer := readingBEV(t)
+	in := be.Input()
 	// The test reads from its own goroutine: every call is handed to the
 	// loop.
 	feed := func(s string) {
@@ -128,11 +136,8 @@ func TestOutputBackPressure(t *testing.T) {
 // Each style ends a line where evbuffer_readln does, and the terminator,
 // all of it, is dropped.
 func TestBufferReadLineStyles(t *testing.T) {
-	b := newBase(t)
-	be, peer := bevPair(t, b)
+	be, peer := readingBEV(t)
 	in := be.Input()
-	be.Enable(EvRead)
-	startDispatch(t, b, atCleanup)
 	for _, tc := range []struct {
 		style      EOLStyle
 		in         string
