@@ -82,6 +82,18 @@ func goShutdown(s *Server) <-chan error {
 	return shut
 }
 
+// echoedQueued checks that c, a client that wrote "queued" while it
+// waited in the backlog, gets its echo, and closes it.
+func echoedQueued(t *testing.T, c net.Conn) {
+	t.Helper()
+	buf := make([]byte, 6)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
+		t.Fatalf("queued client: %q, %v; want its echo", buf, err)
+	}
+	c.Close()
+}
+
 // dialEchoed connects n clients to addr, each echoed msg once.
 func dialEchoed(t *testing.T, addr net.Addr, n int, msg string) []net.Conn {
 	t.Helper()
@@ -202,9 +214,7 @@ func TestServerShutdown(t *testing.T) {
 		t.Run(tc.name+"/lets open connections finish", func(t *testing.T) {
 			checkNoLeaks(t)
 			stopped := make(chan struct{}, 1)
-			s := tc.server()
-			s.OnShutdown = func(*Base) { stopped <- struct{}{} }
-			addr, served := serve(t, s)
+			s, addr, served := tc.serve(t, &Server{OnShutdown: func(*Base) { stopped <- struct{}{} }})
 			cs := dialEchoed(t, addr, 3, "hello")
 			shut := goShutdown(s)
 			recv(t, stopped, "OnShutdown")
@@ -228,9 +238,7 @@ func TestServerShutdown(t *testing.T) {
 
 		t.Run(tc.name+"/deadline cuts connections", func(t *testing.T) {
 			checkNoLeaks(t)
-			s := tc.server()
-			s.Loops = 2
-			addr, served := serve(t, s)
+			s, addr, served := tc.serve(t, &Server{Loops: 2})
 			cs := dialEchoed(t, addr, 3, "hello")
 			wantStats(t, s, ServerStats{Accepted: 3, Open: 3})
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -250,9 +258,7 @@ func TestServerShutdown(t *testing.T) {
 		// BufferEvents) and served, not refused.
 		t.Run(tc.name+"/queued connections are served, not refused", func(t *testing.T) {
 			checkNoLeaks(t)
-			s := tc.server()
-			s.MaxConns = 1
-			addr, _ := serve(t, s)
+			s, addr, _ := tc.serve(t, &Server{MaxConns: 1})
 			first := dial(t, addr)
 			mustEcho(t, first, "first")
 			// At the limit: these wait in the backlog.
@@ -265,12 +271,7 @@ func TestServerShutdown(t *testing.T) {
 			stillQueued(t, queued[0])
 			shut := goShutdown(s)
 			for _, c := range queued {
-				buf := make([]byte, 6)
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
-					t.Fatalf("queued client: %q, %v; want its echo", buf, err)
-				}
-				c.Close()
+				echoedQueued(t, c)
 			}
 			first.Close()
 			if err := recv(t, shut, "Shutdown"); err != nil {
@@ -488,6 +489,22 @@ func TestServerHandlerPanic(t *testing.T) {
 func TestServerConnAllocs(t *testing.T) {
 	checkNoLeaks(t)
 	s := &Server{Addr: "127.0.0.1:0", MaxConns: 1, Handler: func(c Conn) { c.Close() }}
+	wantNoConnAllocs(t, s, func(lp *serverLoop, fd int, addr net.Addr) error {
+		nfd, err := syscall.Dup(fd)
+		if err == nil {
+			lp.accept(lp.ln, nfd, addr)
+		}
+		return err
+	})
+}
+
+// wantNoConnAllocs listens with s, which closes each connection at once,
+// and fails the test unless a connection that accept hands to its first
+// loop (a dup of one end of a tcpPair, and its address) allocates nothing.
+// With MaxConns 1 every connection pauses the listener and its end
+// resumes it.
+func wantNoConnAllocs(t *testing.T, s *Server, accept func(lp *serverLoop, fd int, addr net.Addr) error) {
+	t.Helper()
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -498,15 +515,17 @@ func TestServerConnAllocs(t *testing.T) {
 	addr := peer.LocalAddr()
 	const runs = 1000
 	var allocs float64
+	var err error
 	lp.base.Do(func() { // no Dispatch runs: this goroutine is the loop
 		allocs = testing.AllocsPerRun(runs, func() {
-			nfd, err := syscall.Dup(fd)
-			if err != nil {
-				panic(err)
+			if e := accept(lp, fd, addr); e != nil {
+				err = e
 			}
-			lp.accept(lp.ln, nfd, addr)
 		})
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if allocs != 0 {
 		t.Errorf("%v allocations per connection, want 0", allocs)
 	}
@@ -971,12 +990,7 @@ func TestServerSocketActivation(t *testing.T) {
 		t.Errorf("listening on %s, want the inherited %s (and not its own 127.0.0.1:0)", addr, addrs[0])
 	}
 	for _, c := range queued {
-		buf := make([]byte, 6)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "queued" {
-			t.Fatalf("queued client: %q, %v", buf, err)
-		}
-		c.Close()
+		echoedQueued(t, c)
 	}
 	for _, a := range addrs {
 		c, err := net.DialTimeout("tcp", a, 5*time.Second)
@@ -1036,9 +1050,17 @@ type pooledServer struct {
 	bev  *BufferEventOptions
 }
 
-// server returns a new Server with the handler or options.
-func (p pooledServer) server() *Server {
-	return &Server{Handler: p.h, Events: p.ev, BufferEvents: p.bev}
+// server returns s serving with the handler or options.
+func (p pooledServer) server(s *Server) *Server {
+	s.Handler, s.Events, s.BufferEvents = p.h, p.ev, p.bev
+	return s
+}
+
+// serve is serve(t, p.server(s)).
+func (p pooledServer) serve(t *testing.T, s *Server) (*Server, net.Addr, <-chan error) {
+	t.Helper()
+	addr, served := serve(t, p.server(s))
+	return s, addr, served
 }
 
 // TestServerPooledMaxConns: accepting into events or buffer events made in
@@ -1057,10 +1079,8 @@ func TestServerPooledMaxConns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			peak.Store(0)
-			s := tc.server()
-			s.Loops, s.MaxConns = 2, maxConns
+			s, addr, _ := tc.serve(t, &Server{Loops: 2, MaxConns: maxConns})
 			current = s
-			addr, _ := serve(t, s)
 			echoed := make(chan net.Conn, clients)
 			for i := range clients {
 				c := dial(t, addr)
@@ -1125,8 +1145,7 @@ func TestServerPooledAllocs(t *testing.T) {
 	for _, tc := range pooledServers(nil) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
-			s := tc.server()
-			s.Addr, s.MaxConns = "127.0.0.1:0", 1
+			s := tc.server(&Server{Addr: "127.0.0.1:0", MaxConns: 1})
 			closeAtOnce := func(l *Listener, ev *Event) { ev.Close() }
 			if s.Events != nil {
 				o := *s.Events
@@ -1137,31 +1156,7 @@ func TestServerPooledAllocs(t *testing.T) {
 				o.OnAccept = func(l *Listener, be *BufferEvent) { be.Close() }
 				s.BufferEvents = &o
 			}
-			if err := s.Listen(); err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			lp := s.loops[0]
-			fd, _ := tcpPair(t)
-			defer syscall.Close(fd)
-			const runs = 1000
-			var allocs float64
-			var err error
-			lp.base.Do(func() { // no Dispatch runs: this goroutine is the loop
-				allocs = testing.AllocsPerRun(runs, func() {
-					if e := benchAcceptDup(lp.ln, fd, 1); e != nil {
-						err = e
-					}
-				})
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if allocs != 0 {
-				t.Errorf("%v allocations per connection, want 0", allocs)
-			}
-			// AllocsPerRun runs the function once more to warm up.
-			wantStats(t, s, ServerStats{Accepted: runs + 1, Closed: runs + 1, AtLimit: runs + 1})
+			wantNoConnAllocs(t, s, func(lp *serverLoop, fd int, _ net.Addr) error { return benchAcceptDup(lp.ln, fd, 1) })
 		})
 	}
 }
