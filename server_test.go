@@ -210,7 +210,7 @@ func TestServerBadConfig(t *testing.T) {
 }
 
 func TestServerShutdown(t *testing.T) {
-	for _, tc := range serverKinds() {
+	for _, tc := range serverKinds(nil) {
 		t.Run(tc.name+"/lets open connections finish", func(t *testing.T) {
 			checkNoLeaks(t)
 			stopped := make(chan struct{}, 1)
@@ -619,48 +619,6 @@ func listeningSockets(t testing.TB, port int) int {
 	return n
 }
 
-// TestServerMaxConns: with MaxConns across two loops, no more connections
-// are open at once than the bound; the others wait in the backlog and are
-// served in turn as connections end: none is refused.
-func TestServerMaxConns(t *testing.T) {
-	checkNoLeaks(t)
-	const maxConns, clients = 4, 16
-	var peak atomic.Int64
-	var s *Server
-	s = &Server{Loops: 2, MaxConns: maxConns, Handler: func(c Conn) {
-		if open := int64(s.Stats().Open); open > peak.Load() {
-			peak.Store(open)
-		}
-		echoConn(c)
-	}}
-	addr, _ := serve(t, s)
-	echoed := make(chan net.Conn, clients)
-	for i := range clients {
-		c := dial(t, addr)
-		msg := fmt.Sprintf("client %02d", i)
-		go func() {
-			if err := echoOnce(c, msg); err != nil {
-				t.Errorf("client %d: %v", i, err)
-				c.Close()
-			}
-			echoed <- c
-		}()
-	}
-	for range clients {
-		// Ending a served connection lets a waiting one in.
-		c := recv(t, echoed, "the next client served")
-		c.Close()
-	}
-	waitFor(t, "every connection closed", func() bool { return s.Stats().Open == 0 })
-	st := s.Stats()
-	if p := peak.Load(); p > maxConns {
-		t.Errorf("%d connections open at once, want at most %d", p, maxConns)
-	}
-	if st.Accepted != clients || st.Closed != clients || st.AtLimit == 0 || st.AcceptErrors != 0 {
-		t.Errorf("Stats = %+v, want %d accepted and closed, at the limit at least once", st, clients)
-	}
-}
-
 // serverHelper is the test binary as a server in a process of its own, as
 // a program wires one: SIGHUP upgrades, SIGTERM shuts down. It reports on
 // stderr, one line each, prefixed by its pid: "listening on ADDR",
@@ -1038,9 +996,17 @@ func pooledServers(onAccept func()) []pooledServer {
 }
 
 // serverKinds is an echo Server of each way of serving a connection: a
-// Handler, Events and BufferEvents.
-func serverKinds() []pooledServer {
-	return append([]pooledServer{{name: "handler", h: echoConn}}, pooledServers(nil)...)
+// Handler, Events and BufferEvents, with onAccept (may be nil) run for each
+// connection.
+func serverKinds(onAccept func()) []pooledServer {
+	h := echoConn
+	if onAccept != nil {
+		h = func(c Conn) {
+			onAccept()
+			echoConn(c)
+		}
+	}
+	return append([]pooledServer{{name: "handler", h: h}}, pooledServers(onAccept)...)
 }
 
 type pooledServer struct {
@@ -1063,15 +1029,16 @@ func (p pooledServer) serve(t *testing.T, s *Server) (*Server, net.Addr, <-chan 
 	return s, addr, served
 }
 
-// TestServerPooledMaxConns: accepting into events or buffer events made in
-// C, the Server still holds MaxConns across its loops: it counts each
-// connection from its OnAccept to its Close, and the others wait in the
-// backlog and are served in turn.
-func TestServerPooledMaxConns(t *testing.T) {
+// TestServerMaxConns: with MaxConns across two loops, no more connections
+// are open at once than the bound, whichever way the Server serves them
+// (accepting into events or buffer events made in C, it counts each
+// connection from its OnAccept to its Close); the others wait in the
+// backlog and are served in turn as connections end: none is refused.
+func TestServerMaxConns(t *testing.T) {
 	const maxConns, clients = 4, 16
 	var peak atomic.Int64
 	var current *Server
-	for _, tc := range pooledServers(func() {
+	for _, tc := range serverKinds(func() {
 		if open := int64(current.Stats().Open); open > peak.Load() {
 			peak.Store(open)
 		}
@@ -1093,6 +1060,7 @@ func TestServerPooledMaxConns(t *testing.T) {
 				}()
 			}
 			for range clients {
+				// Ending a served connection lets a waiting one in.
 				recv(t, echoed, "the next client served").Close()
 			}
 			waitFor(t, "every connection closed", func() bool { return s.Stats().Open == 0 })
