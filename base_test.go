@@ -137,37 +137,32 @@ func dispatchReturns(t *testing.T, kind baseKind) {
 		}
 	})
 
-	t.Run("on LoopExit's timer", func(t *testing.T) {
-		b := newBaseKind(t, kind)
-		idleListener(t, b)
-		const after = 50 * time.Millisecond
-		start := time.Now()
-		if err := b.LoopExit(after); err != nil {
-			t.Fatal(err)
-		}
-		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
-			t.Fatal(err)
-		}
-		// libevent's cached clock may run a little behind.
-		if d := time.Since(start); d < after*8/10 || d > after+time.Second {
-			t.Fatalf("Dispatch returned after %v, want about %v", d, after)
-		}
-	})
-
-	t.Run("a pending LoopExit keeps Dispatch running", func(t *testing.T) {
-		b := newBaseKind(t, kind)
-		const after = 30 * time.Millisecond
-		start := time.Now()
-		if err := b.LoopExit(after); err != nil {
-			t.Fatal(err)
-		}
-		if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
-			t.Fatal(err)
-		}
-		if d := time.Since(start); d < after*8/10 {
-			t.Fatalf("Dispatch returned after %v, before the LoopExit timer", d)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		listener bool // else nothing but the LoopExit timer is pending
+		after    time.Duration
+	}{
+		{"on LoopExit's timer", true, 50 * time.Millisecond},
+		{"a pending LoopExit keeps Dispatch running", false, 30 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBaseKind(t, kind)
+			if tc.listener {
+				idleListener(t, b)
+			}
+			start := time.Now()
+			if err := b.LoopExit(tc.after); err != nil {
+				t.Fatal(err)
+			}
+			if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
+				t.Fatal(err)
+			}
+			// libevent's cached clock may run a little behind.
+			if d := time.Since(start); d < tc.after*8/10 || d > tc.after+time.Second {
+				t.Fatalf("Dispatch returned after %v, want about %v: on the LoopExit timer", d, tc.after)
+			}
+		})
+	}
 
 	t.Run("on LoopExit from another goroutine", func(t *testing.T) {
 		b := newBaseKind(t, kind)
