@@ -491,8 +491,15 @@ func TestNewBaseWithFlags(t *testing.T) {
 		if m := newBase(t).Method(); m == "epoll" {
 			t.Fatal("EVENT_NOEPOLL=1 left NewBase on epoll")
 		}
-		if m := newBaseFlags(t, BaseIgnoreEnv|BaseNoLock).Method(); m != "epoll" {
+		if m := newBaseKind(t, baseKind{flags: BaseIgnoreEnv | BaseNoLock}).Method(); m != "epoll" {
 			t.Fatalf("with BaseIgnoreEnv the backend is %q, want epoll", m)
 		}
 	})
+}
+
+// idleListener adds a listener with nothing to accept, which keeps Dispatch
+// running until something else ends it.
+func idleListener(t testing.TB, b *Base) *Listener {
+	t.Helper()
+	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
 }

@@ -34,10 +34,7 @@ func TestBusyPoll(t *testing.T) {
 	}
 
 	t.Run("polls after a callback", func(t *testing.T) {
-		b := newBaseFlags(t, BaseNoLock)
-		if err := errors.Join(b.SetBusyPoll(time.Hour), b.SetBusyPollBudget(math.Inf(1))); err != nil {
-			t.Fatal(err)
-		}
+		b := newBaseKind(t, baseKind{flags: BaseNoLock, busyPoll: true})
 		_, r := fireOnce(t, b)
 		// A LoopBreak now could land before the loop's next turn: wait
 		// for that turn, a poll, first.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // libevent 2.1.12 deadlocks when evconnlistener_disable or _free runs on
@@ -421,4 +422,56 @@ func isSocketTo(fd int, c net.Conn) bool {
 	}
 	sin, ok := sa.(*syscall.SockaddrInet4)
 	return ok && sin.Port == c.LocalAddr().(*net.TCPAddr).Port
+}
+
+// blocker holds a callback until the test releases it; a callback never
+// stays blocked longer than dispatchTimeout, so a failing test still ends.
+type blocker struct {
+	t        testing.TB
+	entered  chan struct{}
+	released chan struct{}
+}
+
+func newBlocker(t testing.TB) *blocker {
+	return &blocker{t: t, entered: make(chan struct{}), released: make(chan struct{})}
+}
+
+// block runs in the callback.
+func (k *blocker) block() {
+	close(k.entered)
+	select {
+	case <-k.released:
+	case <-time.After(dispatchTimeout):
+		k.t.Error("callback never released")
+	}
+}
+
+// callbackSource makes a listener whose first callback calls block: the
+// accept callback on a TCP listener with a client waiting, or the error
+// callback on a socket that does not listen. calls counts the callbacks.
+type callbackSource struct {
+	name string
+	make func(t *testing.T, b *Base, block func(), calls *int) *Listener
+}
+
+var callbackSources = []callbackSource{
+	{"accept callback", func(t *testing.T, b *Base, block func(), calls *int) *Listener {
+		l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
+			syscall.Close(fd)
+			if *calls++; *calls == 1 {
+				block()
+			}
+		}, 0)
+		dial(t, l.Addr())
+		return l
+	}},
+	{"error callback", func(t *testing.T, b *Base, block func(), calls *int) *Listener {
+		l := notListening(t, b)
+		l.SetErrorCallback(func(*Listener, error) {
+			if *calls++; *calls == 1 {
+				block()
+			}
+		})
+		return l
+	}},
 }

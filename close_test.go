@@ -412,3 +412,29 @@ func opOf(method string) string {
 	}
 	return string(op)
 }
+
+// closeAtOnce calls closeFn from n goroutines released together and
+// returns how many calls returned nil; any error but ErrClosed fails the
+// test.
+func closeAtOnce(t testing.TB, n int, closeFn func() error) (nils int) {
+	t.Helper()
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			<-start
+			errs <- closeFn()
+		}()
+	}
+	close(start)
+	for range n {
+		switch err := recv(t, errs, "Close"); {
+		case err == nil:
+			nils++
+		case errors.Is(err, ErrClosed):
+		default:
+			t.Fatalf("Close = %v", err)
+		}
+	}
+	return nils
+}

@@ -273,3 +273,14 @@ func echoingEvent(timeout time.Duration) func(testing.TB, *Base, int) {
 		newEvent(tb, b, fd, EvRead|EvPersist, readWriteEcho(make([]byte, 4096))).Add(timeout)
 	}
 }
+
+// readWriteEcho is an event callback that echoes with read and write
+// straight from the callback. buf is made outside it: syscall.Read leaks
+// its argument under -race.
+func readWriteEcho(buf []byte) EventFunc {
+	return func(ev *Event, fd int, what Events) {
+		if n, err := syscall.Read(fd, buf); err == nil {
+			syscall.Write(fd, buf[:n])
+		}
+	}
+}

@@ -333,3 +333,10 @@ func BenchmarkHandoff(b *testing.B) {
 		})
 	})
 }
+
+// queuedCalls counts the calls from other goroutines waiting for the loop.
+func queuedCalls(b *Base) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
+}

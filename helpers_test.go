@@ -3,7 +3,6 @@ package evlistener
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -28,13 +27,7 @@ import (
 // watchdog prints every goroutine's stack and ends the run.
 func newBase(t testing.TB) *Base {
 	t.Helper()
-	return newBaseFlags(t, 0)
-}
-
-// newBaseFlags is newBase with NewBaseWithFlags(flags).
-func newBaseFlags(t testing.TB, flags BaseFlag) *Base {
-	t.Helper()
-	return newBaseKind(t, baseKind{flags: flags})
+	return newBaseKind(t, baseKind{})
 }
 
 // baseKind is one way to make a base that the binding must serve alike:
@@ -172,11 +165,11 @@ type running struct {
 }
 
 // startDispatch is the one way the tests run a loop: b.Dispatch on a new
-// goroutine, which has returned once startDispatch has returned, so that
-// calls from other goroutines are handed to the loop. Callbacks run on that
-// goroutine, so they may use t.Error but not t.Fatal. When the test ends
-// (or at r.stop) the base is closed and Dispatch waited for; a panic or
-// error the test did not wait for fails it.
+// goroutine, running (or already returned) once startDispatch returns, so
+// that calls from other goroutines are handed to the loop. Callbacks run
+// on that goroutine, so they may use t.Error but not t.Fatal. When the
+// test ends (or at r.stop) the base is closed and Dispatch waited for; a
+// panic or error the test did not wait for fails it.
 func startDispatch(t testing.TB, b *Base, end loopEnd) *running {
 	t.Helper()
 	if end == atCleanup {
@@ -228,32 +221,6 @@ func (r *running) breakAndWait(t testing.TB, b *Base) {
 	}
 }
 
-// closeAtOnce calls closeFn from n goroutines released together and
-// returns how many calls returned nil; any error but ErrClosed fails the
-// test.
-func closeAtOnce(t testing.TB, n int, closeFn func() error) (nils int) {
-	t.Helper()
-	start := make(chan struct{})
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			<-start
-			errs <- closeFn()
-		}()
-	}
-	close(start)
-	for range n {
-		switch err := recv(t, errs, "Close"); {
-		case err == nil:
-			nils++
-		case errors.Is(err, ErrClosed):
-		default:
-			t.Fatalf("Close = %v", err)
-		}
-	}
-	return nils
-}
-
 func (r *running) finished() bool {
 	select {
 	case <-r.done:
@@ -292,13 +259,6 @@ func isRunning(b *Base) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.running
-}
-
-// queuedCalls counts the calls from other goroutines waiting for the loop.
-func queuedCalls(b *Base) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.queue)
 }
 
 // waitFor and recv are servertest's, with the 5 s every test allows: recv
@@ -398,63 +358,6 @@ func openFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents) - 1 // the directory being read
-}
-
-// listenBacklog asks the kernel, through sock_diag as `ss -l` does, for the
-// accept-queue limit of the IPv4 TCP listener bound to addr.
-func listenBacklog(t testing.TB, addr *net.TCPAddr) int {
-	t.Helper()
-	const (
-		netlinkSockDiag   = 4
-		sockDiagByFamily  = 20
-		tcpListen         = 10
-		nlmsgHdrLen       = 16
-		inetDiagReqV2Len  = 56
-		inetDiagMsgSport  = 4  // offset of id.idiag_sport
-		inetDiagMsgWqueue = 60 // offset of idiag_wqueue: sk_max_ack_backlog
-	)
-	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, netlinkSockDiag)
-	if err != nil {
-		t.Fatal(os.NewSyscallError("socket", err))
-	}
-	defer syscall.Close(fd)
-	req := make([]byte, nlmsgHdrLen+inetDiagReqV2Len)
-	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], sockDiagByFamily)
-	ne.PutUint16(req[6:], syscall.NLM_F_REQUEST|syscall.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1)
-	req[16] = syscall.AF_INET
-	req[17] = syscall.IPPROTO_TCP
-	ne.PutUint32(req[20:], 1<<tcpListen)
-	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
-		t.Fatal(os.NewSyscallError("sendto", err))
-	}
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, err := syscall.Recvfrom(fd, buf, 0)
-		if err != nil {
-			t.Fatal(os.NewSyscallError("recvfrom", err))
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case syscall.NLMSG_DONE:
-				t.Fatalf("no TCP listener on %v in sock_diag", addr)
-			case syscall.NLMSG_ERROR:
-				t.Fatalf("sock_diag: %v", syscall.Errno(-int32(ne.Uint32(m.Data))))
-			}
-			if len(m.Data) < inetDiagMsgWqueue+4 {
-				continue
-			}
-			if int(binary.BigEndian.Uint16(m.Data[inetDiagMsgSport:])) == addr.Port {
-				return int(ne.Uint32(m.Data[inetDiagMsgWqueue:]))
-			}
-		}
-	}
 }
 
 // sockoptInt reads an integer socket option of fd.
@@ -560,17 +463,6 @@ func tcpPair(t testing.TB) (fd int, peer *net.TCPConn) {
 	return fd, c.(*net.TCPConn)
 }
 
-// readWriteEcho is an event callback that echoes with read and write
-// straight from the callback. buf is made outside it: syscall.Read leaks
-// its argument under -race.
-func readWriteEcho(buf []byte) EventFunc {
-	return func(ev *Event, fd int, what Events) {
-		if n, err := syscall.Read(fd, buf); err == nil {
-			syscall.Write(fd, buf[:n])
-		}
-	}
-}
-
 // echoPeer starts an echo server, serve on one end of a tcpPair on a
 // running base, and returns the other end.
 func echoPeer(tb testing.TB, serve func(testing.TB, *Base, int)) *net.TCPConn {
@@ -601,58 +493,6 @@ func benchEcho(b *testing.B, peer *net.TCPConn) {
 		peer.Write(msg)
 		io.ReadFull(peer, got)
 	}
-}
-
-// blocker holds a callback until the test releases it; a callback never
-// stays blocked longer than dispatchTimeout, so a failing test still ends.
-type blocker struct {
-	t        testing.TB
-	entered  chan struct{}
-	released chan struct{}
-}
-
-func newBlocker(t testing.TB) *blocker {
-	return &blocker{t: t, entered: make(chan struct{}), released: make(chan struct{})}
-}
-
-// block runs in the callback.
-func (k *blocker) block() {
-	close(k.entered)
-	select {
-	case <-k.released:
-	case <-time.After(dispatchTimeout):
-		k.t.Error("callback never released")
-	}
-}
-
-// callbackSource makes a listener whose first callback calls block: the
-// accept callback on a TCP listener with a client waiting, or the error
-// callback on a socket that does not listen. calls counts the callbacks.
-type callbackSource struct {
-	name string
-	make func(t *testing.T, b *Base, block func(), calls *int) *Listener
-}
-
-var callbackSources = []callbackSource{
-	{"accept callback", func(t *testing.T, b *Base, block func(), calls *int) *Listener {
-		l := listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) {
-			syscall.Close(fd)
-			if *calls++; *calls == 1 {
-				block()
-			}
-		}, 0)
-		dial(t, l.Addr())
-		return l
-	}},
-	{"error callback", func(t *testing.T, b *Base, block func(), calls *int) *Listener {
-		l := notListening(t, b)
-		l.SetErrorCallback(func(*Listener, error) {
-			if *calls++; *calls == 1 {
-				block()
-			}
-		})
-		return l
-	}},
 }
 
 // notListening wraps a connected unix socket that does not listen, with
@@ -694,13 +534,6 @@ func listeningSocket(t testing.TB, backlog int) int {
 		t.Fatal(err)
 	}
 	return fd
-}
-
-// idleListener adds a listener with nothing to accept, which keeps Dispatch
-// running until something else ends it.
-func idleListener(t testing.TB, b *Base) *Listener {
-	t.Helper()
-	return listenTCP(t, b, func(_ *Listener, fd int, _ net.Addr) { syscall.Close(fd) }, 0)
 }
 
 // newBEV wraps fd in a buffer event that closes it, on a base closed when

@@ -1,6 +1,7 @@
 package evlistener
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -260,5 +261,62 @@ func TestNewFromNetListener(t *testing.T) {
 			}
 			refused(t, addr) // CloseOnFree closed the dup, the last reference
 		})
+	}
+}
+
+// listenBacklog asks the kernel, through sock_diag as `ss -l` does, for the
+// accept-queue limit of the IPv4 TCP listener bound to addr.
+func listenBacklog(t testing.TB, addr *net.TCPAddr) int {
+	t.Helper()
+	const (
+		netlinkSockDiag   = 4
+		sockDiagByFamily  = 20
+		tcpListen         = 10
+		nlmsgHdrLen       = 16
+		inetDiagReqV2Len  = 56
+		inetDiagMsgSport  = 4  // offset of id.idiag_sport
+		inetDiagMsgWqueue = 60 // offset of idiag_wqueue: sk_max_ack_backlog
+	)
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, netlinkSockDiag)
+	if err != nil {
+		t.Fatal(os.NewSyscallError("socket", err))
+	}
+	defer syscall.Close(fd)
+	req := make([]byte, nlmsgHdrLen+inetDiagReqV2Len)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], sockDiagByFamily)
+	ne.PutUint16(req[6:], syscall.NLM_F_REQUEST|syscall.NLM_F_DUMP)
+	ne.PutUint32(req[8:], 1)
+	req[16] = syscall.AF_INET
+	req[17] = syscall.IPPROTO_TCP
+	ne.PutUint32(req[20:], 1<<tcpListen)
+	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		t.Fatal(os.NewSyscallError("sendto", err))
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			t.Fatal(os.NewSyscallError("recvfrom", err))
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case syscall.NLMSG_DONE:
+				t.Fatalf("no TCP listener on %v in sock_diag", addr)
+			case syscall.NLMSG_ERROR:
+				t.Fatalf("sock_diag: %v", syscall.Errno(-int32(ne.Uint32(m.Data))))
+			}
+			if len(m.Data) < inetDiagMsgWqueue+4 {
+				continue
+			}
+			if int(binary.BigEndian.Uint16(m.Data[inetDiagMsgSport:])) == addr.Port {
+				return int(ne.Uint32(m.Data[inetDiagMsgWqueue:]))
+			}
+		}
 	}
 }
