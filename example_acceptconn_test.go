@@ -59,16 +59,7 @@ func ExampleListener_AcceptEvents() {
 		return
 	}
 
-	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			base.LoopBreak()
-			return
-		}
-		c.Write([]byte("hello"))
-		io.ReadFull(c, make([]byte, 5))
-		c.Close()
-	}()
+	go echoClient(base, l.Addr())
 	// Dispatch returns once the listener and the connection are closed:
 	// nothing is pending.
 	if err := base.Dispatch(); err != nil {
@@ -107,18 +98,22 @@ func ExampleListener_AcceptBufferEvents() {
 		fmt.Println(err)
 		return
 	}
-	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			base.LoopBreak()
-			return
-		}
-		c.Write([]byte("hello"))
-		io.ReadFull(c, make([]byte, 5))
-		c.Close()
-	}()
+	go echoClient(base, l.Addr())
 	if err := base.Dispatch(); err != nil {
 		fmt.Println(err)
 	}
 	// Output: client gone: BEVEventReading|BEVEventEOF
+}
+
+// echoClient is the client of the echo examples: it sends "hello" to addr,
+// reads the echo and hangs up; if it cannot connect, it ends the loop.
+func echoClient(base *evlistener.Base, addr net.Addr) {
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		base.LoopBreak()
+		return
+	}
+	c.Write([]byte("hello"))
+	io.ReadFull(c, make([]byte, 5))
+	c.Close()
 }

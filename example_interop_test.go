@@ -74,10 +74,7 @@ func ExampleFileConn() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		log.Fatal(err)
-	}
+	client := dialOrExit(l.Addr())
 	defer client.Close()
 	if err := base.Dispatch(); err != nil { // returns once l is closed
 		log.Fatal(err)
@@ -126,10 +123,7 @@ func ExampleFromCPtr() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		log.Fatal(err)
-	}
+	client := dialOrExit(l.Addr())
 	defer client.Close()
 	base.Dispatch()
 	base.Close()      // closes what Go opened on the base, not the base
@@ -161,4 +155,14 @@ func ExampleBase_CPtr() {
 	fmt.Println("C timer fired", timer.Fired(), "times")
 	timer.Free() // C frees its events before the base goes
 	// Output: C timer fired 3 times
+}
+
+// dialOrExit is the client of the accept examples: it connects to addr,
+// and the kernel queues it until the loop accepts.
+func dialOrExit(addr net.Addr) net.Conn {
+	c, err := net.Dial(addr.Network(), addr.String())
+	if err != nil {
+		log.Fatal(err)
+	}
+	return c
 }

@@ -74,13 +74,9 @@ func ExampleEvent() {
 		log.Fatal(err)
 	}
 	defer base.Close()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		log.Fatal(err)
-	}
+	fds := unixPair()
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
-	syscall.SetNonblock(fds[0], true)
 
 	ev, err := evlistener.NewEvent(base, fds[0], evlistener.EvRead|evlistener.EvPersist,
 		func(ev *evlistener.Event, fd int, what evlistener.Events) {
@@ -157,11 +153,7 @@ func ExampleBufferEvent_SetWatermark() {
 		log.Fatal(err)
 	}
 	defer base.Close()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		log.Fatal(err)
-	}
-	syscall.SetNonblock(fds[0], true)
+	fds := unixPair()
 	peer := fds[1]
 	defer syscall.Close(peer)
 	be, err := evlistener.NewBufferEvent(base, fds[0], evlistener.BEVOptCloseOnFree)
@@ -200,6 +192,17 @@ func ExampleBufferEvent_SetWatermark() {
 	n, _ := io.Copy(io.Discard, fdReader(peer)) // a reader, until EOF
 	fmt.Println("received", n>>20, "MiB")
 	// Output: received 4 MiB
+}
+
+// unixPair returns a connected pair of unix stream sockets: the first
+// non-blocking, for the loop; the second blocking, for the example's peer.
+func unixPair() [2]int {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	syscall.SetNonblock(fds[0], true)
+	return fds
 }
 
 // fdReader reads a blocking descriptor.
