@@ -42,91 +42,101 @@ uint64_t ctest_thread_self(void)
 	return (uint64_t)pthread_self();
 }
 
-struct ctest_timer {
+/* A C event of the tests, a timer or a reader: count is how often a timer
+ * fired or how many bytes a reader read, thread where its last callback
+ * ran; limit is a timer's times, a reader's want. A reader owns a
+ * socketpair; a timer's fds are -1. */
+struct ctest_event {
 	struct event *ev;
 	struct timeval tv;
-	int times;
-	int fired;
+	int fds[2];
+	int limit;
+	int count;
 	uint64_t thread;
 };
 
+static struct ctest_event *event_alloc(int limit)
+{
+	struct ctest_event *e = calloc(1, sizeof *e);
+	if (!e)
+		return NULL;
+	e->fds[0] = e->fds[1] = -1;
+	e->limit = limit;
+	return e;
+}
+
+int ctest_event_count(struct ctest_event *e)
+{
+	return __atomic_load_n(&e->count, __ATOMIC_SEQ_CST);
+}
+
+uint64_t ctest_event_thread(struct ctest_event *e)
+{
+	return __atomic_load_n(&e->thread, __ATOMIC_SEQ_CST);
+}
+
+/* Also undoes a constructor that failed half-way. */
+void ctest_event_free(struct ctest_event *e)
+{
+	if (e->ev)
+		event_free(e->ev);
+	if (e->fds[0] >= 0) {
+		close(e->fds[0]);
+		close(e->fds[1]);
+	}
+	free(e);
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ctest_timer *t = arg;
+	struct ctest_event *t = arg;
 	(void)fd; (void)what;
 	__atomic_store_n(&t->thread, ctest_thread_self(), __ATOMIC_SEQ_CST);
-	if (__atomic_add_fetch(&t->fired, 1, __ATOMIC_SEQ_CST) < t->times)
+	if (__atomic_add_fetch(&t->count, 1, __ATOMIC_SEQ_CST) < t->limit)
 		event_add(t->ev, &t->tv);
 }
 
 /* A timer that fires times times, usec apart, then leaves the base. */
-struct ctest_timer *ctest_timer_new(struct event_base *base, long usec, int times)
+struct ctest_event *ctest_timer_new(struct event_base *base, long usec, int times)
 {
-	struct ctest_timer *t = calloc(1, sizeof *t);
+	struct ctest_event *t = event_alloc(times);
 	if (!t)
 		return NULL;
 	t->tv.tv_sec = usec / 1000000;
 	t->tv.tv_usec = usec % 1000000;
-	t->times = times;
 	t->ev = event_new(base, -1, 0, timer_cb, t);
 	if (!t->ev || event_add(t->ev, &t->tv) != 0) {
-		if (t->ev)
-			event_free(t->ev);
-		free(t);
+		ctest_event_free(t);
 		return NULL;
 	}
 	return t;
 }
 
-int ctest_timer_fired(struct ctest_timer *t)
-{
-	return __atomic_load_n(&t->fired, __ATOMIC_SEQ_CST);
-}
-
-uint64_t ctest_timer_thread(struct ctest_timer *t)
-{
-	return __atomic_load_n(&t->thread, __ATOMIC_SEQ_CST);
-}
-
-void ctest_timer_free(struct ctest_timer *t)
-{
-	event_free(t->ev);
-	free(t);
-}
-
 /* Ran on a base without any Go object: proves the base still works. */
 int ctest_run_timer(struct event_base *base)
 {
-	struct ctest_timer *t = ctest_timer_new(base, 1000, 3);
+	struct ctest_event *t = ctest_timer_new(base, 1000, 3);
 	int fired;
 	if (!t)
 		return -1;
 	if (event_base_dispatch(base) < 0) {
-		ctest_timer_free(t);
+		ctest_event_free(t);
 		return -1;
 	}
-	fired = ctest_timer_fired(t);
-	ctest_timer_free(t);
+	fired = ctest_event_count(t);
+	ctest_event_free(t);
 	return fired;
 }
 
-struct ctest_reader {
-	struct event *ev;
-	int fds[2];
-	int want;
-	int got;
-	uint64_t thread;
-};
-
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ctest_reader *r = arg;
+	struct ctest_event *r = arg;
 	char buf[256];
 	ssize_t n;
 	(void)what;
 	__atomic_store_n(&r->thread, ctest_thread_self(), __ATOMIC_SEQ_CST);
 	n = read(fd, buf, sizeof buf);
-	if (n > 0 && __atomic_add_fetch(&r->got, (int)n, __ATOMIC_SEQ_CST) >= r->want)
+	if (n > 0 && __atomic_add_fetch(&r->count, (int)n, __ATOMIC_SEQ_CST) >= r->limit)
 		event_del(r->ev);
 	if (n == 0)
 		event_del(r->ev);
@@ -134,50 +144,28 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 
 /* A persistent read event on one end of a socketpair; it leaves the base
  * once want bytes have arrived on the other end (ctest_reader_peer). */
-struct ctest_reader *ctest_reader_new(struct event_base *base, int want)
+struct ctest_event *ctest_reader_new(struct event_base *base, int want)
 {
-	struct ctest_reader *r = calloc(1, sizeof *r);
+	struct ctest_event *r = event_alloc(want);
 	if (!r)
 		return NULL;
-	r->want = want;
 	if (evutil_socketpair(AF_UNIX, SOCK_STREAM, 0, r->fds) != 0) {
-		free(r);
+		r->fds[0] = r->fds[1] = -1;
+		ctest_event_free(r);
 		return NULL;
 	}
 	evutil_make_socket_nonblocking(r->fds[0]);
 	r->ev = event_new(base, r->fds[0], EV_READ | EV_PERSIST, read_cb, r);
 	if (!r->ev || event_add(r->ev, NULL) != 0) {
-		if (r->ev)
-			event_free(r->ev);
-		close(r->fds[0]);
-		close(r->fds[1]);
-		free(r);
+		ctest_event_free(r);
 		return NULL;
 	}
 	return r;
 }
 
-int ctest_reader_peer(struct ctest_reader *r)
+int ctest_reader_peer(struct ctest_event *r)
 {
 	return r->fds[1];
-}
-
-int ctest_reader_got(struct ctest_reader *r)
-{
-	return __atomic_load_n(&r->got, __ATOMIC_SEQ_CST);
-}
-
-uint64_t ctest_reader_thread(struct ctest_reader *r)
-{
-	return __atomic_load_n(&r->thread, __ATOMIC_SEQ_CST);
-}
-
-void ctest_reader_free(struct ctest_reader *r)
-{
-	event_free(r->ev);
-	close(r->fds[0]);
-	close(r->fds[1]);
-	free(r);
 }
 
 static void setup_cb(evutil_socket_t fd, short what, void *arg)

@@ -51,9 +51,20 @@ func RunTimer(p unsafe.Pointer) int { return int(C.ctest_run_timer(base(p))) }
 // ThreadSelf returns pthread_self() of the calling thread.
 func ThreadSelf() uint64 { return uint64(C.ctest_thread_self()) }
 
+// event is what a Timer and a Reader share: a C event with a count and the
+// thread of its last callback.
+type event struct{ p *C.struct_ctest_event }
+
+// Thread is pthread_self() in the event's last callback.
+func (e event) Thread() uint64 { return uint64(C.ctest_event_thread(e.p)) }
+
+// Free frees the event (a Reader's: and closes both sockets). Call it
+// before the base is freed.
+func (e event) Free() { C.ctest_event_free(e.p) }
+
 // Timer is a C timer event that fires a given number of times, then leaves
 // the base.
-type Timer struct{ p *C.struct_ctest_timer }
+type Timer struct{ event }
 
 // NewTimer adds a timer to the base that fires times times, every.
 func NewTimer(p unsafe.Pointer, everyMicros int, times int) (*Timer, error) {
@@ -61,21 +72,15 @@ func NewTimer(p unsafe.Pointer, everyMicros int, times int) (*Timer, error) {
 	if t == nil {
 		return nil, errors.New("ctest: timer: event_new or event_add failed")
 	}
-	return &Timer{t}, nil
+	return &Timer{event{t}}, nil
 }
 
 // Fired is how often the timer fired so far.
-func (t *Timer) Fired() int { return int(C.ctest_timer_fired(t.p)) }
-
-// Thread is pthread_self() in the timer's last callback.
-func (t *Timer) Thread() uint64 { return uint64(C.ctest_timer_thread(t.p)) }
-
-// Free frees the event. Call it before the base is freed.
-func (t *Timer) Free() { C.ctest_timer_free(t.p) }
+func (t *Timer) Fired() int { return int(C.ctest_event_count(t.p)) }
 
 // Reader is a persistent C read event on one end of a socketpair. It reads
 // what is written to Peer and leaves the base once it has read want bytes.
-type Reader struct{ p *C.struct_ctest_reader }
+type Reader struct{ event }
 
 // NewReader adds the read event to the base.
 func NewReader(p unsafe.Pointer, want int) (*Reader, error) {
@@ -83,21 +88,14 @@ func NewReader(p unsafe.Pointer, want int) (*Reader, error) {
 	if r == nil {
 		return nil, errors.New("ctest: reader: socketpair, event_new or event_add failed")
 	}
-	return &Reader{r}, nil
+	return &Reader{event{r}}, nil
 }
 
 // Peer is the socket to write to; Free closes it.
 func (r *Reader) Peer() int { return int(C.ctest_reader_peer(r.p)) }
 
 // Got is how many bytes the C callback read so far.
-func (r *Reader) Got() int { return int(C.ctest_reader_got(r.p)) }
-
-// Thread is pthread_self() in the last read callback.
-func (r *Reader) Thread() uint64 { return uint64(C.ctest_reader_thread(r.p)) }
-
-// Free frees the event and closes both sockets. Call it before the base is
-// freed.
-func (r *Reader) Free() { C.ctest_reader_free(r.p) }
+func (r *Reader) Got() int { return int(C.ctest_event_count(r.p)) }
 
 // ConnSetup does, n times, what a C server does for a connection besides
 // accept(2): event_new a persistent read event on fd, event_add it with a

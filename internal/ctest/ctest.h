@@ -16,18 +16,13 @@ uint64_t ctest_thread_self(void);
 int ctest_conn_setup(struct event_base *base, int fd, int n);
 int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev);
 
-struct ctest_timer;
-struct ctest_timer *ctest_timer_new(struct event_base *base, long usec, int times);
-int ctest_timer_fired(struct ctest_timer *t);
-uint64_t ctest_timer_thread(struct ctest_timer *t);
-void ctest_timer_free(struct ctest_timer *t);
-
-struct ctest_reader;
-struct ctest_reader *ctest_reader_new(struct event_base *base, int want);
-int ctest_reader_peer(struct ctest_reader *r);
-int ctest_reader_got(struct ctest_reader *r);
-uint64_t ctest_reader_thread(struct ctest_reader *r);
-void ctest_reader_free(struct ctest_reader *r);
+struct ctest_event;
+struct ctest_event *ctest_timer_new(struct event_base *base, long usec, int times);
+struct ctest_event *ctest_reader_new(struct event_base *base, int want);
+int ctest_reader_peer(struct ctest_event *r);
+int ctest_event_count(struct ctest_event *e);
+uint64_t ctest_event_thread(struct ctest_event *e);
+void ctest_event_free(struct ctest_event *e);
 
 void ctest_log_capture(int on);
 int ctest_log_warnings(const char **last);
