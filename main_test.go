@@ -83,12 +83,19 @@ type helperProcess struct {
 	stderr strings.Builder
 }
 
-// startHelper starts the test binary in helper mode name, with env added
-// to its environment; a child still running when the test ends is killed.
+// helperCommand is the test binary in helper mode name, with env added to
+// its environment.
+func helperCommand(name string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+name), env...)
+	return cmd
+}
+
+// startHelper starts helperCommand(name, env...); a child still running
+// when the test ends is killed.
 func startHelper(t *testing.T, name string, env ...string) *helperProcess {
 	t.Helper()
-	p := &helperProcess{cmd: exec.Command(os.Args[0], "-test.run=^$")}
-	p.cmd.Env = append(append(os.Environ(), helperEnv+"="+name), env...)
+	p := &helperProcess{cmd: helperCommand(name, env...)}
 	p.cmd.Stderr = &p.stderr
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {

@@ -285,15 +285,13 @@ func TestServerShutdown(t *testing.T) {
 		checkNoLeaks(t)
 		s := &Server{Handler: echoConn, Loops: 2}
 		addr, served := serve(t, s)
-		stop := make(chan struct{})
-		l := startLoad(addr.String(), 8, stop)
+		l := startLoad(t, addr.String(), 8)
 		waitFor(t, "connections served", func() bool { return l.ok.Load() >= 200 })
 		shutdownAt := time.Now()
 		if err := s.Shutdown(context.Background()); err != nil {
 			t.Fatalf("Shutdown = %v", err)
 		}
-		close(stop)
-		l.wg.Wait()
+		l.stop()
 		servedClosed(t, served)
 		if st := s.Stats(); st.Open != 0 || st.Accepted < uint64(l.ok.Load()) {
 			t.Errorf("Stats = %+v after %d echoes", st, l.ok.Load())
@@ -722,7 +720,7 @@ type load struct {
 	ok   atomic.Int64
 	mu   sync.Mutex
 	errs []loadError
-	wg   sync.WaitGroup
+	stop func() // stops the clients and waits for them; also when the test ends
 }
 
 // loadError is a client that failed, and when its connection was made
@@ -732,12 +730,18 @@ type loadError struct {
 	err       error
 }
 
-func startLoad(addr string, clients int, stop <-chan struct{}) *load {
-	l := &load{}
+func startLoad(t *testing.T, addr string, clients int) *load {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	l := &load{stop: sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})}
+	t.Cleanup(l.stop)
 	for i := range clients {
-		l.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer l.wg.Done()
+			defer wg.Done()
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
@@ -794,18 +798,11 @@ func (l *load) check(t testing.TB, stopped time.Time) {
 // process; no client is refused, reset or loses its echo, the old process
 // drains and exits 0, and the new one serves until SIGTERM.
 func TestServerUpgrade(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_LOOPS=2")
-	f := startServerFamily(t, cmd)
+	f := startServerFamily(t, helperCommand("server", "EVL_SERVER_LOOPS=2"))
 	oldPid, addr := f.next("listening on")
-	stop := make(chan struct{})
-	l := startLoad(addr, 8, stop)
-	defer func() {
-		close(stop)
-		l.wg.Wait()
-	}()
+	l := startLoad(t, addr, 8)
 	waitFor(t, "load on the old process", func() bool { return l.ok.Load() >= 100 })
-	cmd.Process.Signal(syscall.SIGHUP)
+	f.First.Process.Signal(syscall.SIGHUP)
 	newPid, _ := f.next("listening on")
 	if pid, err := f.next("upgrade:"); pid != oldPid || err != "<nil>" {
 		t.Fatalf("pid %d: upgrade: %s; want pid %d: <nil>", pid, err, oldPid)
@@ -820,9 +817,7 @@ func TestServerUpgrade(t *testing.T) {
 	// The new process serves alone now.
 	before := l.ok.Load()
 	waitFor(t, "load on the new process", func() bool { return l.ok.Load() >= before+100 })
-	close(stop)
-	l.wg.Wait()
-	stop = make(chan struct{})
+	l.stop()
 	l.check(t, time.Time{})
 	syscall.Kill(newPid, syscall.SIGTERM)
 	if pid, res := f.next("shutdown:"); pid != newPid || res != "<nil>" {
@@ -835,12 +830,10 @@ func TestServerUpgrade(t *testing.T) {
 // ready yet stops it; Upgrade reports why, the old process serves what is
 // queued and exits 0, and nothing is refused meanwhile.
 func TestServerShutdownDuringUpgrade(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_STALL=1")
+	cmd := helperCommand("server", "EVL_SERVER_STALL=1")
 	f := startServerFamily(t, cmd)
 	_, addr := f.next("listening on")
-	stop := make(chan struct{})
-	l := startLoad(addr, 4, stop)
+	l := startLoad(t, addr, 4)
 	waitFor(t, "load", func() bool { return l.ok.Load() >= 50 })
 	cmd.Process.Signal(syscall.SIGHUP)
 	// The new process is started, holds the sockets, and stalls.
@@ -862,8 +855,7 @@ func TestServerShutdownDuringUpgrade(t *testing.T) {
 	if _, res := f.next("shutdown:"); res != "<nil>" {
 		t.Errorf("shutdown: %s", res)
 	}
-	close(stop)
-	l.wg.Wait()
+	l.stop()
 	f.waitFirst()
 	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("the new process %d is still there: kill 0: %v", child, err)
@@ -874,8 +866,7 @@ func TestServerShutdownDuringUpgrade(t *testing.T) {
 // TestServerUpgradeNotReady: a new process not ready in time is stopped;
 // Upgrade says why and the old process serves on, its sockets open.
 func TestServerUpgradeNotReady(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=server", "EVL_SERVER_STALL=1", "EVL_SERVER_UPGRADE_TIMEOUT=200ms")
+	cmd := helperCommand("server", "EVL_SERVER_STALL=1", "EVL_SERVER_UPGRADE_TIMEOUT=200ms")
 	f := startServerFamily(t, cmd)
 	_, addr := f.next("listening on")
 	cmd.Process.Signal(syscall.SIGHUP)
