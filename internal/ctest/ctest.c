@@ -175,22 +175,30 @@ static void setup_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 }
 
-/* What a C server does for each connection besides accept(2), n times: make
- * a persistent read event on fd, add it with a timeout, free it. The C
- * baseline of the binding's BenchmarkConnSetupOnLoop. */
-int ctest_conn_setup(struct event_base *base, int fd, int n)
+/* A connection's event as a C server makes it: a persistent read event on
+ * fd, added with a timeout, then freed. */
+static int event_setup(struct event_base *base, int fd)
 {
 	struct timeval minute = {60, 0};
-	for (int i = 0; i < n; i++) {
-		struct event *ev = event_new(base, fd, EV_READ | EV_PERSIST, setup_cb, NULL);
-		if (ev == NULL)
-			return -1;
-		if (event_add(ev, &minute) != 0) {
-			event_free(ev);
-			return -1;
-		}
+	struct event *ev = event_new(base, fd, EV_READ | EV_PERSIST, setup_cb, NULL);
+	if (ev == NULL)
+		return -1;
+	if (event_add(ev, &minute) != 0) {
 		event_free(ev);
+		return -1;
 	}
+	event_free(ev);
+	return 0;
+}
+
+/* What a C server does for each connection besides accept(2), n times:
+ * event_setup on fd. The C baseline of the binding's
+ * BenchmarkConnSetupOnLoop. */
+int ctest_conn_setup(struct event_base *base, int fd, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (event_setup(base, fd) != 0)
+			return -1;
 	return 0;
 }
 
@@ -230,7 +238,6 @@ static void cycle_read_cb(struct bufferevent *bev, void *arg)
  * and close. */
 int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev)
 {
-	struct timeval minute = {60, 0};
 	for (int i = 0; i < n; i++) {
 		int s = dup(fd);
 		if (s < 0)
@@ -243,15 +250,8 @@ int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev)
 			if (bufferevent_enable(b, EV_READ) != 0)
 				return -1;
 			bufferevent_free(b);
-		} else {
-			struct event *ev = event_new(base, s, EV_READ | EV_PERSIST, setup_cb, NULL);
-			if (ev == NULL)
-				return -1;
-			if (event_add(ev, &minute) != 0) {
-				event_free(ev);
-				return -1;
-			}
-			event_free(ev);
+		} else if (event_setup(base, s) != 0) {
+			return -1;
 		}
 		close(s);
 	}
