@@ -417,8 +417,7 @@ func TestAcceptConnBaseClose(t *testing.T) {
 				if err := k.accept(t, l, func(o connObject) { accepted <- o }); err != nil {
 					t.Fatal(err)
 				}
-				r := startDispatch(t, b, whenIdle)
-				b.LoopExit(time.Hour)
+				r := startDispatch(t, b, atCleanup)
 				var clients []net.Conn
 				var objs []connObject
 				for range 20 {
@@ -545,8 +544,7 @@ func TestAcceptConnPanic(t *testing.T) {
 		}
 		first := dial(t, l.Addr())
 		second := dial(t, l.Addr())
-		b.LoopExit(time.Hour)
-		p, ok := startDispatch(t, b, whenIdle).waitPanic(t).(*CallbackPanic)
+		p, ok := startDispatch(t, b, atCleanup).waitPanic(t).(*CallbackPanic)
 		if !ok || p.Value != "boom" {
 			t.Fatalf("Dispatch panicked with %v, want a *CallbackPanic of boom", p)
 		}
@@ -952,10 +950,7 @@ func TestAcceptConnStorm(t *testing.T) {
 			OnEvent:  func(be *BufferEvent, _ BEVEvent, _ error) { be.Close() },
 		}
 		plain := func(_ *Listener, fd int, _ net.Addr) { accepted.Add(1); syscall.Close(fd) }
-		if err := b.LoopExit(time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		loop := startDispatch(t, b, whenIdle)
+		loop := startDispatch(t, b, atCleanup)
 		stop, stormed := make(chan struct{}), make(chan struct{})
 		var wg sync.WaitGroup
 		var calls atomic.Int64

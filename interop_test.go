@@ -222,10 +222,7 @@ func TestFromCPtr(t *testing.T) {
 			syscall.Close(fd)
 			accepted <- struct{}{}
 		}, Disabled)
-		if err := b.LoopExit(time.Hour); err != nil { // keeps Dispatch running
-			t.Fatal(err)
-		}
-		r := startDispatch(t, b, whenIdle)
+		r := startDispatch(t, b, atCleanup)
 		waitFor(t, "Dispatch to run", func() bool { return isRunning(b) })
 		if err := l.Enable(); err != nil {
 			t.Fatal(err)

@@ -209,12 +209,9 @@ func startListenerStorm(t *testing.T, b *Base, baseClosing bool) *runningStorm {
 		}
 		s.slots[i].Store(l)
 	}
-	// The exit timer keeps Dispatch running while every listener
-	// happens to be disabled; Base.Close ends it.
-	if err := b.LoopExit(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	s.loop = startDispatch(t, b, whenIdle)
+	// Kept running while every listener happens to be disabled;
+	// Base.Close ends it.
+	s.loop = startDispatch(t, b, atCleanup)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -612,10 +609,7 @@ func bufferEventControlStorm(t *testing.T, kind baseKind) {
 		}
 		s.slots[i].Store(c)
 	}
-	if err := b.LoopExit(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	loop := startDispatch(t, b, whenIdle)
+	loop := startDispatch(t, b, atCleanup)
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
