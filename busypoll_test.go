@@ -21,11 +21,7 @@ func TestBusyPoll(t *testing.T) {
 	fireOnce := func(t *testing.T, b *Base) (tid int, r *running) {
 		t.Helper()
 		tids := make(chan int, 1)
-		tm, err := NewTimer(b, func(*Event, int, Events) { tids <- syscall.Gettid() })
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tm.Close() })
+		tm := newTimer(t, b, func(*Event, int, Events) { tids <- syscall.Gettid() })
 		if err := tm.Add(time.Microsecond); err != nil {
 			t.Fatal(err)
 		}

@@ -17,11 +17,7 @@ func TestEventTimer(t *testing.T) {
 		at   time.Time
 	}
 	fired := make(chan firing, 10)
-	ev, err := NewTimer(b, func(ev *Event, fd int, what Events) { fired <- firing{fd, what, time.Now()} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ev.Close()
+	ev := newTimer(t, b, func(ev *Event, fd int, what Events) { fired <- firing{fd, what, time.Now()} })
 	start := time.Now()
 	if err := ev.Add(20 * time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -211,11 +207,7 @@ func TestEventClose(t *testing.T) {
 func TestEventPanic(t *testing.T) {
 	checkNoLeaks(t)
 	b := newBase(t)
-	ev, err := NewTimer(b, func(*Event, int, Events) { panic(errors.New("boom")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ev.Close()
+	ev := newTimer(t, b, func(*Event, int, Events) { panic(errors.New("boom")) })
 	ev.Add(time.Millisecond)
 	p := startDispatch(t, b, whenIdle).waitPanic(t)
 	cp, ok := p.(*CallbackPanic)

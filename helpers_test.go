@@ -588,3 +588,14 @@ func newEvent(t testing.TB, b *Base, fd int, what Events, cb EventFunc) *Event {
 	t.Cleanup(func() { ev.Close() })
 	return ev
 }
+
+// newTimer creates a timer closed when the test ends.
+func newTimer(t testing.TB, b *Base, cb EventFunc) *Event {
+	t.Helper()
+	ev, err := NewTimer(b, cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return ev
+}
