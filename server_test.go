@@ -1037,8 +1037,9 @@ func TestServerMaxConns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkNoLeaks(t)
 			peak.Store(0)
-			s, addr, _ := tc.serve(t, &Server{Loops: 2, MaxConns: maxConns})
-			current = s
+			s := tc.server(&Server{Loops: 2, MaxConns: maxConns})
+			current = s // before the loops start, which read it
+			addr, _ := serve(t, s)
 			echoed := make(chan net.Conn, clients)
 			for i := range clients {
 				c := dial(t, addr)
