@@ -458,3 +458,148 @@ func TestBufferReadsAcrossChains(t *testing.T) {
 		}
 	})
 }
+
+// readingBEV returns a buffer event that reads, on a running base, and its
+// peer.
+func readingBEV(t *testing.T) (*BufferEvent, *net.TCPConn) {
+	t.Helper()
+	b := newBase(t)
+	be, peer := bevPair(t, b)
+	be.Enable(EvRead)
+	startDispatch(t, b, atCleanup)
+	return be, peer
+}
+
+func TestBufferReadLine(t *testing.T) {
+	be, peer := readingBEV(t)
+	in := be.Input()
+	// The test reads from its own goroutine: every call is handed to the
+	// loop.
+	feed := func(s string) {
+		t.Helper()
+		want := in.Len() + len(s)
+		peer.Write([]byte(s))
+		waitFor(t, "the input", func() bool { return in.Len() >= want })
+	}
+	feed("one\r\ntwo\nthr")
+	for _, tc := range []struct {
+		style EOLStyle
+		want  string
+		ok    bool
+	}{
+		{EOLCRLFStrict, "one", true},
+		{EOLCRLFStrict, "", false}, // "two\n" has no CR LF
+		{EOLLF, "two", true},
+		{EOLCRLF, "", false}, // "thr": no whole line
+	} {
+		line, ok := in.ReadLine(tc.style)
+		if ok != tc.ok || string(line) != tc.want {
+			t.Fatalf("ReadLine(%v) = %q, %v; want %q, %v", tc.style, line, ok, tc.want, tc.ok)
+		}
+	}
+	if got := string(in.Peek(100)); got != "thr" {
+		t.Fatalf("after the partial ReadLine the buffer holds %q, want the partial line kept", got)
+	}
+	feed("ee\n\nlast\x00")
+	if i := in.Index([]byte("\n\n")); i != 5 {
+		t.Fatalf("Index = %d, want 5", i)
+	}
+	if i := in.Index([]byte("nope")); i != -1 {
+		t.Fatalf("Index of an absent sep = %d, want -1", i)
+	}
+	if got := string(in.Peek(2)); got != "th" {
+		t.Fatalf("Peek(2) = %q", got)
+	}
+	for _, want := range []string{"three", ""} {
+		line, ok := in.ReadLine(EOLCRLF)
+		if !ok || string(line) != want || line == nil {
+			t.Fatalf("ReadLine = %q (nil %v), %v; want %q, a non-nil line", line, line == nil, ok, want)
+		}
+	}
+	if line, ok := in.ReadLine(EOLNUL); !ok || string(line) != "last" {
+		t.Fatalf("ReadLine(EOLNUL) = %q, %v", line, ok)
+	}
+	if in.Len() != 0 || in.Peek(10) != nil {
+		t.Fatalf("buffer holds %d bytes after every line, want none", in.Len())
+	}
+	if _, ok := in.ReadLine(EOLStyle(99)); ok {
+		t.Fatal("ReadLine with an unknown style returned ok")
+	}
+	be.Close()
+	if line, ok := in.ReadLine(EOLLF); ok || line != nil || in.Index([]byte("x")) != -1 || in.Peek(1) != nil {
+		t.Fatal("a closed buffer returned data")
+	}
+}
+
+// Each style ends a line where evbuffer_readln does, and the terminator,
+// all of it, is dropped.
+func TestBufferReadLineStyles(t *testing.T) {
+	be, peer := readingBEV(t)
+	in := be.Input()
+	for _, tc := range []struct {
+		style      EOLStyle
+		in         string
+		line, rest string
+	}{
+		{EOLCRLF, "a\r\nb", "a", "b"},
+		{EOLCRLF, "a\nb", "a", "b"},
+		{EOLCRLF, "a\rb\n", "a\rb", ""},
+		{EOLCRLFStrict, "a\r\nb", "a", "b"},
+		{EOLCRLFStrict, "a\nb\r\n", "a\nb", ""},
+		{EOLLF, "a\r\nb", "a\r", "b"},
+		{EOLAny, "a\r\n\r\nb", "a", "b"},
+		{EOLAny, "\n\ra\n", "", "a\n"},
+		{EOLNUL, "a\x00b\n", "a", "b\n"},
+	} {
+		in.Drain(in.Len())
+		peer.Write([]byte(tc.in))
+		waitFor(t, "the input", func() bool { return in.Len() >= len(tc.in) })
+		line, ok := in.ReadLine(tc.style)
+		if rest := string(in.Peek(100)); !ok || string(line) != tc.line || rest != tc.rest {
+			t.Errorf("ReadLine(%v) of %q = %q, %v, leaving %q; want %q, true, leaving %q", tc.style, tc.in, line, ok, rest, tc.line, tc.rest)
+		}
+	}
+}
+
+// The end of each buffer that only libevent moves answers with an error
+// that says so.
+func TestBufferFrozenEnds(t *testing.T) {
+	b := newBase(t)
+	fd, _ := tcpPair(t)
+	be := newBEV(t, b, fd) // writing not enabled: the output stays
+	in, out := be.Input(), be.Output()
+	if _, err := out.Write([]byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		call string
+		err  error
+		want error
+	}{
+		{"Input().Write", second(in.Write([]byte("x"))), ErrInputEnd},
+		{"Output().MoveTo(Input())", second(out.MoveTo(in)), ErrInputEnd},
+		{"Output().Read", second(out.Read(make([]byte, 4))), ErrOutputFront},
+		{"Output().Drain", out.Drain(1), ErrOutputFront},
+		{"Output().AppendTo", second(out.AppendTo(nil)), ErrOutputFront},
+		{"Output().AppendN", second(out.AppendN(nil, 1)), ErrOutputFront},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("%s = %v, want %v", tc.call, tc.err, tc.want)
+		}
+	}
+	if line, ok := out.ReadLine(EOLLF); ok || line != nil {
+		t.Errorf("Output().ReadLine = %q, %v; want nil, false", line, ok)
+	}
+	if line, ok := out.AppendLine(nil, EOLLF); ok || line != nil {
+		t.Errorf("Output().AppendLine = %q, %v; want nil, false", line, ok)
+	}
+	if got, i := string(out.Peek(10)), out.Index([]byte("\n")); got != "line\n" || i != 4 {
+		t.Errorf("Output().Peek, Index = %q, %d; want the output untouched and readable", got, i)
+	}
+	p := make([]byte, 3)
+	if n, err := out.ReadAt(p, 1); n != 3 || err != nil || string(p) != "ine" || out.IndexFrom([]byte("\n"), 2) != 4 {
+		t.Errorf("Output().ReadAt(3 bytes, 1), IndexFrom = %q, %v; want the output readable from an offset", p[:n], err)
+	}
+}
+
+func second[T any](_ T, err error) error { return err }

@@ -499,3 +499,155 @@ func TestCgoCallsPerMessage(t *testing.T) {
 		})
 	}
 }
+
+func TestBufferEventConnect(t *testing.T) {
+	t.Run("connected", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		be, events := connectingBEV(t, b, 0)
+		be.Enable(EvRead | EvWrite)
+		startDispatch(t, b, atCleanup)
+		if err := be.Connect("tcp", ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
+			t.Fatalf("event %v, want Connected", what)
+		}
+		be.Write([]byte("hello"))
+		readAccepted(t, ln, "hello")
+		fd := be.FD()
+		if fd < 0 {
+			t.Fatal("FD() = -1 on a connected buffer event")
+		}
+		be.Close() // the socket Connect made is the buffer event's
+		if fdOpen(fd) {
+			t.Fatal("Close left the socket Connect made open")
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		addr := nowhere(t)
+		be, _ := connectingBEV(t, b, 0)
+		errs := make(chan error, 2)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) {
+			if what != BEVEventError {
+				err = errors.New("event " + what.String() + ", want Error alone")
+			}
+			errs <- err
+		})
+		startDispatch(t, b, atCleanup)
+		err := be.Connect("tcp", addr)
+		if err == nil {
+			err = recv(t, errs, "the event callback")
+		}
+		// As net.Dial says it: dial tcp 127.0.0.1:1: connect: connection refused.
+		want := "dial tcp " + addr + ": connect: connection refused"
+		if !errors.Is(err, syscall.ECONNREFUSED) || err.Error() != want {
+			t.Fatalf("error %v, want %q wrapping ECONNREFUSED", err, want)
+		}
+	})
+	t.Run("again while pending: EALREADY; once connected: EISCONN", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		ln := listen(t)
+		be, events := connectingBEV(t, b, 0)
+		// From inside a function on the loop: nothing of the connection
+		// can have come in between.
+		var first, pending error
+		b.Do(func() {
+			first = be.Connect("tcp", ln.Addr().String())
+			pending = be.Connect("tcp", ln.Addr().String())
+		})
+		if first != nil || !errors.Is(pending, syscall.EALREADY) {
+			t.Fatalf("Connect = %v, then %v; want nil, then EALREADY", first, pending)
+		}
+		startDispatch(t, b, atCleanup)
+		if what := recv(t, events, "the event callback"); what != BEVEventConnected {
+			t.Fatalf("event %v, want Connected", what)
+		}
+		var oe *net.OpError
+		if err := be.Connect("tcp", ln.Addr().String()); !errors.Is(err, syscall.EISCONN) || !errors.As(err, &oe) || oe.Op != "dial" {
+			t.Fatalf("Connect once connected = %v, want a dial error wrapping EISCONN", err)
+		}
+		b.Do(func() {})
+		if len(events) != 0 {
+			t.Fatalf("event %v after the second Connect, want none", <-events)
+		}
+	})
+	t.Run("on a connected socket: the kernel's EISCONN, and no event", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		fd, _ := tcpPair(t)
+		be := newBEV(t, b, fd)
+		events := make(chan BEVEvent, 4)
+		be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, err error) { events <- what })
+		startDispatch(t, b, atCleanup)
+		if err := be.Connect("tcp", "127.0.0.1:1"); !errors.Is(err, syscall.EISCONN) {
+			t.Fatalf("Connect on an accepted socket = %v, want EISCONN", err)
+		}
+		b.Do(func() {})
+		if len(events) != 0 {
+			t.Fatalf("event %v: Connect returned the failure, the callback must not report it too", <-events)
+		}
+		if !fdOpen(fd) || be.FD() != fd {
+			t.Fatal("a failed Connect closed the socket it did not make")
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		b := newBase(t)
+		be, err := NewBufferEvent(b, -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range [][2]string{{"udp", "127.0.0.1:1"}, {"tcp", "127.0.0.1:99999"}, {"tcp", "no port"}, {"tcp", ""}, {"tcp", "127.0.0.1"}} {
+			var oe *net.OpError
+			if err := be.Connect(tc[0], tc[1]); !errors.As(err, &oe) || oe.Op != "dial" {
+				t.Errorf("Connect(%q, %q) = %v, want a *net.OpError from dial", tc[0], tc[1], err)
+			}
+		}
+		be.Close()
+		if err := be.Connect("tcp", "127.0.0.1:1"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Connect on a closed buffer event = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// connectingBEV returns a buffer event on b with no socket, for Connect,
+// closed when the test ends; the channel gets what its event callback is
+// told.
+func connectingBEV(t *testing.T, b *Base, options BEVOption) (*BufferEvent, <-chan BEVEvent) {
+	t.Helper()
+	be, err := NewBufferEvent(b, -1, options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	events := make(chan BEVEvent, 4)
+	be.SetCallbacks(nil, nil, func(_ *BufferEvent, what BEVEvent, _ error) { events <- what })
+	return be, events
+}
+
+// nowhere returns an address on loopback where nothing listens.
+func nowhere(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	ln.Close()
+	return ln.Addr().String()
+}
+
+// readAccepted accepts a connection on ln and checks that want arrives.
+func readAccepted(t *testing.T, ln net.Listener, want string) {
+	t.Helper()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make([]byte, len(want))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("peer read %q, %v; want %q", got, err, want)
+	}
+}

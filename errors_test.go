@@ -196,3 +196,38 @@ func TestErrorCallbackErrno(t *testing.T) {
 	}
 	// EMFILE: TestAcceptBackoffOnEMFILE.
 }
+
+// NewBind's errors name the step that failed, as net.Listen's do, and
+// leave no descriptor behind.
+func TestNewBindErrorSteps(t *testing.T) {
+	checkNoLeaks(t)
+	b := newBase(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct {
+		name, network, address string
+		flags                  Flag
+		step                   string
+		errno                  syscall.Errno
+	}{
+		{"port in use", "tcp", taken.Addr().String(), 0, "bind", syscall.EADDRINUSE},
+		{"IPv6-only on an IPv4 socket", "tcp4", "127.0.0.1:0", BindIPv6Only, "setsockopt", syscall.ENOPROTOOPT},
+		{"deferred accept on a unix socket", "unix", t.TempDir() + "/s", DeferredAccept, "setsockopt", syscall.EOPNOTSUPP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewBind(b, nil, CloseOnFree|tc.flags, -1, tc.network, tc.address)
+			var oe *net.OpError
+			var se *os.SyscallError
+			if !errors.As(err, &oe) || oe.Op != "listen" || !errors.As(err, &se) || se.Syscall != tc.step || !errors.Is(err, tc.errno) {
+				t.Fatalf("NewBind = %v; want a listen *net.OpError around %s: %v", err, tc.step, tc.errno)
+			}
+			want := "listen " + tc.network
+			if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), ": "+tc.step+": ") {
+				t.Fatalf("error %q, want it shaped as net.Listen's: %q ... %s: ...", err, want, tc.step)
+			}
+		})
+	}
+}

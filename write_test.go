@@ -315,3 +315,48 @@ func TestWriteWhileConnecting(t *testing.T) {
 		}
 	})
 }
+
+// A connection whose output passes the write high watermark reports
+// BEVEventOutputFull once; its write callback tells when it drained; a later
+// rise is reported again.
+func TestOutputBackPressure(t *testing.T) {
+	checkNoLeaks(t)
+	const high = 256 << 10
+	drained := make(chan struct{}, 1)
+	b, be, peer, full := backPressured(t, high, func(*BufferEvent) {
+		select { // each drain to the low watermark calls it
+		case drained <- struct{}{}:
+		default:
+		}
+	})
+	// One Write takes the output past high at once, whatever the socket
+	// takes meanwhile.
+	chunk := make([]byte, 4*high)
+	rand.Read(chunk)
+	if _, err := be.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	if what := recv(t, full, "BEVEventOutputFull"); what != BEVEventWriting|BEVEventOutputFull {
+		t.Fatalf("event %v, want Writing|OutputFull", what)
+	}
+	// The peer has not read: the output is still above high, and a
+	// Write while it is reports nothing new.
+	if n := be.Output().Len(); n <= high {
+		t.Fatalf("output %d bytes with an unread peer, want above %d (socket buffers too big for the test)", n, high)
+	}
+	be.Write(chunk[:1])
+	got := make([]byte, len(chunk)+1)
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, drained, "the write callback once the output drained")
+	b.Do(func() {}) // anything the loop queued meanwhile has run
+	if len(full) != 0 {
+		t.Fatalf("OutputFull reported %d more times while the output stayed above high", len(full))
+	}
+	// Above high again: reported again.
+	be.Write(chunk)
+	recv(t, full, "the second BEVEventOutputFull")
+	be.Close()
+}
