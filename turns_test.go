@@ -227,7 +227,7 @@ func TestConnEventsManyInOneTurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dispatching(t, b)
+	startDispatch(t, b, atCleanup)
 	clients := make([]net.Conn, n)
 	for i := range clients {
 		clients[i] = dial(t, l.Addr())
