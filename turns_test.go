@@ -128,18 +128,7 @@ func TestConnEventsSameTurn(t *testing.T) {
 				clients[i] = dial(t, l.Addr())
 				conns[i] = recv(t, accepted, "the accept callback")
 			}
-			// Both sockets become readable while the loop waits inside
-			// a callback: the next turn reports both.
-			release := make(chan struct{})
-			if err := b.Post(func() { <-release }); err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range clients {
-				if _, err := c.Write([]byte("x")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			close(release)
+			writeInOneTurn(t, b, clients[:])
 			if stop == "close another" || stop == "Del another" {
 				waitFor(t, "a callback", func() bool { return ran[0].Load()+ran[1].Load() > 0 })
 				if err := b.Do(func() {}); err != nil { // after the turn's callbacks
@@ -237,19 +226,27 @@ func TestConnEventsManyInOneTurn(t *testing.T) {
 	// after each turn that filled it: the later rounds get all n in one
 	// turn.
 	for round := 1; round <= 3; round++ {
-		release := make(chan struct{})
-		if err := b.Post(func() { <-release }); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range clients {
-			if _, err := c.Write([]byte("x")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		close(release)
+		writeInOneTurn(t, b, clients)
 		waitFor(t, "every connection's callback", func() bool { return ran.Load() >= int64(round*n) })
 	}
 	if got := fromCgo.Load(); got != 0 {
 		t.Errorf("%d of %d callbacks came from C, want none", got, ran.Load())
 	}
+}
+
+// writeInOneTurn writes a byte from each client while b's loop waits
+// inside a callback: their sockets all become readable before the loop's
+// next turn, which reports them together.
+func writeInOneTurn(t *testing.T, b *Base, clients []net.Conn) {
+	t.Helper()
+	release := make(chan struct{})
+	if err := b.Post(func() { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clients {
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
 }
