@@ -190,12 +190,15 @@ func (b *Base) onLoop() bool {
 	return g != 0 && g == goid.Get()
 }
 
-// Dispatch runs the event loop on the calling goroutine
-// (event_base_dispatch) until nothing is pending, LoopBreak or LoopExit ends
-// it, or Close is called. It returns nil in all these cases; it returns an
-// error for a closed base, for a second concurrent Dispatch on the same base,
-// or when libevent's backend fails. Callbacks of objects on the base run on
-// this goroutine, one at a time.
+// Dispatch runs the event loop on the calling goroutine, as
+// event_base_dispatch does, until nothing is pending, LoopBreak or LoopExit
+// ends it, or Close is called. It returns nil in all these cases; it returns
+// an error for a closed base, for a second concurrent Dispatch on the same
+// base, or when libevent's backend fails. Callbacks of objects on the base
+// run on this goroutine, one at a time; the goroutine stays on one OS thread
+// meanwhile. The loop runs turn by turn: the events of connections accepted
+// through AcceptEvents run from Go after the turn that reported them, every
+// other callback from inside it (see EventOptions.OnEvent).
 //
 // If a callback panics, the loop stops, no further callback of the base runs,
 // and Dispatch panics with a *CallbackPanic that holds the value and stack.
