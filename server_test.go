@@ -646,6 +646,11 @@ func serverHelper() error {
 	say("listening on %v", s.Addrs()[0])
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
+	// reported is closed once the last upgrade has said how it went:
+	// Serve may return (the old loops drained at once) before Upgrade's
+	// goroutine has printed, and the report comes before "served".
+	reported := make(chan struct{})
+	close(reported)
 	for {
 		select {
 		case sig := <-sigc:
@@ -654,7 +659,10 @@ func serverHelper() error {
 					say("upgrading %d", pid)
 					continue
 				}
+				done := make(chan struct{})
+				reported = done
 				go func() {
+					defer close(done)
 					err := s.Upgrade()
 					say("upgrade: %v", err)
 					if err == nil {
@@ -667,6 +675,7 @@ func serverHelper() error {
 			say("shutdown: %v", s.Shutdown(ctx))
 			cancel()
 		case err := <-served:
+			<-reported
 			say("served: %v %+v", err, s.Stats())
 			if err != ErrServerClosed {
 				return err
