@@ -10,6 +10,10 @@
  * - the echo step (evl_bev_echo): the input written straight through when no
  *   output waits, one Go->C call where Go would make three or four;
  * - the choice of a common timeout (timeout_tv): one call instead of two.
+ * Later pieces say why where they stand: the acceptors (a connection's
+ * object made and armed in C), Write's step (evl_bev_write), and the loop's
+ * turns (evl_base_loop: a connection event noted in a batch for Go to run
+ * after the turn, where it would cost a C->Go call each).
  * Every other decision (the loop hand-off, back-off, pauses, panics) is
  * Go's, where the tests and the race detector see it. */
 #ifndef EVLISTENER_CGO_BRIDGE_H
