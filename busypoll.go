@@ -10,7 +10,6 @@ import (
 	"math"
 	"runtime"
 	"time"
-	"unsafe"
 )
 
 // DefaultBusyPollBudget is the share of its time in callbacks that a loop
@@ -87,7 +86,6 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// bookkeeping took (a slow machine, or a sanitizer, can take longer
 	// than a short limit between the callback and this check).
 	justWorked := false
-	bt := b.batch // made by Dispatch
 	for {
 		b.firstCallback = 0
 		nonblock := C.int(0)
@@ -97,12 +95,8 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 			b.yieldIfDueAt(now) // no callback may run for a while
 		}
 		justWorked = false
-		// One turn; its connection events run here (turns.go).
-		if rc := C.evl_base_loop_u(b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt))), nonblock, 1); rc != 0 {
+		if rc, more := b.turns(nonblock, 1); !more {
 			return rc
-		}
-		if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
-			return 0
 		}
 		if b.firstCallback != 0 { // Go callbacks ran
 			now := time.Since(clockStart)

@@ -304,7 +304,9 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct evl_conn_ev *e = arg;
 	struct evl_batch *b = evl_batch_now;
-	if (b && event_get_base(&e->ev) == b->base &&
+	/* ev_base, not event_get_base: no call per event. Another base's
+	 * event (a loop C runs inside a callback) is not ours to note. */
+	if (b && e->ev.ev_base == b->base &&
 	    (b->n < b->cap || batch_grow(b) == 0)) {
 		struct evl_fired *f = &b->e[b->n++];
 		f->slot = e;

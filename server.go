@@ -625,26 +625,25 @@ func (lp *serverLoop) acceptPooled() error {
 	switch {
 	case s.Events != nil:
 		o := *s.Events
-		user := o.OnAccept
-		o.OnAccept = func(l *Listener, ev *Event) {
-			lp.opened(l)
-			if user != nil {
-				user(l, ev)
-			}
-		}
+		o.OnAccept = countedAccept(lp, o.OnAccept)
 		return lp.ln.AcceptEvents(o)
 	case s.BufferEvents != nil:
 		o := *s.BufferEvents
-		user := o.OnAccept
-		o.OnAccept = func(l *Listener, be *BufferEvent) {
-			lp.opened(l)
-			if user != nil {
-				user(l, be)
-			}
-		}
+		o.OnAccept = countedAccept(lp, o.OnAccept)
 		return lp.ln.AcceptBufferEvents(o)
 	}
 	return nil
+}
+
+// countedAccept is an acceptor's OnAccept that counts the connection on lp
+// and then calls user's, if any.
+func countedAccept[T any](lp *serverLoop, user func(*Listener, T)) func(*Listener, T) {
+	return func(l *Listener, obj T) {
+		lp.opened(l)
+		if user != nil {
+			user(l, obj)
+		}
+	}
 }
 
 // opened counts a new connection; at the loop's limit it stops accepting.

@@ -41,17 +41,26 @@ func (b *Base) dispatchTurns() C.int {
 	// one thread, as in event_base_dispatch.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	bt := b.batch // made by Dispatch
-	base, batch := b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt)))
 	for {
-		rc := C.evl_base_loop_u(base, batch, 0, 0)
-		if rc != 0 {
+		if rc, more := b.turns(0, 0); !more {
 			return rc
 		}
-		if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
-			return 0
-		}
 	}
+}
+
+// turns runs the loop in C (evl_base_loop: without blocking if nonblock,
+// one turn only if once) until a turn noted connection events, then runs
+// those. more reports whether the loop goes on; if not, rc is what
+// event_base_dispatch would return. Loop only; b.batch is made (Dispatch).
+func (b *Base) turns(nonblock, once C.int) (rc C.int, more bool) {
+	bt := b.batch
+	if rc = C.evl_base_loop_u(b.uptr(), C.uintptr_t(uintptr(unsafe.Pointer(bt))), nonblock, once); rc != 0 {
+		return rc, false
+	}
+	if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
+		return 0, false
+	}
+	return 0, true
 }
 
 // runFired runs the callbacks of the events a turn noted in bt, and
