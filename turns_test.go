@@ -1,12 +1,16 @@
 package evlistener
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -249,4 +253,66 @@ func writeInOneTurn(t *testing.T, b *Base, clients []net.Conn) {
 		}
 	}
 	close(release)
+}
+
+// TestConnEventsOverload: thousands of goroutines, each a client that
+// sends three requests and waits for each echo, all at once against one
+// loop: many connections' events fire in each turn, and every echo still
+// arrives once and every connection closes.
+func TestConnEventsOverload(t *testing.T) {
+	checkNoLeaks(t)
+	clients := 2000
+	if testing.Short() {
+		clients = 500
+	}
+	b := newBase(t)
+	l := listenTCP(t, b, nil, 0)
+	// Edge-triggered: a noted event that did not run would not be
+	// reported again, and its client would wait for ever.
+	opts := EventOptions{What: EvRead | EvPersist | EvET, OnEvent: echoEvent(make([]byte, 4096))}
+	if err := l.AcceptEvents(opts); err != nil {
+		t.Fatal(err)
+	}
+	startDispatch(t, b, atCleanup)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- overloadClient(l.Addr(), byte(i))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every connection to close", func() bool { return openConns(t, b) == 0 })
+}
+
+// overloadClient sends three bytes, one at a time, reads each echo, and
+// closes.
+func overloadClient(addr net.Addr, x byte) error {
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var buf [1]byte
+	for i := range 3 {
+		if _, err := c.Write([]byte{x + byte(i)}); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, buf[:]); err != nil {
+			return fmt.Errorf("echo %d: %w", i, err)
+		}
+		if buf[0] != x+byte(i) {
+			return fmt.Errorf("echo %d: got %q, want %q", i, buf[0], x+byte(i))
+		}
+	}
+	return nil
 }
