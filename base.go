@@ -26,6 +26,9 @@ type Base struct {
 	wake  *wakeup // runs queued work on the loop thread
 	h     handle
 	owned bool // event_base_free on Close
+	// noLock: made with BaseNoLock, so its listeners need no lock of
+	// their own either (see Listener.open).
+	noLock bool
 
 	// connEnded counts the end of a Server's connection (object.serverConn)
 	// on this base's loop; set once by the Server.
@@ -116,6 +119,7 @@ func NewBaseWithFlags(flags BaseFlag) (*Base, error) {
 		C.event_base_free(p)
 		return nil, endpoints{}.opError(op, err)
 	}
+	b.noLock = flags&BaseNoLock != 0
 	return b, nil
 }
 

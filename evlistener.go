@@ -160,9 +160,18 @@ type listenArgs struct {
 // open creates the evconnlistener on the listener's socket
 // (evconnlistener_new), which calls listen() unless backlog is 0: a
 // failure is listen's. It runs on the loop.
+//
+// The listener gets a lock (ThreadSafe) unless its base has none
+// (BaseNoLock): there, C threads cannot use the base's events anyway, so a
+// lock of the listener's would guard nothing, and it costs two locks and
+// unlocks per accepted connection in libevent's accept loop.
 func (l *Listener) open(a listenArgs) error {
-	flags, backlog := C.uint(a.flags|ThreadSafe), C.int(clampBacklog(a.backlog))
-	p, errno := C.evl_listener_new(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), flags, backlog, C.int(l.fd))
+	flags := a.flags | ThreadSafe
+	if l.base.noLock {
+		flags &^= ThreadSafe
+	}
+	backlog := C.int(clampBacklog(a.backlog))
+	p, errno := C.evl_listener_new(l.base.ptr, C.uintptr_t(l.h), cbArg(l.cb), C.uint(flags), backlog, C.int(l.fd))
 	if p == nil {
 		return os.NewSyscallError("listen", errnoOr(errno, syscall.EINVAL))
 	}

@@ -33,7 +33,10 @@ const (
 	// (LEV_OPT_REUSEABLE). It does not let two live listeners share a port.
 	Reuseable Flag = C.LEV_OPT_REUSEABLE
 	// ThreadSafe gives the listener a lock (LEV_OPT_THREADSAFE). The
-	// binding always sets it; passing it is allowed and changes nothing.
+	// binding sets it for every listener on a base with locks; passing it
+	// is allowed and changes nothing. A listener on a BaseNoLock base has
+	// no lock either way: C threads cannot use such a base, so the lock
+	// would guard nothing.
 	ThreadSafe Flag = C.LEV_OPT_THREADSAFE
 	// Disabled creates the listener disabled (LEV_OPT_DISABLED); Enable
 	// starts it.
@@ -75,8 +78,10 @@ const (
 	// while no loop runs, and wake the loop without libevent's help. What
 	// it rules out is C code using the base (CPtr) from a thread of its
 	// own while Dispatch runs. Saves a lock and an unlock around every
-	// callback and every event operation: a program in which only Go code
-	// uses the base loses nothing by it.
+	// callback and every event operation, and two per connection that a
+	// listener on the base accepts (its listeners get no lock either, see
+	// ThreadSafe): a program in which only Go code uses the base loses
+	// nothing by it.
 	BaseNoLock BaseFlag = C.EVENT_BASE_FLAG_NOLOCK
 	// BaseIgnoreEnv ignores the EVENT_NO* environment variables that
 	// disable backends (EVENT_BASE_FLAG_IGNORE_ENV).

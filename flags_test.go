@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/evlistener/evlistener/internal/ctest"
 )
 
 func TestFlagString(t *testing.T) {
@@ -258,6 +260,24 @@ func TestFlagEffects(t *testing.T) {
 				dial(t, v4)
 				if err := startDispatch(t, b, whenIdle).wait(t); err != nil {
 					t.Fatal(err)
+				}
+			}
+		}
+	})
+
+	// A listener has a lock of its own unless its base has none: on a
+	// BaseNoLock base it would guard nothing, and libevent's accept loop
+	// takes it twice per connection.
+	t.Run("a listener has a lock unless its base has none", func(t *testing.T) {
+		for _, c := range []struct {
+			flags BaseFlag
+			lock  bool
+		}{{0, true}, {BaseNoLock, false}} {
+			b := newBaseKind(t, baseKind{flags: c.flags})
+			for _, f := range []Flag{0, ThreadSafe} {
+				l := listenTCP(t, b, func(*Listener, int, net.Addr) {}, f)
+				if got := ctest.ListenerHasLock(l.CPtr()); got != c.lock {
+					t.Errorf("base flags %v, listener flags %v: lock %v, want %v", c.flags, f, got, c.lock)
 				}
 			}
 		}

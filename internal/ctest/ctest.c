@@ -257,3 +257,12 @@ int ctest_conn_cycle(struct event_base *base, int fd, int n, int bev)
 	}
 	return 0;
 }
+
+/* Whether an evconnlistener has a lock of its own: libevent 2.1's struct
+ * evconnlistener (listener.c, not in its headers) starts with its ops
+ * table and then its lock, NULL when the listener was made without
+ * LEV_OPT_THREADSAFE or before libevent's threading was set up. */
+int ctest_listener_has_lock(void *lev)
+{
+	return ((void **)lev)[1] != NULL;
+}

@@ -134,3 +134,8 @@ func ConnCycle(p unsafe.Pointer, fd, n int, bev bool) error {
 	}
 	return nil
 }
+
+// ListenerHasLock reports whether p, a struct evconnlistener *, has a lock
+// of its own (LEV_OPT_THREADSAFE with libevent's threading set up). It reads
+// libevent 2.1's private struct layout.
+func ListenerHasLock(p unsafe.Pointer) bool { return C.ctest_listener_has_lock(p) != 0 }

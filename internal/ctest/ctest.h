@@ -24,6 +24,8 @@ int ctest_event_count(struct ctest_event *e);
 uint64_t ctest_event_thread(struct ctest_event *e);
 void ctest_event_free(struct ctest_event *e);
 
+int ctest_listener_has_lock(void *lev);
+
 void ctest_log_capture(int on);
 int ctest_log_warnings(const char **last);
 
