@@ -45,6 +45,12 @@ type EventOptions struct {
 	// Timeout is Add's: with Timeout > 0 the event fires with EvTimeout
 	// once that long passed without it firing. 0 means none.
 	Timeout time.Duration
+	// NoDelay sets TCP_NODELAY on each TCP connection, in C, as it is
+	// accepted (as Go's net does for every TCP connection): small writes
+	// go out at once instead of waiting for the peer's acknowledgement.
+	// A server that would set it in OnAccept saves a system call from Go
+	// and, when OnAccept has nothing else to do, the call of OnAccept.
+	NoDelay bool
 	// OnAccept, if not nil, runs once for each connection.
 	OnAccept EventAcceptFunc
 	// OnEvent is the callback of every connection's event; it may not be
@@ -73,6 +79,9 @@ type BufferEventOptions struct {
 	// WriteHighWatermark is the binding's output back-pressure.
 	ReadLowWatermark, ReadHighWatermark   int
 	WriteLowWatermark, WriteHighWatermark int
+	// NoDelay sets TCP_NODELAY on each TCP connection, as
+	// EventOptions.NoDelay does.
+	NoDelay bool
 	// OnAccept, if not nil, runs once for each connection.
 	OnAccept BufferEventAcceptFunc
 	// The callbacks of every connection's buffer event, as SetCallbacks
@@ -193,6 +202,10 @@ func (l *Listener) setAcceptor(a *connAcceptor) error {
 	p.read_usec, p.write_usec = C.int64_t(usec(o.ReadTimeout)), C.int64_t(usec(o.WriteTimeout))
 	p.read_low, p.read_high = C.size_t(o.ReadLowWatermark), C.size_t(o.ReadHighWatermark)
 	p.write_low = C.size_t(o.WriteLowWatermark)
+	if _, tcp := l.addr.(*net.TCPAddr); tcp && (a.ev.NoDelay || o.NoDelay) {
+		p.nodelay = 1
+	}
+	C.evl_acceptor_init(p, l.base.ptr)
 	a.c = p
 	had, old := l.hasCallback(), l.conns
 	l.cb, l.conns = nil, a
@@ -233,6 +246,9 @@ func (l *Listener) onAcceptConn(fd int, slot unsafe.Pointer, errno syscall.Errno
 	l.delay = 0
 	t := l.base.conns
 	t.forget(fd)
+	if f := l.base.poolOpened; f != nil {
+		f(l)
+	}
 	var ok bool
 	if a.kind == C.EVL_ACCEPT_EVENT {
 		ev := t.takeEvent(fd, (*C.struct_evl_conn_ev)(slot), a.ev.OnEvent)

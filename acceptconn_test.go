@@ -611,6 +611,50 @@ func TestAcceptConnModes(t *testing.T) {
 		default:
 		}
 	})
+	// NoDelay sets TCP_NODELAY before OnAccept runs, on TCP only: a unix
+	// socket's connection is accepted as before.
+	t.Run("NoDelay", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		tcp := listenTCP(t, b, nil, 0)
+		unix := listenUnix(t, b, "@"+t.Name())
+		startDispatch(t, b, atCleanup)
+		got := make(chan int, 1)
+		noDelay := func(fd int) {
+			v, err := syscall.GetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
+			if err != nil {
+				v = -1 // a unix socket
+			}
+			got <- v
+		}
+		for _, c := range []struct {
+			l       *Listener
+			kind    string
+			noDelay bool
+			want    int
+		}{
+			{tcp, "event", false, 0}, {tcp, "event", true, 1},
+			{tcp, "buffer event", false, 0}, {tcp, "buffer event", true, 1},
+			{unix, "event", true, -1}, {unix, "buffer event", true, -1},
+		} {
+			var err error
+			if c.kind == "event" {
+				err = c.l.AcceptEvents(EventOptions{NoDelay: c.noDelay, OnEvent: func(*Event, int, Events) {},
+					OnAccept: func(_ *Listener, ev *Event) { noDelay(ev.FD()); ev.Close() }})
+			} else {
+				err = c.l.AcceptBufferEvents(BufferEventOptions{NoDelay: c.noDelay,
+					OnAccept: func(_ *Listener, be *BufferEvent) { noDelay(be.FD()); be.Close() }})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn := dial(t, c.l.Addr())
+			if v := recv(t, got, "OnAccept"); v != c.want {
+				t.Errorf("%s %s, NoDelay %v: TCP_NODELAY %d, want %d", c.l.Addr().Network(), c.kind, c.noDelay, v, c.want)
+			}
+			readEOF(t, conn)
+		}
+	})
 	t.Run("errors", func(t *testing.T) {
 		checkNoLeaks(t)
 		b := newBase(t)

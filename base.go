@@ -33,9 +33,12 @@ type Base struct {
 	// connEnded counts the end of a Server's connection (object.serverConn)
 	// on this base's loop; set once by the Server.
 	connEnded func()
-	// poolEnded counts the end of a connection of conns, for a Server
-	// that accepts through an acceptor; set once by the Server.
-	poolEnded func()
+	// poolOpened and poolEnded count the start and the end of a
+	// connection of conns, for a Server that accepts through an acceptor;
+	// set once by the Server. poolOpened runs before OnAccept, in the
+	// accept callback, where it may stop libevent's accept loop.
+	poolOpened func(*Listener)
+	poolEnded  func()
 
 	// loopG is the goroutine that counts as the loop: the one running
 	// Dispatch, or, while none does, the one running loop work directly

@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 /* The wake-up event (wake.go): Go drains the descriptor in goBaseWake. The
  * event is internal, as libevent's own notification event is: it does not
@@ -399,6 +402,13 @@ static void conn_forget(struct evl_conns *t, int fd)
 		evl_conn_close_bev(&t->bev[i][j], -1);
 }
 
+void evl_acceptor_init(struct evl_acceptor *a, struct event_base *base)
+{
+	a->tv = timeout_tv(base, a->usec, &a->tv_);
+	a->read_tv = timeout_tv(base, a->read_usec, &a->read_tv_);
+	a->write_tv = timeout_tv(base, a->write_usec, &a->write_tv_);
+}
+
 /* What a C server does in its accept callback: the connection's event
  * assigned and added, or its buffer event made, its callbacks set, its
  * watermarks and timeouts set and enabled. Returns the slot, or NULL with
@@ -406,11 +416,14 @@ static void conn_forget(struct evl_conns *t, int fd)
 static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 	int fd, int *err)
 {
-	struct timeval tv, rtv, wtv;
 	struct bufferevent *bev;
 	struct evl_conn_ev *e;
 	struct evl_conn_bev *c;
 	conn_forget(a->conns, fd);
+	if (a->nodelay) {
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	if (a->kind == EVL_ACCEPT_EVENT) {
 		if (!(e = ev_slot(a->conns, fd))) {
 			*err = ENOMEM;
@@ -422,7 +435,7 @@ static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 		}
 		e->assigned = 1;
 		e->gen++;
-		if (event_add(&e->ev, timeout_tv(base, a->usec, &tv)) != 0) {
+		if (event_add(&e->ev, a->tv) != 0) {
 			*err = errno ? errno : EINVAL;
 			/* libevent's debug mode notes the event as added even
 			 * when adding failed; a del clears it, or the next
@@ -448,9 +461,8 @@ static void *conn_open(struct evl_acceptor *a, struct event_base *base,
 		bufferevent_setwatermark(bev, EV_READ, a->read_low, a->read_high);
 	if (a->write_low)
 		bufferevent_setwatermark(bev, EV_WRITE, a->write_low, 0);
-	if (((a->read_usec >= 0 || a->write_usec >= 0) &&
-	     bufferevent_set_timeouts(bev, timeout_tv(base, a->read_usec, &rtv),
-		     timeout_tv(base, a->write_usec, &wtv)) != 0) ||
+	if (((a->read_tv || a->write_tv) &&
+	     bufferevent_set_timeouts(bev, a->read_tv, a->write_tv) != 0) ||
 	    (a->enable && bufferevent_enable(bev, a->enable) != 0)) {
 		*err = errno ? errno : EINVAL;
 		evl_conn_close_bev(c, -1);

@@ -126,7 +126,14 @@ struct evl_acceptor {
 	short enable; /* buffer event: bufferevent_enable's */
 	int64_t read_usec, write_usec; /* < 0: none */
 	size_t read_low, read_high, write_low;
+	int nodelay; /* TCP_NODELAY on each connection */
+	/* The timeouts above as the base's common timeouts, or NULL: set by
+	 * evl_acceptor_init, so that no accept looks them up again. */
+	const struct timeval *tv, *read_tv, *write_tv;
+	struct timeval tv_, read_tv_, write_tv_;
 };
+/* Sets a's timevals from its microseconds, on base; after Go set those. */
+void evl_acceptor_init(struct evl_acceptor *a, struct event_base *base);
 struct evl_conns *evl_conns_new(void);
 
 /* The loop turns of Dispatch (evl_base_loop). While one runs, the callbacks

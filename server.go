@@ -379,7 +379,7 @@ func (s *Server) listen(inherited []int) error {
 		// One func per loop: nothing allocated per connection.
 		base.connEnded = lp.endFn
 		if s.Events != nil || s.BufferEvents != nil {
-			base.poolEnded = lp.endFn
+			base.poolOpened, base.poolEnded = lp.opened, lp.endFn
 		}
 		if maxConns > 0 {
 			lp.limit = maxConns / loops
@@ -617,33 +617,17 @@ func (s *Server) fail(err error) {
 }
 
 // acceptPooled makes the loop's listener accept into events or buffer
-// events made in C, with Events or BufferEvents. The OnAccept that counts
-// each connection is made once per loop, so that a connection allocates
-// nothing.
+// events made in C, with Events or BufferEvents. The base counts each
+// connection (poolOpened, set with the loop), before OnAccept.
 func (lp *serverLoop) acceptPooled() error {
 	s := lp.srv
 	switch {
 	case s.Events != nil:
-		o := *s.Events
-		o.OnAccept = countedAccept(lp, o.OnAccept)
-		return lp.ln.AcceptEvents(o)
+		return lp.ln.AcceptEvents(*s.Events)
 	case s.BufferEvents != nil:
-		o := *s.BufferEvents
-		o.OnAccept = countedAccept(lp, o.OnAccept)
-		return lp.ln.AcceptBufferEvents(o)
+		return lp.ln.AcceptBufferEvents(*s.BufferEvents)
 	}
 	return nil
-}
-
-// countedAccept is an acceptor's OnAccept that counts the connection on lp
-// and then calls user's, if any.
-func countedAccept[T any](lp *serverLoop, user func(*Listener, T)) func(*Listener, T) {
-	return func(l *Listener, obj T) {
-		lp.opened(l)
-		if user != nil {
-			user(l, obj)
-		}
-	}
 }
 
 // opened counts a new connection; at the loop's limit it stops accepting.

@@ -66,7 +66,7 @@ func (e *echo) serveOn(srv *evlistener.Server) {
 			WriteTimeout: cfg.idle,
 			// Reading resumes once a full output is down to half.
 			WriteLowWatermark: cfg.maxPending / 2,
-			OnAccept:          func(_ *evlistener.Listener, be *evlistener.BufferEvent) { setNoDelay(be.FD()) },
+			NoDelay:           true,
 			OnRead:            e.onRead,
 			OnEvent:           e.onEvent,
 		}
@@ -75,9 +75,9 @@ func (e *echo) serveOn(srv *evlistener.Server) {
 	srv.Events = &evlistener.EventOptions{
 		What: evlistener.EvRead | evlistener.EvPersist,
 		// The timeout restarts with every read: it closes idle clients.
-		Timeout:  cfg.idle,
-		OnAccept: func(_ *evlistener.Listener, ev *evlistener.Event) { setNoDelay(ev.FD()) },
-		OnEvent:  e.readable,
+		Timeout: cfg.idle,
+		NoDelay: true,
+		OnEvent: e.readable,
 	}
 }
 
@@ -266,12 +266,6 @@ func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 // The calls on a connection's socket are raw system calls: none of them
 // blocks (the socket is non-blocking), so the loop thread needs no
 // scheduler round trip.
-
-// setNoDelay sets TCP_NODELAY.
-func setNoDelay(fd int) {
-	one := int32(1)
-	syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
-}
 
 // rawSend is send(2) with MSG_NOSIGNAL on a non-blocking socket: a peer that
 // went away gives EPIPE, not SIGPIPE.
