@@ -94,10 +94,13 @@ type BufferEventOptions struct {
 // for each one, libevent's accept callback makes the event on the socket
 // (event_new, or the storage of an earlier connection on the same
 // descriptor again) and adds it with opts.Timeout, in C, and then calls
-// opts.OnAccept. The connection costs one call from C into Go to accept,
-// one from Go into C to close, and no allocation once the descriptor
-// numbers in use have been seen; its event's callbacks cost no call from C
-// (see EventOptions.OnEvent). It replaces the AcceptFunc; SetCallback
+// opts.OnAccept. The connection costs one call from C into Go to accept
+// and no allocation once the descriptor numbers in use have been seen; its
+// event's callbacks cost no call from C (see EventOptions.OnEvent), and a
+// Close from one of them none from Go: the event leaves the loop and the
+// socket closes as the loop's next turn starts, in the call into C that
+// starts it, before libevent waits again (Close from anywhere else closes
+// at once, in one call). It replaces the AcceptFunc; SetCallback
 // goes back to plain accepting (nil pauses, as ever). Accept errors back off
 // as with an AcceptFunc; an event that cannot be made closes the socket and
 // is reported to the ErrorFunc in the same way.
@@ -409,7 +412,9 @@ func (t *connTable) ended() {
 func (t *connTable) closeEvent(ev *Event) error {
 	ev.closed.Store(true)
 	// The event is the first member of its slot.
-	C.evl_conn_close_event_u(C.uintptr_t(uintptr(ev.cptr)), C.int(ev.fd))
+	if !t.base.closeAtTurn((*C.struct_evl_conn_ev)(ev.cptr), ev.fd) {
+		C.evl_conn_close_event_u(C.uintptr_t(uintptr(ev.cptr)), C.int(ev.fd))
+	}
 	ev.ptr, ev.cb = nil, nil
 	t.ended()
 	return nil
@@ -463,6 +468,7 @@ func (t *connTable) closeBufferEvent(be *BufferEvent) error {
 // close closes the connections still open and frees the table, for
 // Base.Close, with no loop running.
 func (t *connTable) close() error {
+	t.base.closeNoted() // before the table: those slots are no longer open
 	t.events.each(func(ev *Event) {
 		if ev.pool != nil {
 			ev.closed.Store(true)

@@ -70,6 +70,10 @@ type Base struct {
 	// batch holds the connection events a turn of the loop noted
 	// (turns.go); made by the first Dispatch. Loop-owned.
 	batch *C.struct_evl_batch
+	// inFired is set while runFired runs a batch's callbacks: the next
+	// call into C is the next turn's (or closeNoted's), so a connection
+	// closed meanwhile can be closed by that call (turns.go).
+	inFired bool
 
 	// panicked is set on the loop goroutine when a callback panics.
 	panicked *CallbackPanic

@@ -339,10 +339,25 @@ void evl_batch_free(struct evl_batch *b)
 	free(b);
 }
 
+void evl_batch_close(struct evl_batch *b)
+{
+	int i;
+	for (i = 0; i < b->nclosing; i++) {
+		/* Go took the connection off its slot (open = 0) as it closed
+		 * it; the event is still in the loop, and the socket open, so
+		 * that no accept can have reused the slot since. */
+		event_del(&b->closing[i].slot->ev);
+		evutil_closesocket(b->closing[i].fd);
+	}
+	b->nclosing = 0;
+}
+
 int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once)
 {
 	struct evl_batch *outer = evl_batch_now;
 	int rc, flags = EVLOOP_ONCE | (nonblock ? EVLOOP_NONBLOCK : 0);
+	if (b->nclosing > 0)
+		evl_batch_close(b);
 	b->base = base;
 	evl_batch_now = b;
 	b->stop = 0;

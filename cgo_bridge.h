@@ -141,6 +141,7 @@ struct evl_conns *evl_conns_new(void);
  * C: each is noted in the turn's batch, and Go runs them once the turn is
  * over, without a call from C into Go each. A fired event is its slot and
  * the slot's generation then: a slot closed or reused since is skipped. */
+#define EVL_CLOSING 64
 struct evl_fired {
 	struct evl_conn_ev *slot;
 	uint32_t gen;
@@ -151,10 +152,23 @@ struct evl_batch {
 	struct evl_fired *e; /* cap of them, n noted */
 	int n, cap;
 	int stop;            /* the loop was broken or exited */
+	/* Connections that the batch's callbacks closed: their events leave
+	 * the loop and their sockets close as the next turn starts, in the
+	 * same call into C (evl_batch_close), before libevent waits again.
+	 * Go notes at most EVL_CLOSING of them a turn and closes the rest
+	 * at once. */
+	struct evl_closing {
+		struct evl_conn_ev *slot;
+		int fd;
+	} closing[EVL_CLOSING];
+	int nclosing;
 };
 /* A batch with room for a turn of 64 events; it grows as turns need. */
 struct evl_batch *evl_batch_new(void);
 void evl_batch_free(struct evl_batch *b);
+/* Closes the connections noted in b->closing (evl_conn_close_event each);
+ * evl_base_loop does so as it starts. */
+void evl_batch_close(struct evl_batch *b);
 /* Runs turns of base's loop (event_base_loop with EVLOOP_ONCE, and
  * EVLOOP_NONBLOCK if nonblock) until a turn noted fired events in b,
  * or, with once, for one turn. Returns as event_base_loop does: 1, nothing

@@ -32,6 +32,13 @@ import (
 // loop must stop part way (a panic, LoopBreak, Close), the events not yet
 // run go back to libevent as active (event_active), so that the next
 // Dispatch runs them, as libevent would have kept them.
+//
+// A callback of the batch that closes a connection's event costs no call
+// into C either: the slot's connection ends at once, so that the batch's
+// later entries for it are skipped, and the event and socket are handed to
+// the next turn's call, which closes them before libevent runs (or to one
+// call of their own when the loop stops instead). Until then the socket
+// stays open, so no accept can reuse the slot meanwhile.
 
 // dispatchTurns is event_base_dispatch, turn after turn in C, with the
 // fired connection events run between turns. It returns as
@@ -58,9 +65,37 @@ func (b *Base) turns(nonblock, once C.int) (rc C.int, more bool) {
 		return rc, false
 	}
 	if bt.n > 0 && !b.runFired(bt) || bt.stop != 0 {
+		b.closeNoted()
 		return 0, false
 	}
 	return 0, true
+}
+
+// closeNoted closes the connections that callbacks of the last batch
+// closed, now rather than as the next turn starts: the loop stops.
+func (b *Base) closeNoted() {
+	if bt := b.batch; bt != nil && bt.nclosing > 0 {
+		C.evl_batch_close(bt)
+	}
+}
+
+// closeAtTurn is Close of a connection's event and socket from a batch's
+// callback: the slot's connection ends now, and the event and socket go
+// as the next turn starts, in the call into C that starts it, one call
+// fewer per connection. It reports false where that cannot be (not in a
+// batch, or its room for closes is full): the caller closes at once.
+func (b *Base) closeAtTurn(slot *C.struct_evl_conn_ev, fd int) bool {
+	bt := b.batch
+	if !b.inFired || bt.nclosing >= C.EVL_CLOSING {
+		return false
+	}
+	// Later entries of the batch for the slot are skipped (runFired),
+	// and nothing else can reach it: the socket stays open until then,
+	// so no accept reuses the slot.
+	slot.open = 0
+	bt.closing[bt.nclosing] = C.struct_evl_closing{slot: slot, fd: C.int(fd)}
+	bt.nclosing++
+	return true
 }
 
 // runFired runs the callbacks of the events a turn noted in bt, and
@@ -68,6 +103,8 @@ func (b *Base) turns(nonblock, once C.int) (rc C.int, more bool) {
 // the loop or closed the base, with the rest handed back to libevent.
 func (b *Base) runFired(bt *C.struct_evl_batch) bool {
 	fired := unsafe.Slice(bt.e, bt.n)
+	b.inFired = true
+	defer func() { b.inFired = false }()
 	for i := range fired {
 		f := &fired[i]
 		if s := f.slot; s.open != 0 && s.gen == f.gen {
@@ -95,6 +132,7 @@ func (b *Base) uptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(b.
 // freeBatch frees the batch, with the base.
 func (b *Base) freeBatch() {
 	if b.batch != nil {
+		b.closeNoted()
 		C.evl_batch_free(b.batch)
 		b.batch = nil
 	}

@@ -238,6 +238,90 @@ func TestConnEventsManyInOneTurn(t *testing.T) {
 	}
 }
 
+// TestConnEventsCloseAtTurn: an event's Close from a batch's callback
+// closes the socket as the next turn starts (Base.closeAtTurn), or at
+// once when the batch's room for closes is full: a callback that closes
+// 101 connections closes them all. When the callback also stops the loop,
+// the socket is closed by the time Dispatch returns.
+func TestConnEventsCloseAtTurn(t *testing.T) {
+	closing := func(stop func(b *Base)) func(b *Base) EventOptions {
+		return func(b *Base) EventOptions {
+			buf := make([]byte, 64)
+			return EventOptions{OnEvent: func(ev *Event, fd int, _ Events) {
+				syscall.Read(fd, buf) // unread, close would send a reset
+				ev.Close()
+				if stop != nil {
+					stop(b)
+				}
+			}}
+		}
+	}
+	t.Run("more than a turn's room", func(t *testing.T) {
+		checkNoLeaks(t)
+		b := newBase(t)
+		l := listenTCP(t, b, nil, 0)
+		const n = 100 // room for 64 closes a turn
+		accepted := make(chan *Event, n+1)
+		var all []*Event
+		buf := make([]byte, 64)
+		err := l.AcceptEvents(EventOptions{
+			OnAccept: func(_ *Listener, ev *Event) { accepted <- ev },
+			// The one client that writes closes every connection.
+			OnEvent: func(ev *Event, fd int, _ Events) {
+				syscall.Read(fd, buf) // unread, close would send a reset
+				for _, e := range all {
+					e.Close()
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startDispatch(t, b, atCleanup)
+		clients := make([]net.Conn, n+1)
+		for i := range clients {
+			clients[i] = dial(t, l.Addr())
+			all = append(all, recv(t, accepted, "the accept callback"))
+		}
+		if _, err := clients[n].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range clients {
+			readEOF(t, c)
+		}
+		waitFor(t, "the connections to close", func() bool { return openConns(t, b) == 0 })
+	})
+	for _, stop := range []string{"LoopBreak", "panic"} {
+		t.Run("then "+stop, func(t *testing.T) {
+			checkNoLeaks(t)
+			b := newBase(t)
+			l := listenTCP(t, b, nil, 0)
+			opts := closing(func(b *Base) {
+				if stop == "panic" {
+					panic("stop")
+				}
+				b.LoopBreak()
+			})(b)
+			if err := l.AcceptEvents(opts); err != nil {
+				t.Fatal(err)
+			}
+			r := startDispatch(t, b, atCleanup)
+			c := dial(t, l.Addr())
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if stop == "panic" {
+				if p := r.waitPanic(t); p == nil {
+					t.Fatal("Dispatch returned without the callback's panic")
+				}
+			} else if err := r.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			readEOF(t, c) // with no loop running
+		})
+	}
+}
+
 // writeInOneTurn writes a byte from each client while b's loop waits
 // inside a callback: their sockets all become readable before the loop's
 // next turn, which reports them together.
