@@ -8,7 +8,6 @@ import "C"
 import (
 	"errors"
 	"math"
-	"runtime"
 	"time"
 )
 
@@ -74,8 +73,8 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// Between turns the goroutine is in Go, where the scheduler could move
 	// it to another thread: libevent and C callbacks would no longer see
 	// one loop thread, as they do in event_base_dispatch.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	b.lockThread()
+	defer b.unlockThread()
 	p := newPoller(spin, share)
 	lastActive := time.Since(clockStart)
 	// Polling follows work: until a turn has run a callback the loop

@@ -80,9 +80,8 @@ func (b *Base) breakLoop() {
 }
 
 // yieldEvery is how often a busy loop goroutine passes through the Go
-// scheduler; the runtime's limit is 10 ms (forcePreemptNS). Each pass costs
-// the loop's CPU about four futex calls and two thread switches (the
-// goroutine is locked to its thread, so the scheduler hands it over), so
+// scheduler; the runtime's limit is 10 ms (forcePreemptNS). A pass costs
+// the loop's CPU futex calls and thread switches (see yieldIfDueAt), so
 // the interval is as long as the limit allows with 2 ms to spare for a
 // late callback: 8 ms rather than 5 cut those calls by a third (bench/
 // README.md, "A connection at C's cost, continued").
@@ -119,10 +118,39 @@ func (b *Base) yieldIfDue() {
 // the clock.
 const clockEvery = 8
 
+// yieldIfDueAt passes through the Go scheduler if yieldEvery has gone by
+// since the last pass. A goroutine locked to its thread cannot pass through
+// the scheduler on its own: the thread hands its P to another, which finds the goroutine and
+// hands it back, about four futex calls and two thread switches. Unlocked,
+// it is two futex calls (the runtime wakes a thread to look for work, which
+// goes back to sleep) and the goroutine goes on at once, on whatever thread
+// the scheduler gives it. So the loop's own lock (lockThread) is let go for
+// the pass, and the loop may go on on another thread: between turns, where
+// nothing of libevent's or C's is on the stack. Inside a call from C the
+// goroutine stays locked anyway (cgo locks it for the call), as it does
+// when the caller of Dispatch had locked it.
 func (b *Base) yieldIfDueAt(now time.Duration) {
 	if now-b.lastYield < yieldEvery {
 		return
 	}
 	b.lastYield = now
+	if b.locked {
+		runtime.UnlockOSThread()
+		runtime.Gosched()
+		runtime.LockOSThread()
+		return
+	}
 	runtime.Gosched()
+}
+
+// lockThread locks the loop goroutine to its thread for Dispatch's loops;
+// unlockThread undoes it.
+func (b *Base) lockThread() {
+	runtime.LockOSThread()
+	b.locked = true
+}
+
+func (b *Base) unlockThread() {
+	b.locked = false
+	runtime.UnlockOSThread()
 }

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -585,9 +584,9 @@ func (s *Server) Serve() error {
 // run runs the loop until Shutdown, Close or a failure.
 func (lp *serverLoop) run() {
 	defer close(lp.done)
-	// The loop keeps its thread: libevent's notion of the loop thread
-	// stays put, and no other goroutine is scheduled between callbacks.
-	runtime.LockOSThread()
+	// Dispatch keeps the loop on its thread as it runs (no lock here: one
+	// of the Server's own would keep the loop's passes through the
+	// scheduler on the slow path, see Base.yieldIfDueAt).
 	err := func() (err error) {
 		defer func() {
 			if p := recover(); p != nil {
