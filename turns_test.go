@@ -400,3 +400,72 @@ func overloadClient(addr net.Addr, x byte) error {
 	}
 	return nil
 }
+
+// TestDispatchKeepsCallersLock: the loop lets go of its own thread lock
+// when it passes through the Go scheduler between turns (yieldIfDueAt), and
+// of nothing more: a caller that locked its goroutine to its thread before
+// Dispatch keeps it there through every pass, with other goroutines busy on
+// the other Ps, which would take the loop's goroutine up on their threads
+// were it free to move.
+func TestDispatchKeepsCallersLock(t *testing.T) {
+	checkNoLeaks(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	b := newBase(t)
+	l := listenTCP(t, b, nil, 0)
+	var stop atomic.Bool
+	var busy sync.WaitGroup
+	for range 3 {
+		busy.Add(1)
+		go func() {
+			defer busy.Done()
+			for !stop.Load() {
+				runtime.Gosched()
+			}
+		}()
+	}
+	defer busy.Wait()
+	defer stop.Store(true)
+
+	// The callbacks run from the batch, between turns, for at least five
+	// passes through the scheduler.
+	want := syscall.Gettid()
+	var moved, ran atomic.Int64
+	start := time.Now()
+	echo := echoEvent(make([]byte, 64))
+	err := l.AcceptEvents(EventOptions{OnEvent: func(ev *Event, fd int, what Events) {
+		ran.Add(1)
+		if syscall.Gettid() != want {
+			moved.Add(1)
+		}
+		echo(ev, fd, what)
+		if time.Since(start) > 5*yieldEvery {
+			b.LoopBreak()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int)
+	go func() {
+		c := newRawClient(l.Addr())
+		for !stop.Load() {
+			if c.cycle() != nil {
+				break
+			}
+		}
+		close(done)
+	}()
+	runtime.LockOSThread()
+	err = b.Dispatch()
+	after := syscall.Gettid()
+	runtime.UnlockOSThread()
+	stop.Store(true)
+	b.Close() // the client may wait for an echo
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved.Load() != 0 || after != want {
+		t.Errorf("%d of %d callbacks ran on another thread than the caller's locked one; after Dispatch: thread %d, want %d", moved.Load(), ran.Load(), after, want)
+	}
+}
