@@ -33,6 +33,10 @@ type Base struct {
 	// connEnded counts the end of a Server's connection (object.serverConn)
 	// on this base's loop; set once by the Server.
 	connEnded func()
+	// keepRunning: only LoopBreak, LoopExit and Close end Dispatch, not a
+	// lack of events (EVLOOP_NO_EXIT_ON_EMPTY); set once by the Server
+	// before its loop starts.
+	keepRunning bool
 	// poolOpened and poolEnded count the start and the end of a
 	// connection of conns, for a Server that accepts through an acceptor;
 	// set once by the Server. poolOpened runs before OnAccept, in the
@@ -247,6 +251,9 @@ func (b *Base) Dispatch() error {
 			b.mu.Unlock()
 			return b.opError(op, os.NewSyscallError("calloc", syscall.ENOMEM))
 		}
+	}
+	if b.keepRunning {
+		b.batch.keep = 1
 	}
 	b.running = true
 	b.loopG.Store(goid.Get())

@@ -355,7 +355,8 @@ void evl_batch_close(struct evl_batch *b)
 int evl_base_loop(struct event_base *base, struct evl_batch *b, int nonblock, int once)
 {
 	struct evl_batch *outer = evl_batch_now;
-	int rc, flags = EVLOOP_ONCE | (nonblock ? EVLOOP_NONBLOCK : 0);
+	int rc, flags = EVLOOP_ONCE | (nonblock ? EVLOOP_NONBLOCK : 0) |
+		(b->keep ? EVLOOP_NO_EXIT_ON_EMPTY : 0);
 	if (b->nclosing > 0)
 		evl_batch_close(b);
 	b->base = base;

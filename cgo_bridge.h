@@ -152,6 +152,8 @@ struct evl_batch {
 	struct evl_fired *e; /* cap of them, n noted */
 	int n, cap;
 	int stop;            /* the loop was broken or exited */
+	int keep;            /* EVLOOP_NO_EXIT_ON_EMPTY: only a break or an
+	                      * exit ends the loop */
 	/* Connections that the batch's callbacks closed: their events leave
 	 * the loop and their sockets close as the next turn starts, in the
 	 * same call into C (evl_batch_close), before libevent waits again.

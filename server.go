@@ -374,6 +374,11 @@ func (s *Server) listen(inherited []int) error {
 			return err
 		}
 		lp := &serverLoop{srv: s, base: base, limit: math.MaxInt, done: make(chan struct{})}
+		// Only Shutdown and Close end a loop, not a lack of events
+		// (a listener paused at the limit, its connections served
+		// elsewhere): with libevent's flag for it, not a timer, which
+		// would make every wait of the loop arm a kernel timer.
+		base.keepRunning = true
 		lp.endFn = lp.ended
 		// One func per loop: nothing allocated per connection.
 		base.connEnded = lp.endFn
@@ -417,24 +422,8 @@ func (s *Server) listen(inherited []int) error {
 			s.sockets = append(s.sockets, lp.ln)
 			s.addAddr(lp.ln.Addr())
 		}
-		if _, err := newKeepAlive(base); err != nil {
-			return err
-		}
 	}
 	return nil
-}
-
-// newKeepAlive keeps a loop's Dispatch from returning for lack of events
-// while its listener is paused at the limit and its connections are
-// served elsewhere (FileConn): only Shutdown and Close end a loop.
-func newKeepAlive(b *Base) (*Event, error) {
-	const period = time.Hour
-	var ev *Event
-	ev, err := NewTimer(b, func(*Event, int, Events) { ev.Add(period) })
-	if err != nil {
-		return nil, err
-	}
-	return ev, ev.Add(period)
 }
 
 // adoptShared serves inherited socket i (or, past the last, a duplicate of

@@ -1129,3 +1129,28 @@ func TestServerPooledAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestServerLoopKeepsRunning: a loop with nothing for libevent to wait for
+// (its listener paused at the limit, its one connection held by the
+// Handler without an event) keeps running until the connection ends and
+// the next client comes in: only Shutdown and Close end a loop.
+func TestServerLoopKeepsRunning(t *testing.T) {
+	checkNoLeaks(t)
+	held := make(chan Conn, 2)
+	s := &Server{Loops: 1, MaxConns: 1, Handler: func(c Conn) { held <- c }}
+	addr, served := serve(t, s)
+	dial(t, addr)
+	first := recv(t, held, "the first connection")
+	waitFor(t, "the listener paused at the limit", func() bool { return s.Stats().AtLimit == 1 })
+	second := dial(t, addr)
+	stillQueued(t, second)
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned with the loop idle: %v", err)
+	default:
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, held, "the second connection").Close()
+}
