@@ -328,7 +328,7 @@ func fatal(err error) {
 // servers it does not know keep their place at the end.
 func runOrder(servers []server) []server {
 	rank := map[string]int{}
-	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho", "ckv-again", "ckv", "kv"} {
+	for i, name := range []string{"echo-bufferevent-nopoll", "cecho", "echo-bufferevent", "crawecho", "crawecho-go", "echo-event", "echo-nopoll", "goecho", "echo", "gnetecho", "ckv-again", "ckv", "kv"} {
 		rank[name] = i + 1
 	}
 	order := slices.Clone(servers)
@@ -353,6 +353,10 @@ var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-buf
 var catalog = []server{
 	{Name: "cecho", Bin: "cecho"},
 	{Name: "crawecho", Bin: "crawecho"},
+	// crawecho's C in a Go process (crawechogo): not in the default
+	// runs; -servers crawecho,crawecho-go tells what being a Go process
+	// costs a C server.
+	{Name: "crawecho-go", Bin: "crawechogo"},
 	{Name: "goecho", Bin: "goecho"},
 	{Name: "gnetecho", Bin: "gnetecho"},
 	{Name: "echo-bufferevent", Bin: "echo", Args: []string{"-engine", "bufferevent"}},

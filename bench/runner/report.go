@@ -54,6 +54,10 @@ var pairSpecs = []pairSpec{
 	// Busy polling costs at most 10 % more CPU per op: 1/1.1 rounded up.
 	{Num: "echo", Den: "echo-nopoll", CPUTarget: 0.91},
 	{Num: "echo-nopoll", Den: "crawecho", CPUTarget: 0.97},
+	// crawecho's own C in a Go process: what being one costs, apart
+	// from the binding (run with -servers crawecho,crawecho-go,...).
+	{Num: "crawecho-go", Den: "crawecho"},
+	{Num: "echo-nopoll", Den: "crawecho-go"},
 	{Num: "echo-nopoll", Den: "goecho"},
 	{Num: "echo-nopoll", Den: "gnetecho"},
 	{Num: "crawecho", Den: "goecho"},
