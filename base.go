@@ -93,9 +93,6 @@ type Base struct {
 	// turn started, 0 while none has; polls counts the turns pollLoop took
 	// without sleeping (loop-owned).
 	firstCallback time.Duration
-	// locked: Dispatch's loop locked the goroutine to its thread
-	// (lockThread). Loop-owned.
-	locked bool
 	// unclocked counts the callbacks since yieldIfDue last read the clock
 	// (loop-owned).
 	unclocked int
@@ -214,10 +211,7 @@ func (b *Base) onLoop() bool {
 // an error for a closed base, for a second concurrent Dispatch on the same
 // base, or when libevent's backend fails. Callbacks of objects on the base
 // run on this goroutine, one at a time; the goroutine stays on one OS thread
-// while libevent runs and while callbacks run, and may move to another
-// between the loop's turns when it passes through the Go scheduler (every
-// 8 ms of a busy loop), unless the caller had locked it to its thread
-// (runtime.LockOSThread). The loop runs turn by turn: the events of connections accepted
+// meanwhile. The loop runs turn by turn: the events of connections accepted
 // through AcceptEvents run from Go after the turn that reported them, every
 // other callback from inside it (see EventOptions.OnEvent).
 //

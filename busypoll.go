@@ -8,6 +8,7 @@ import "C"
 import (
 	"errors"
 	"math"
+	"runtime"
 	"time"
 )
 
@@ -73,8 +74,8 @@ func (b *Base) pollLoop(spin time.Duration, share float64) C.int {
 	// Between turns the goroutine is in Go, where the scheduler could move
 	// it to another thread: libevent and C callbacks would no longer see
 	// one loop thread, as they do in event_base_dispatch.
-	b.lockThread()
-	defer b.unlockThread()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	p := newPoller(spin, share)
 	lastActive := time.Since(clockStart)
 	// Polling follows work: until a turn has run a callback the loop

@@ -119,39 +119,17 @@ func (b *Base) yieldIfDue() {
 const clockEvery = 8
 
 // yieldIfDueAt passes through the Go scheduler if yieldEvery has gone by
-// since the last pass. A goroutine locked to its thread cannot pass
-// through the scheduler on its own: the thread hands its P to another,
-// which finds the goroutine and hands it back, about four futex calls and
-// two thread switches. Unlocked, it is two futex calls (the runtime wakes
-// a thread to look for work, which goes back to sleep) and the goroutine
-// goes on at once, on whatever thread the scheduler gives it. So the
-// loop's own lock (lockThread) is let go for the pass, and the loop may go
-// on on another thread: between turns, where nothing of libevent's or C's
-// is on the stack. Inside a call from C the goroutine stays locked anyway
-// (cgo locks it for the call), as it does when the caller of Dispatch had
-// locked it (TestDispatchKeepsCallersLock).
+// since the last pass. The loop goroutine is locked to its thread (so that
+// libevent, C's callbacks and Go's all run on one loop thread), so a pass
+// hands the P to another thread, which finds the goroutine and hands it
+// back: about four futex calls and two thread switches. Letting go of the
+// lock for the pass would halve that, but the loop could then go on on
+// another thread, which C code sharing the base may not expect
+// (TestCEventsOnGoBase); the interval is what keeps the cost down.
 func (b *Base) yieldIfDueAt(now time.Duration) {
 	if now-b.lastYield < yieldEvery {
 		return
 	}
 	b.lastYield = now
-	if b.locked {
-		runtime.UnlockOSThread()
-		runtime.Gosched()
-		runtime.LockOSThread()
-		return
-	}
 	runtime.Gosched()
-}
-
-// lockThread locks the loop goroutine to its thread for Dispatch's loops;
-// unlockThread undoes it.
-func (b *Base) lockThread() {
-	runtime.LockOSThread()
-	b.locked = true
-}
-
-func (b *Base) unlockThread() {
-	b.locked = false
-	runtime.UnlockOSThread()
 }

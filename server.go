@@ -573,9 +573,8 @@ func (s *Server) Serve() error {
 // run runs the loop until Shutdown, Close or a failure.
 func (lp *serverLoop) run() {
 	defer close(lp.done)
-	// Dispatch keeps the loop on its thread as it runs (no lock here: one
-	// of the Server's own would keep the loop's passes through the
-	// scheduler on the slow path, see Base.yieldIfDueAt).
+	// Dispatch keeps the loop on its thread as it runs: libevent's notion
+	// of the loop thread stays put.
 	err := func() (err error) {
 		defer func() {
 			if p := recover(); p != nil {

@@ -7,6 +7,7 @@ package evlistener
 import "C"
 
 import (
+	"runtime"
 	"unsafe"
 )
 
@@ -44,9 +45,9 @@ import (
 // event_base_dispatch does.
 func (b *Base) dispatchTurns() C.int {
 	// Between turns the goroutine is in Go: locked, it stays the loop's
-	// one thread, as in event_base_dispatch (but see yieldIfDueAt).
-	b.lockThread()
-	defer b.unlockThread()
+	// one thread, as in event_base_dispatch.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
 		if rc, more := b.turns(0, 0); !more {
 			return rc
