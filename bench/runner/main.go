@@ -346,16 +346,15 @@ func runOrder(servers []server) []server {
 }
 
 // benchServers are the servers `make bench` runs by default.
-var benchServers = []string{"cecho", "crawecho", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
+var benchServers = []string{"cecho", "crawecho", "crawecho-go", "goecho", "gnetecho", "echo-bufferevent", "echo-bufferevent-nopoll", "echo-event", "echo", "echo-nopoll"}
 
 // catalog is every server the runner knows; the echo ones are the
 // library's cmd/echo, kv is its cmd/kv.
 var catalog = []server{
 	{Name: "cecho", Bin: "cecho"},
 	{Name: "crawecho", Bin: "crawecho"},
-	// crawecho's C in a Go process (crawechogo): not in the default
-	// runs; -servers crawecho,crawecho-go tells what being a Go process
-	// costs a C server.
+	// crawecho's C in a Go process (crawechogo): what being a Go
+	// process costs a C server, apart from the binding.
 	{Name: "crawecho-go", Bin: "crawechogo"},
 	{Name: "goecho", Bin: "goecho"},
 	{Name: "gnetecho", Bin: "gnetecho"},

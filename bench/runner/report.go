@@ -55,7 +55,7 @@ var pairSpecs = []pairSpec{
 	{Num: "echo", Den: "echo-nopoll", CPUTarget: 0.91},
 	{Num: "echo-nopoll", Den: "crawecho", CPUTarget: 0.97},
 	// crawecho's own C in a Go process: what being one costs, apart
-	// from the binding (run with -servers crawecho,crawecho-go,...).
+	// from the binding.
 	{Num: "crawecho-go", Den: "crawecho"},
 	{Num: "echo-nopoll", Den: "crawecho-go"},
 	{Num: "echo-nopoll", Den: "goecho"},
