@@ -199,16 +199,16 @@ func (l *Listener) setAcceptor(a *connAcceptor) error {
 		return os.NewSyscallError("calloc", syscall.ENOMEM)
 	}
 	p.h, p.conns, p.kind = C.uintptr_t(l.h), t.c, a.kind
-	p.what, p.usec = C.short(a.ev.What), C.int64_t(usec(a.ev.Timeout))
+	p.what = C.short(a.ev.What)
 	o := &a.bev
 	p.bev_opts, p.enable = C.int(o.Options&^BEVOptCloseOnFree), C.short(o.Enable)
-	p.read_usec, p.write_usec = C.int64_t(usec(o.ReadTimeout)), C.int64_t(usec(o.WriteTimeout))
 	p.read_low, p.read_high = C.size_t(o.ReadLowWatermark), C.size_t(o.ReadHighWatermark)
 	p.write_low = C.size_t(o.WriteLowWatermark)
 	if _, tcp := l.addr.(*net.TCPAddr); tcp && (a.ev.NoDelay || o.NoDelay) {
 		p.nodelay = 1
 	}
-	C.evl_acceptor_init(p, l.base.ptr)
+	C.evl_acceptor_timeouts(p, l.base.ptr, C.int64_t(usec(a.ev.Timeout)),
+		C.int64_t(usec(o.ReadTimeout)), C.int64_t(usec(o.WriteTimeout)))
 	a.c = p
 	had, old := l.hasCallback(), l.conns
 	l.cb, l.conns = nil, a

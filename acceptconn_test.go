@@ -154,6 +154,16 @@ func (c *rawClient) cycle() error {
 	return c.echo(fd)
 }
 
+// cycles runs n cycles, failing the test on the first error.
+func (c *rawClient) cycles(t testing.TB, n int) {
+	t.Helper()
+	for range n {
+		if err := c.cycle(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestAcceptConn serves clients through a listener that makes each
 // connection's object in C: each is accepted once, echoed, and closed with
 // its socket by the object's Close; the peer address is there when asked.
@@ -224,11 +234,7 @@ func TestAcceptConnAllocs(t *testing.T) {
 		}
 		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
-		for range 200 { // the numbers in use, and the runtime's own warm-up
-			if err := c.cycle(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c.cycles(t, 200) // the numbers in use, and the runtime's own warm-up
 		var err error
 		allocs := testing.AllocsPerRun(2000, func() {
 			if e := c.cycle(); e != nil && err == nil {
@@ -262,20 +268,12 @@ func TestCgoCallsPerConnection(t *testing.T) {
 		}
 		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
-		for range 20 {
-			if err := c.cycle(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c.cycles(t, 20)
 		const n = 1000
 		waitFor(t, "the warm-up connections to close", func() bool { return openConns(t, b) == 0 })
 		accepts.Store(0)
 		before := goToC()
-		for range n {
-			if err := c.cycle(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c.cycles(t, n)
 		// The server closes as it sees each end of stream; the last
 		// may still be on its way.
 		waitFor(t, "the connections to close", func() bool { return openConns(t, b) == 0 })

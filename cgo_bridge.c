@@ -418,11 +418,12 @@ static void conn_forget(struct evl_conns *t, int fd)
 		evl_conn_close_bev(&t->bev[i][j], -1);
 }
 
-void evl_acceptor_init(struct evl_acceptor *a, struct event_base *base)
+void evl_acceptor_timeouts(struct evl_acceptor *a, struct event_base *base,
+	int64_t usec, int64_t read_usec, int64_t write_usec)
 {
-	a->tv = timeout_tv(base, a->usec, &a->tv_);
-	a->read_tv = timeout_tv(base, a->read_usec, &a->read_tv_);
-	a->write_tv = timeout_tv(base, a->write_usec, &a->write_tv_);
+	a->tv = timeout_tv(base, usec, &a->tv_);
+	a->read_tv = timeout_tv(base, read_usec, &a->read_tv_);
+	a->write_tv = timeout_tv(base, write_usec, &a->write_tv_);
 }
 
 /* What a C server does in its accept callback: the connection's event

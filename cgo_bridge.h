@@ -121,19 +121,19 @@ struct evl_acceptor {
 	struct evl_conns *conns;
 	int kind;    /* EVL_ACCEPT_* */
 	short what;  /* event: its conditions */
-	int64_t usec; /* event: add's timeout; < 0 none */
 	int bev_opts; /* buffer event: BEV_OPT_* but CLOSE_ON_FREE */
 	short enable; /* buffer event: bufferevent_enable's */
-	int64_t read_usec, write_usec; /* < 0: none */
 	size_t read_low, read_high, write_low;
 	int nodelay; /* TCP_NODELAY on each connection */
-	/* The timeouts above as the base's common timeouts, or NULL: set by
-	 * evl_acceptor_init, so that no accept looks them up again. */
+	/* The timeouts, event's add's and buffer event's read and write, as
+	 * the base's common timeouts, or NULL for none: set once by
+	 * evl_acceptor_timeouts, so that no accept looks them up again. */
 	const struct timeval *tv, *read_tv, *write_tv;
 	struct timeval tv_, read_tv_, write_tv_;
 };
-/* Sets a's timevals from its microseconds, on base; after Go set those. */
-void evl_acceptor_init(struct evl_acceptor *a, struct event_base *base);
+/* Sets a's timeouts on base from microseconds (< 0: none). */
+void evl_acceptor_timeouts(struct evl_acceptor *a, struct event_base *base,
+	int64_t usec, int64_t read_usec, int64_t write_usec);
 struct evl_conns *evl_conns_new(void);
 
 /* The loop turns of Dispatch (evl_base_loop). While one runs, the callbacks

@@ -132,7 +132,6 @@ func (b *Base) uptr() C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(b.
 // freeBatch frees the batch, with the base.
 func (b *Base) freeBatch() {
 	if b.batch != nil {
-		b.closeNoted()
 		C.evl_batch_free(b.batch)
 		b.batch = nil
 	}

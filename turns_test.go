@@ -60,11 +60,7 @@ func TestConnEventsRunAfterTurn(t *testing.T) {
 		}
 		startDispatch(t, b, atCleanup)
 		c := newRawClient(l.Addr())
-		for range 5 {
-			if err := c.cycle(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		c.cycles(t, 5)
 		waitFor(t, "the connections to close", func() bool { return openConns(t, b) == 0 })
 		if accepts.Load() != 5 || acceptsFromC.Load() != 5 {
 			t.Errorf("%d accept callbacks, %d of them from C; want 5, 5", accepts.Load(), acceptsFromC.Load())
