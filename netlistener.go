@@ -218,5 +218,5 @@ func (nl *netListener) closeOnLoop() {
 func (nl *netListener) Addr() net.Addr { return nl.addr }
 
 func (nl *netListener) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: nl.network, Addr: nl.addr, Err: err}
+	return endpoints{net: nl.network, addr: nl.addr}.opError(op, err)
 }

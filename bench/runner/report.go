@@ -438,16 +438,11 @@ func (rep *report) workloadRow(label string, f func(*runRecord) float64) string 
 	var b strings.Builder
 	b.WriteString("| " + label + " |")
 	for _, w := range rep.Workloads {
-		var xs []float64
-		for i := range rep.Runs {
-			if r := &rep.Runs[i]; r.Workload == w && r.ok() {
-				xs = append(xs, f(r))
-			}
-		}
+		m, _ := medianOf(rep.Runs, func(r *runRecord) (float64, bool) { return f(r), r.Workload == w && r.ok() })
 		if pct {
-			fmt.Fprintf(&b, " %.0f%% |", 100*median(xs))
+			fmt.Fprintf(&b, " %.0f%% |", 100*m)
 		} else {
-			fmt.Fprintf(&b, " %.2f |", median(xs))
+			fmt.Fprintf(&b, " %.2f |", m)
 		}
 	}
 	return b.String() + "\n"

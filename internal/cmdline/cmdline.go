@@ -30,7 +30,6 @@ type Command struct {
 	UsageLine bool
 
 	name, about string
-	defaultPort int
 	stderr      io.Writer
 }
 
@@ -39,7 +38,7 @@ type Command struct {
 // default, about (when not empty) and the flags.
 func New(name string, port int, about string, stderr io.Writer) *Command {
 	return &Command{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), Port: port,
-		name: name, about: about, defaultPort: port, stderr: stderr}
+		name: name, about: about, stderr: stderr}
 }
 
 // Parse parses args: the flags, then the one positional argument, the port
@@ -53,7 +52,9 @@ func (c *Command) Parse(args []string) error {
 	if err := c.FlagSet.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.SetOutput(c.stderr)
-			fmt.Fprintf(c.stderr, "usage: %s [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n", c.name, c.defaultPort)
+			// Port is still the default: the positional port comes
+			// after the flags.
+			fmt.Fprintf(c.stderr, "usage: %s [flags] [port]\n\nport is 0 to 65535 (default %d; 0 picks a free port).\n\n", c.name, c.Port)
 			if c.about != "" {
 				fmt.Fprintf(c.stderr, "%s\n\n", c.about)
 			}
