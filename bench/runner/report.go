@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -78,10 +79,47 @@ type machine struct {
 	Date   string `json:"date"`
 	Go     string `json:"go"`
 	Kernel string `json:"kernel"`
+	// Idle is how the CPUs wait when idle (cpuIdle): on workloads where
+	// every op wakes the server (1x64B, accept), it moves the ratios
+	// between servers by several percent (bench/README.md, "Where the
+	// accept gap lies").
+	Idle string `json:"cpu_idle,omitempty"`
 }
 
 func thisMachine() machine {
-	return machine{Date: time.Now().UTC().Format(time.RFC3339), Go: runtime.Version(), Kernel: kernel()}
+	return machine{Date: time.Now().UTC().Format(time.RFC3339), Go: runtime.Version(), Kernel: kernel(),
+		Idle: cpuIdle(readSys)}
+}
+
+// readSys returns a file of /sys, trimmed, or "" when it cannot be read.
+func readSys(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// cpuIdle describes how this machine's idle CPUs wait, from the cpuidle
+// driver and, for a guest's haltpoll driver, how long it polls before it
+// halts: a CPU that halts at once makes every wake-up of a sleeping server
+// cost more. "" when the kernel does not say.
+func cpuIdle(read func(string) string) string {
+	driver := read("/sys/devices/system/cpu/cpuidle/current_driver")
+	if driver == "" || driver == "none" {
+		return ""
+	}
+	if driver != "haltpoll" {
+		return "cpuidle " + driver
+	}
+	switch ns := read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); ns {
+	case "":
+		return "cpuidle haltpoll"
+	case "0":
+		return "cpuidle haltpoll, guest_halt_poll_ns=0: an idle CPU halts at once"
+	default:
+		return "cpuidle haltpoll, guest_halt_poll_ns=" + ns + ": an idle CPU polls that long before it halts"
+	}
 }
 
 type meta struct {
@@ -372,6 +410,9 @@ func (rep *report) markdown() string {
 	fmt.Fprintf(&b, "\n## %s\n\n", title)
 	fmt.Fprintf(&b, "%d rounds planned, medians over %s, × %.1f s (+%.1f s warm-up) per server and workload, interleaved; %s; %d CPUs, Linux %s, %s, %s.\n",
 		m.Rounds, rep.roundsUsed(), m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
+	if m.Idle != "" {
+		fmt.Fprintf(&b, "- CPUs when idle: %s.\n", m.Idle)
+	}
 	for _, n := range m.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}

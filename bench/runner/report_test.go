@@ -353,3 +353,37 @@ func TestControlPairTellsTheNoise(t *testing.T) {
 		t.Errorf("a run without echo-event speaks of the control pair:\n%s", md)
 	}
 }
+
+func TestCPUIdleSaysWhetherAnIdleCPUHalts(t *testing.T) {
+	sys := func(files map[string]string) func(string) string {
+		return func(p string) string { return files[p] }
+	}
+	const driver, poll = "/sys/devices/system/cpu/cpuidle/current_driver", "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+	for _, c := range []struct {
+		files map[string]string
+		want  string
+	}{
+		{map[string]string{driver: "haltpoll", poll: "0"}, "cpuidle haltpoll, guest_halt_poll_ns=0: an idle CPU halts at once"},
+		{map[string]string{driver: "haltpoll", poll: "200000"}, "cpuidle haltpoll, guest_halt_poll_ns=200000: an idle CPU polls that long before it halts"},
+		{map[string]string{driver: "haltpoll"}, "cpuidle haltpoll"},
+		{map[string]string{driver: "intel_idle", poll: "0"}, "cpuidle intel_idle"},
+		{map[string]string{driver: "none"}, ""},
+		{nil, ""},
+	} {
+		if got := cpuIdle(sys(c.files)); got != c.want {
+			t.Errorf("cpuIdle(%v) = %q, want %q", c.files, got, c.want)
+		}
+	}
+}
+
+func TestMarkdownSaysHowIdleCPUsWait(t *testing.T) {
+	rep := summarise(testConfig(1), names([]string{"crawecho", "echo-nopoll"}), nil)
+	rep.Meta.Idle = "cpuidle haltpoll, guest_halt_poll_ns=0: an idle CPU halts at once"
+	if md := rep.markdown(); !strings.Contains(md, "- CPUs when idle: "+rep.Meta.Idle+".") {
+		t.Errorf("markdown lacks the idle line:\n%s", md)
+	}
+	rep.Meta.Idle = ""
+	if md := rep.markdown(); strings.Contains(md, "CPUs when idle") {
+		t.Errorf("markdown has an idle line with nothing to say:\n%s", md)
+	}
+}
