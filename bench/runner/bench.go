@@ -136,7 +136,7 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 		rec.Result = res
 		if m.wall > 0 {
 			rec.LoadBusy = m.load.Seconds() / m.wall.Seconds()
-			rec.OtherCores = max(0, (m.machine-m.server-m.load).Seconds()/m.wall.Seconds())
+			rec.OtherCores = max(0, (m.machine-m.server-m.load-m.spinner).Seconds()/m.wall.Seconds())
 		}
 		if res.OpsAll > 0 {
 			rec.ServerCPUus = m.server.Seconds() * 1e6 / float64(res.OpsAll)
@@ -153,6 +153,7 @@ func runOne(cfg config, s server, w string, round int) (rec runRecord) {
 // of the load generator and of the whole machine, and how long it lasted.
 type measured struct {
 	server, load, machine, wall time.Duration
+	spinner                     time.Duration // with -spin
 }
 
 // measuredLoad runs bin/loadgen -hold against p with workload w and reads
@@ -163,15 +164,18 @@ func measuredLoad(cfg config, p *serverProc, w string) (loadresult.Result, measu
 	var m measured
 	res, err := heldLoad(cfg, p.addr, w, func(loadPID int, window func() error) error {
 		type reading struct {
-			server, load, machine time.Duration
-			at                    time.Time
+			server, load, machine, spinner time.Duration
+			at                             time.Time
 		}
 		read := func() (r reading, err error) {
 			r.at = time.Now()
-			var errs [3]error
+			var errs [4]error
 			r.server, errs[0] = processCPU(p.cmd.Process.Pid)
 			r.load, errs[1] = processCPU(loadPID)
 			r.machine, errs[2] = machineCPU()
+			if p.spinner != nil {
+				r.spinner, errs[3] = processCPU(p.spinner.Process.Pid)
+			}
 			return r, errors.Join(errs[:]...)
 		}
 		r0, err := read()
@@ -185,7 +189,8 @@ func measuredLoad(cfg config, p *serverProc, w string) (loadresult.Result, measu
 		if err != nil {
 			return err
 		}
-		m = measured{server: r1.server - r0.server, load: r1.load - r0.load, machine: r1.machine - r0.machine, wall: r1.at.Sub(r0.at)}
+		m = measured{server: r1.server - r0.server, load: r1.load - r0.load, machine: r1.machine - r0.machine,
+			spinner: r1.spinner - r0.spinner, wall: r1.at.Sub(r0.at)}
 		return nil
 	})
 	return res, m, err

@@ -60,6 +60,7 @@ type config struct {
 	saturated  float64  // median load core busy from which a ratio is load-bound
 	pinServer  []string // command prefix, e.g. taskset -c 0
 	pinLoad    []string
+	spin       bool // each server beside a spinner (spin.go)
 }
 
 // options is the command line.
@@ -95,6 +96,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.mdPath, "md", "", "also write the markdown report here (with -syscalls: out/syscalls.md)")
 	flag.BoolVar(&o.syscalls, "syscalls", false, "count each server's system calls per op under strace -c, once per server and workload, instead of benchmarking; -json defaults to out/syscalls.json")
 	flag.IntVar(&o.loops, "loops", 0, "instead of the benchmark, the multi-core mode: cmd/echo and gnetecho with this many loops and goecho, against as many load generators, -rounds times per workload; -json defaults to out/multicore.json")
+	flag.BoolVar(&o.spin, "spin", false, "run each server beside a spinner at idle priority on its CPU, so that the CPU never halts while the server sleeps: the ratios then leave out what waking a halted CPU costs each server (benchmark only)")
 	flag.IntVar(&o.idle, "idle", 0, "instead of benchmarking, measure each server's resident memory per idle connection with this many connections open, -rounds times; -json defaults to out/idle.json")
 	flag.Parse()
 	if flag.NArg() != 0 || o.rounds < 1 || o.rounds > 50 || o.dur <= 0 || o.dur > time.Minute ||
@@ -106,6 +108,10 @@ func parseFlags() *options {
 	}
 	o.workloads = splitList(*workloads)
 	flag.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	if o.spin && (o.loops > 0 || o.idle > 0 || o.syscalls || o.from != "") {
+		fmt.Fprintln(os.Stderr, "runner: -spin is for the benchmark, not with -loops, -idle, -syscalls or -from")
+		os.Exit(2)
+	}
 	return o
 }
 
@@ -146,6 +152,7 @@ func (o *options) mode() mode {
 }
 
 func main() {
+	spinIfAsked()
 	o := parseFlags()
 	if o.from != "" {
 		threshold := 0.0 // the file's
@@ -467,6 +474,7 @@ func serve(cfg config, s server, f func(p *serverProc) error) error {
 // serverProc is a server that printed its listening line.
 type serverProc struct {
 	cmd        *exec.Cmd
+	spinner    *exec.Cmd // with -spin
 	addr       string
 	extra      bytes.Buffer // stderr after the listening line, for errors
 	stderrDone chan struct{}
@@ -482,17 +490,24 @@ func startServer(cfg config, s server) (*serverProc, error) {
 	if err != nil {
 		return nil, err
 	}
+	var spinner *exec.Cmd
+	if cfg.spin {
+		if spinner, err = startSpinner(cfg.pinServer); err != nil {
+			return nil, err
+		}
+	}
 	current.Lock()
 	err = cmd.Start()
 	current.cmd = cmd
 	current.Unlock()
 	if err != nil {
+		stopSpinner(spinner)
 		return nil, fmt.Errorf("start: %v", err)
 	}
 
 	// Read stderr to its end: the listening line first, the rest kept for
 	// the report if the server misbehaves.
-	p := &serverProc{cmd: cmd, stderrDone: make(chan struct{})}
+	p := &serverProc{cmd: cmd, spinner: spinner, stderrDone: make(chan struct{})}
 	addrCh := make(chan string, 1)
 	go func() {
 		defer close(p.stderrDone)
@@ -532,6 +547,7 @@ func (p *serverProc) stop(runErr error) error {
 	if stopErr := stopServer(p.cmd, p.stderrDone); stopErr != nil && err == nil {
 		err = stopErr
 	}
+	stopSpinner(p.spinner)
 	// stopServer has drained stderr: extra is no longer written.
 	if err != nil && p.extra.Len() > 0 {
 		err = fmt.Errorf("%v; server stderr: %s", err, strings.TrimSpace(p.extra.String()))

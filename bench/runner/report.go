@@ -138,8 +138,10 @@ type meta struct {
 	Quiet         float64 `json:"quiet_cpus"` // the noisy-round threshold
 	// Saturated is the median load core busy from which a ratio is marked
 	// load-bound (ratioCell.LoadSaturated).
-	Saturated float64  `json:"saturated_load_busy"`
-	Notes     []string `json:"notes,omitempty"`
+	Saturated float64 `json:"saturated_load_busy"`
+	// Spin: each server ran beside a spinner (-spin).
+	Spin  bool     `json:"spin,omitempty"`
+	Notes []string `json:"notes,omitempty"`
 }
 
 // cell summarises one server × workload over its successful rounds.
@@ -202,6 +204,7 @@ func summarise(cfg config, servers []server, runs []runRecord) *report {
 			Conns:     cfg.connectors,
 			Quiet:     cfg.quiet,
 			Saturated: cfg.saturated,
+			Spin:      cfg.spin,
 		},
 		Workloads: cfg.workloads,
 		Summary:   map[string]map[string]*cell{},
@@ -412,6 +415,9 @@ func (rep *report) markdown() string {
 		m.Rounds, rep.roundsUsed(), m.DurationS, m.WarmupS, m.Pinning, m.CPUs, m.Kernel, m.Go, m.Date)
 	if m.Idle != "" {
 		fmt.Fprintf(&b, "- CPUs when idle: %s.\n", m.Idle)
+	}
+	if m.Spin {
+		b.WriteString("- **-spin:** each server ran beside a spinner at idle priority on its CPU, which never halted: these ratios leave out what waking a halted CPU costs each server.\n")
 	}
 	for _, n := range m.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
