@@ -70,13 +70,16 @@ func TestSpinnerSpinsAtIdlePriorityUntilStopped(t *testing.T) {
 
 func TestMarkdownSaysWhenServersRanBesideASpinner(t *testing.T) {
 	rep := summarise(testConfig(1), names([]string{"crawecho", "echo-nopoll"}), nil)
-	if strings.Contains(rep.markdown(), "-spin") {
-		t.Error("markdown mentions -spin in a run without it")
+	if strings.Contains(rep.markdown(), "-spin") || strings.Contains(rep.svg(), "-spin") {
+		t.Error("the report mentions -spin in a run without it")
 	}
 	cfg := testConfig(1)
 	cfg.spin = true
 	rep = summarise(cfg, names([]string{"crawecho", "echo-nopoll"}), nil)
 	if !rep.Meta.Spin || !strings.Contains(rep.markdown(), "- **-spin:** each server ran beside a spinner") {
 		t.Errorf("a -spin run: meta.spin %v, markdown:\n%s", rep.Meta.Spin, rep.markdown())
+	}
+	if !strings.Contains(rep.svg(), "-spin: each server beside a spinner") {
+		t.Error("a -spin run's chart does not say so")
 	}
 }

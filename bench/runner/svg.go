@@ -69,8 +69,12 @@ func (rep *report) svg() string {
 		left, esc(rep.Baseline))
 	fmt.Fprintf(&b, `<text x="%d" y="50" font-size="12" fill="#555">bar: median of per-round ops/s ratios to %s; whisker: lowest to highest round; %s rounds × %.1f s; %s</text>`+"\n",
 		left, esc(rep.Baseline), rep.roundsUsed(), rep.Meta.DurationS, esc(rep.Meta.Date))
-	fmt.Fprintf(&b, `<text x="%d" y="66" font-size="12" fill="#555">pinning: %s; %d CPUs, Linux %s, %s</text>`+"\n",
-		left, esc(rep.Meta.Pinning), rep.Meta.CPUs, esc(rep.Meta.Kernel), esc(rep.Meta.Go))
+	spin := ""
+	if rep.Meta.Spin {
+		spin = "; -spin: each server beside a spinner at idle priority"
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="66" font-size="12" fill="#555">pinning: %s; %d CPUs, Linux %s, %s%s</text>`+"\n",
+		left, esc(rep.Meta.Pinning), rep.Meta.CPUs, esc(rep.Meta.Kernel), esc(rep.Meta.Go), spin)
 	if rep.Meta.OtherCores > rep.Meta.Quiet {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" font-weight="bold" fill="#b00000" text-anchor="end">noisy machine: other processes used %.2f CPUs (median)</text>`+"\n",
 			width-right, 30, rep.Meta.OtherCores)
