@@ -382,18 +382,31 @@ func (t *connTable) takeEvent(fd int, c *C.struct_evl_conn_ev, cb EventFunc) *Ev
 // back from accept, and the C side has taken the object out.
 func (t *connTable) forget(fd int) {
 	if ev := t.events.get(fd); ev != nil && ev.pool != nil && !ev.closed.Load() {
-		ev.closed.Store(true)
-		ev.ptr, ev.cb = nil, nil
+		endPooledEvent(ev)
 		t.ended()
 	}
 	if be := t.bevs.get(fd); be != nil && be.pool != nil && (!be.closed.Load() || be.flushing) {
-		be.dropTimer()
-		be.closed.Store(true)
-		be.flushing, be.lingering = false, false
-		be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
-		be.readCb, be.writeCb, be.eventCb = nil, nil, nil
+		endPooledBufferEvent(be)
 		t.ended()
 	}
+}
+
+// endPooledEvent ends the Go side of a pooled event's connection: closed,
+// with nothing of the connection's C side or callback kept. The header
+// (base, handle, descriptor, C storage) is the slot's and stays.
+func endPooledEvent(ev *Event) {
+	ev.closed.Store(true)
+	ev.ptr, ev.cb = nil, nil
+}
+
+// endPooledBufferEvent is endPooledEvent for a pooled buffer event: its
+// flush or linger ended too, and its timer dropped.
+func endPooledBufferEvent(be *BufferEvent) {
+	be.dropTimer()
+	be.closed.Store(true)
+	be.flushing, be.lingering = false, false
+	be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
+	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
 }
 
 // ended counts a connection of the table gone. A Server's loop hears of it
@@ -410,12 +423,11 @@ func (t *connTable) ended() {
 // loop and the socket closed in one call into C. The slot stays for the
 // next connection on the number.
 func (t *connTable) closeEvent(ev *Event) error {
-	ev.closed.Store(true)
-	// The event is the first member of its slot.
+	endPooledEvent(ev)
+	// The event is the first member of its slot, which cptr keeps.
 	if !t.base.closeAtTurn((*C.struct_evl_conn_ev)(ev.cptr), ev.fd) {
 		C.evl_conn_close_event_u(C.uintptr_t(uintptr(ev.cptr)), C.int(ev.fd))
 	}
-	ev.ptr, ev.cb = nil, nil
 	t.ended()
 	return nil
 }
@@ -453,14 +465,9 @@ func (t *connTable) takeBufferEvent(fd int, c *C.struct_evl_conn_bev, o *BufferE
 // closeBufferEvent is Close of a buffer event from the table: the buffer
 // event freed and the socket closed in one call into C.
 func (t *connTable) closeBufferEvent(be *BufferEvent) error {
-	be.closed.Store(true)
-	be.flushing, be.lingering = false, false
-	be.dropTimer()
-	// The context is its slot.
-	C.evl_conn_close_bev((*C.struct_evl_conn_bev)(unsafe.Pointer(be.ctx)), C.int(be.fd))
-	be.ctx, be.ptr = nil, nil
-	be.in.ptr, be.out.ptr = nil, nil
-	be.readCb, be.writeCb, be.eventCb = nil, nil, nil
+	slot := (*C.struct_evl_conn_bev)(unsafe.Pointer(be.ctx)) // the context is its slot
+	endPooledBufferEvent(be)
+	C.evl_conn_close_bev(slot, C.int(be.fd))
 	t.ended()
 	return nil
 }
@@ -471,18 +478,13 @@ func (t *connTable) close() error {
 	t.base.closeNoted() // before the table: those slots are no longer open
 	t.events.each(func(ev *Event) {
 		if ev.pool != nil {
-			ev.closed.Store(true)
-			ev.ptr, ev.cb = nil, nil
+			endPooledEvent(ev)
 			deleteHandle(ev.h)
 		}
 	})
 	t.bevs.each(func(be *BufferEvent) {
 		if be.pool != nil {
-			be.dropTimer()
-			be.closed.Store(true)
-			be.flushing, be.lingering = false, false
-			be.ctx, be.ptr, be.in.ptr, be.out.ptr = nil, nil, nil, nil
-			be.readCb, be.writeCb, be.eventCb = nil, nil, nil
+			endPooledBufferEvent(be)
 			deleteHandle(be.h)
 		}
 	})

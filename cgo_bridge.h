@@ -168,8 +168,9 @@ struct evl_batch {
 /* A batch with room for a turn of 64 events; it grows as turns need. */
 struct evl_batch *evl_batch_new(void);
 void evl_batch_free(struct evl_batch *b);
-/* Closes the connections noted in b->closing (evl_conn_close_event each);
- * evl_base_loop does so as it starts. */
+/* Closes the connections noted in b->closing: each event deleted and its
+ * socket closed, as evl_conn_close_event does for a slot still open (these
+ * are marked closed already); evl_base_loop does so as it starts. */
 void evl_batch_close(struct evl_batch *b);
 /* Runs turns of base's loop (event_base_loop with EVLOOP_ONCE, and
  * EVLOOP_NONBLOCK if nonblock) until a turn noted fired events in b,
